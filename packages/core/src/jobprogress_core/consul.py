@@ -1,0 +1,185 @@
+"""Registration of this instance in Consul, and lookups of healthy instances.
+
+A service starts and serves even when Consul is down: registration is retried in the
+background, re-done when the agent forgets it, and undone on a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import consul.aio
+from aiohttp import web
+
+from . import __version__
+from .settings import Settings
+from .web import SETTINGS, STOP_HOOKS
+
+logger = logging.getLogger(__name__)
+
+CONSUL_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, consul.ConsulException)
+
+
+def create_consul(settings: Settings, *, timeout: float = 10.0) -> consul.aio.Consul:
+    """An asyncio Consul client; must be called inside a running event loop."""
+    with warnings.catch_warnings():
+        # py-consul 1.8 passes aiohttp's deprecated ``ssl_context`` argument.
+        warnings.filterwarnings("ignore", message=".*ssl_context.*", category=DeprecationWarning)
+        return consul.aio.Consul(
+            host=settings.consul_host,
+            port=settings.consul_port,
+            scheme=settings.consul_scheme,
+            token=str(settings.consul_token) if settings.consul_token else None,
+            connections_timeout=timeout,
+        )
+
+
+@dataclass(frozen=True)
+class Instance:
+    service_id: str
+    address: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+
+class Registration:
+    """This instance in Consul's catalog: unique ID, HTTP check on ``/health``,
+    ``DeregisterCriticalServiceAfter``, version in the meta."""
+
+    def __init__(self, settings: Settings, client: consul.aio.Consul) -> None:
+        self.settings = settings
+        self.client = client
+        host = socket.gethostname().split(".")[0]
+        self.service_id = f"{settings.service}-{host}-{settings.port}-{uuid.uuid4().hex[:8]}"
+        self.registered = False
+
+    def check(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "CheckID": f"{self.service_id}:http",
+            "Name": f"{settings.service} /health",
+            "HTTP": f"{Instance(self.service_id, settings.advertise_addr, settings.port).url}/health",
+            "Interval": f"{settings.consul_check_interval:g}s",
+            "Timeout": "3s",
+            "DeregisterCriticalServiceAfter": settings.consul_deregister_after,
+        }
+
+    async def register(self) -> None:
+        settings = self.settings
+        await self.client.agent.service.register(
+            settings.service,
+            service_id=self.service_id,
+            address=settings.advertise_addr,
+            port=settings.port,
+            tags=["jobprogress", f"v{__version__}"],
+            meta={"version": __version__, "env": settings.env},
+            check=self.check(),
+        )
+        self.registered = True
+
+    async def is_known(self) -> bool:
+        services = await self.client.agent.services()
+        return self.service_id in services
+
+    async def keep_registered(self) -> None:
+        """Register, then make sure the agent still knows us; retry forever while Consul is away."""
+        interval = self.settings.consul_retry_seconds
+        down_since_logged = False
+        while True:
+            try:
+                if not self.registered or not await self.is_known():
+                    await self.register()
+                    logger.info(
+                        "registered %s in consul at %s:%s", self.service_id, self.settings.consul_host,
+                        self.settings.consul_port,
+                    )
+                down_since_logged = False
+            except CONSUL_ERRORS as exc:
+                self.registered = False
+                if not down_since_logged:
+                    logger.warning("consul unavailable (%s); serving anyway and retrying every %gs", exc, interval)
+                    down_since_logged = True
+            await asyncio.sleep(interval)
+
+    async def deregister(self) -> None:
+        if not self.registered:
+            return
+        self.registered = False
+        try:
+            await self.client.agent.service.deregister(self.service_id)
+            logger.info("deregistered %s from consul", self.service_id)
+        except CONSUL_ERRORS as exc:
+            logger.warning("could not deregister %s from consul: %s", self.service_id, exc)
+
+
+REGISTRATION = web.AppKey("consul_registration", Registration)
+CONSUL = web.AppKey("consul", consul.aio.Consul)
+
+
+async def consul_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: keep this instance registered; deregister first on a stop."""
+    client = create_consul(app[SETTINGS])
+    registration = Registration(app[SETTINGS], client)
+    app[CONSUL] = client
+    app[REGISTRATION] = registration
+    app[STOP_HOOKS].insert(0, registration.deregister)
+    task = asyncio.create_task(registration.keep_registered(), name="consul-registration")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await registration.deregister()
+    await client.http.close()
+
+
+class ServiceLookup:
+    """Passing instances of a service, rotated so calls spread over them."""
+
+    def __init__(self, client: consul.aio.Consul, service: str, *, cache_seconds: float = 2.0) -> None:
+        self.client = client
+        self.service = service
+        self.cache_seconds = cache_seconds
+        self._instances: list[Instance] = []
+        self._fetched_at = -float("inf")
+        self._counter = itertools.count()
+
+    async def instances(self) -> list[Instance]:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._fetched_at > self.cache_seconds:
+            _, nodes = await self.client.health.service(self.service, passing=True)
+            self._instances = [
+                Instance(
+                    node["Service"]["ID"],
+                    node["Service"]["Address"] or node["Node"]["Address"],
+                    int(node["Service"]["Port"]),
+                )
+                for node in nodes
+            ]
+            self._fetched_at = loop.time()
+        return self._instances
+
+    async def rotation(self) -> list[Instance]:
+        """Every passing instance once, starting from the next one in turn."""
+        instances = await self.instances()
+        if not instances:
+            return []
+        start = next(self._counter) % len(instances)
+        return instances[start:] + instances[:start]
+
+    def forget(self) -> None:
+        """Drop the cache, e.g. after an instance failed to answer."""
+        self._fetched_at = -float("inf")

@@ -1,0 +1,34 @@
+"""Every Redis key, stream and group name, in one place.
+
+A job's hash and its event stream share the hash tag ``{<job id>}``, so they live in
+one Redis Cluster slot and can be changed in one atomic step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUEUE_GROUP = "workers"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "jobprogress:"
+
+    @property
+    def queue(self) -> str:
+        """Stream of job ids waiting for a worker (consumer group :data:`QUEUE_GROUP`)."""
+        return f"{self.prefix}jobs"
+
+    def job(self, job_id: str) -> str:
+        """Hash with the job's current state."""
+        return f"{self.prefix}job:{{{job_id}}}"
+
+    def events(self, job_id: str) -> str:
+        """Stream of the job's events; entry IDs are the SSE event IDs."""
+        return f"{self.prefix}job:{{{job_id}}}:events"
+
+    def job_id_of_events(self, key: str) -> str:
+        """The job id inside an event stream key (inverse of :meth:`events`)."""
+        start = key.index("{") + 1
+        return key[start : key.index("}", start)]

@@ -1,0 +1,59 @@
+"""pytest plugin: the real stack as fixtures.
+
+``jobprogress_stack`` (session scope) starts a private ``redis-server`` and
+``consul agent -dev`` on free ports and one instance of each service as a separate
+process, and stops them all at the end. Start more instances with
+``jobprogress_stack.start_service(name, **env)``. When a test that used the stack fails,
+the tail of every process log is added to its report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .stack import SERVICE_MODULES, Stack
+
+#: Settings that make the stack quick to react in tests (see the README's table).
+TEST_ENV = {
+    "JOBPROGRESS_ENV": "development",
+    "JOBPROGRESS_SECRET_KEY": "test-secret-key-not-for-production-use",
+    "JOBPROGRESS_CONSUL_CHECK_INTERVAL": "1",
+    "JOBPROGRESS_CONSUL_RETRY_SECONDS": "1",
+    "JOBPROGRESS_WORKER_BLOCK_MS": "1000",
+    "JOBPROGRESS_READER_BLOCK_MS": "2000",
+    "JOBPROGRESS_SHUTDOWN_TIMEOUT": "5",
+    "JOBPROGRESS_LOG_LEVEL": "INFO",
+}
+
+_STACKS: list[Stack] = []
+
+
+@pytest.fixture(scope="session")
+def jobprogress_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("stack"), env=dict(TEST_ENV))
+    _STACKS.append(stack)
+    with stack.running():
+        for service in SERVICE_MODULES:
+            stack.start_service(service)
+        yield stack
+    _STACKS.remove(stack)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client without a total timeout (SSE streams are long); tests set their own."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as session:
+        yield session
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "jobprogress_stack" in getattr(item, "fixturenames", ()):
+        for stack in _STACKS:
+            report.sections.append(("jobprogress stack logs", stack.logs()))

@@ -1,0 +1,62 @@
+"""Redis clients and the one place where stream replies are normalised.
+
+The protocol is pinned to RESP2 with decoded strings, and every stream reply goes through
+:func:`stream_entries`, so no other module depends on the reply shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .settings import Settings
+
+RESP_PROTOCOL = 2
+#: What a lost or unreachable Redis raises; callers back off and retry on these.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+Entry = tuple[str, dict[str, str]]
+
+
+def create_redis(settings: Settings, *, block_ms: int = 0, max_connections: int = 50) -> Redis:
+    """A client for ``REDIS_URL``.
+
+    ``block_ms`` is the longest ``BLOCK`` this client will issue: its socket timeout is
+    set above it, so a blocking read is never cut short by the client itself.
+    """
+    return Redis.from_url(
+        settings.redis_url,
+        protocol=RESP_PROTOCOL,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout + block_ms / 1000,
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=30,
+        max_connections=max_connections,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+    )
+
+
+def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
+    """``XREAD``/``XREADGROUP`` reply as ``[(stream, [(id, fields), ...]), ...]``.
+
+    Accepts both the RESP2 list form and the RESP3 map form; deleted entries
+    (``None`` fields, left in a group's pending list) come back with empty fields.
+    """
+    if not reply:
+        return []
+    pairs: Iterable[Any] = reply.items() if isinstance(reply, dict) else reply
+    result = []
+    for stream, entries in pairs:
+        result.append((stream, [(entry_id, dict(fields or {})) for entry_id, fields in entries]))
+    return result
+
+
+def range_entries(reply: Any) -> list[Entry]:
+    """``XRANGE``/``XREVRANGE`` reply as ``[(id, fields), ...]``."""
+    return [(entry_id, dict(fields or {})) for entry_id, fields in reply or []]

@@ -1,0 +1,56 @@
+"""The thin ``main`` of every service: settings, logging, serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from .logs import configure_logging
+from .settings import ConfigError, Settings
+from .web import STOP_HOOKS
+
+logger = logging.getLogger(__name__)
+
+#: Pending connections the kernel queues for us; aiohttp's 128 makes mass reconnects crawl.
+LISTEN_BACKLOG = 4096
+
+
+def main(service: str, create_app: Callable[[Settings], web.Application]) -> None:
+    try:
+        settings = Settings.from_env(service)
+    except ConfigError as exc:
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(service, settings.log_level, settings.log_json)
+    try:
+        asyncio.run(serve(create_app(settings), settings))
+    except OSError as exc:
+        logger.error("cannot serve on %s:%s: %s", settings.host, settings.port, exc)
+        raise SystemExit(1) from None
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
+        await site.start()
+        logger.info("%s listening on http://%s:%s", settings.service, settings.host, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        logger.info("stopping %s", settings.service)
+        for hook in app[STOP_HOOKS]:
+            await hook()
+    finally:
+        await runner.cleanup()
+    logger.info("%s stopped", settings.service)

@@ -1,0 +1,269 @@
+"""Typed settings read from the environment and validated at start.
+
+A bad value raises :class:`ConfigError` naming the variable, so a misconfigured
+process stops at once with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {
+    "job-queue-service": 8081,
+    "worker-service": 8082,
+    "progress-service": 8083,
+}
+ENVIRONMENTS = ("development", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _masked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class Environ:
+    """Typed access to environment variables; every error names the variable."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def str(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default)
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def int(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not an integer") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(f"{name}={number} is outside {minimum}..{maximum}")
+        return number
+
+    def float(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a number") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(f"{name}={number} is outside {minimum}..{maximum}")
+        return number
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={value!r} is not a boolean (true/false)")
+
+    def redis_url(self, name: str, default: str) -> str:
+        value = self.str(name, default)
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"{name}={_masked_url(value)!r} must start with redis://, rediss:// or unix://")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError(f"{name}={_masked_url(value)!r} has no host")
+        try:
+            parts.port  # noqa: B018 - urlsplit validates the port lazily
+        except ValueError:
+            raise ConfigError(f"{name}={_masked_url(value)!r} has an invalid port") from None
+        return value
+
+    def host_port(self, name: str, default: str) -> tuple[str, int, str]:
+        """``host:port`` or ``scheme://host:port``, as Consul's own CLI accepts."""
+        value = self.str(name, default)
+        parsed = urlsplit(value if "//" in value else f"//{value}")
+        scheme = parsed.scheme or "http"
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} has an invalid port") from None
+        if not parsed.hostname or scheme not in ("http", "https"):
+            raise ConfigError(f"{name}={value!r} is not host:port or http(s)://host:port")
+        return parsed.hostname, port or (443 if scheme == "https" else 8500), scheme
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service reads from its environment.
+
+    Field names mirror the variables in the README's configuration table.
+    """
+
+    service: str
+    redis_url: str = field(repr=False)
+    consul_host: str
+    consul_port: int
+    consul_scheme: str
+    consul_token: Secret | None
+    host: str
+    port: int
+    advertise_addr: str
+    env: str
+    secret_key: Secret
+    key_prefix: str
+    log_level: str
+    log_json: bool
+    shutdown_timeout: float
+    # Consul registration
+    consul_check_interval: float
+    consul_deregister_after: str
+    consul_retry_seconds: float
+    # Redis
+    redis_timeout: float
+    event_stream_maxlen: int
+    # worker-service
+    worker_concurrency: int
+    worker_block_ms: int
+    # progress-service
+    sse_retry_ms: int
+    sse_heartbeat_seconds: float
+    sse_send_timeout: float
+    sse_queue_size: int
+    reader_block_ms: int
+    web_dir: str | None
+
+    @property
+    def redis_url_masked(self) -> str:
+        return _masked_url(self.redis_url)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
+        if service not in DEFAULT_PORTS:
+            raise ConfigError(f"unknown service {service!r}")
+        env = Environ(environ)
+        consul_host, consul_port, consul_scheme = env.host_port("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
+        consul_token = env.raw("CONSUL_HTTP_TOKEN")
+        host = env.str("JOBPROGRESS_HOST", "127.0.0.1")
+        mode = env.choice("JOBPROGRESS_ENV", "development", ENVIRONMENTS)
+        return cls(
+            service=service,
+            redis_url=env.redis_url("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            consul_host=consul_host,
+            consul_port=consul_port,
+            consul_scheme=consul_scheme,
+            consul_token=Secret(consul_token) if consul_token else None,
+            host=host,
+            port=env.int("JOBPROGRESS_PORT", DEFAULT_PORTS[service], minimum=1, maximum=65535),
+            advertise_addr=env.str("JOBPROGRESS_ADVERTISE_ADDR", _advertisable(host)),
+            env=mode,
+            secret_key=_secret_key(env, mode),
+            key_prefix=_key_prefix(env),
+            log_level=env.choice("JOBPROGRESS_LOG_LEVEL", "INFO", LOG_LEVELS),
+            log_json=env.bool("JOBPROGRESS_LOG_JSON", False),
+            shutdown_timeout=env.float("JOBPROGRESS_SHUTDOWN_TIMEOUT", 10.0, minimum=0.0, maximum=600.0),
+            consul_check_interval=env.float(
+                "JOBPROGRESS_CONSUL_CHECK_INTERVAL", 10.0, minimum=0.5, maximum=3600.0
+            ),
+            consul_deregister_after=_duration(env, "JOBPROGRESS_CONSUL_DEREGISTER_AFTER", "1m"),
+            consul_retry_seconds=env.float("JOBPROGRESS_CONSUL_RETRY_SECONDS", 5.0, minimum=0.1, maximum=600.0),
+            redis_timeout=env.float("JOBPROGRESS_REDIS_TIMEOUT", 5.0, minimum=0.1, maximum=300.0),
+            event_stream_maxlen=env.int(
+                "JOBPROGRESS_EVENT_STREAM_MAXLEN", 10_000, minimum=100, maximum=10_000_000
+            ),
+            worker_concurrency=env.int("JOBPROGRESS_WORKER_CONCURRENCY", 4, minimum=1, maximum=1000),
+            worker_block_ms=env.int("JOBPROGRESS_WORKER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            sse_retry_ms=env.int("JOBPROGRESS_SSE_RETRY_MS", 3000, minimum=100, maximum=600_000),
+            sse_heartbeat_seconds=env.float(
+                "JOBPROGRESS_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1, maximum=3600.0
+            ),
+            sse_send_timeout=env.float("JOBPROGRESS_SSE_SEND_TIMEOUT", 10.0, minimum=0.1, maximum=600.0),
+            sse_queue_size=env.int("JOBPROGRESS_SSE_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
+            reader_block_ms=env.int("JOBPROGRESS_READER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            web_dir=env.raw("JOBPROGRESS_WEB_DIR"),
+        )
+
+
+def _advertisable(host: str) -> str:
+    # An instance listening on every interface is reached through the loopback address
+    # unless JOBPROGRESS_ADVERTISE_ADDR says otherwise.
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _key_prefix(env: Environ) -> str:
+    prefix = env.str("JOBPROGRESS_KEY_PREFIX", "jobprogress:")
+    if any(char in prefix for char in "{}\r\n ") or len(prefix) > 64:
+        raise ConfigError(
+            f"JOBPROGRESS_KEY_PREFIX={prefix!r} must be at most 64 characters without braces or spaces"
+        )
+    return prefix
+
+
+def _duration(env: Environ, name: str, default: str) -> str:
+    value = env.str(name, default)
+    units = {"s": 1, "m": 60, "h": 3600}
+    if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit():
+        raise ConfigError(f"{name}={value!r} is not a duration like 90s, 1m or 2h")
+    return value
+
+
+def _secret_key(env: Environ, mode: str) -> Secret:
+    value = env.raw("JOBPROGRESS_SECRET_KEY")
+    if value is None or value == "change-me":
+        if mode == "production":
+            reason = "is missing" if value is None else "is the default value"
+            raise ConfigError(
+                f"JOBPROGRESS_SECRET_KEY {reason}: production mode needs a random secret of 32+ characters"
+            )
+        logger.warning("JOBPROGRESS_SECRET_KEY is not set: using a random key for this process (development)")
+        return Secret(secrets.token_urlsafe(32))
+    if mode == "production" and len(value) < 32:
+        raise ConfigError("JOBPROGRESS_SECRET_KEY is too short: production mode needs 32+ characters")
+    return Secret(value)

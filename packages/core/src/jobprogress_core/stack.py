@@ -1,0 +1,313 @@
+"""The whole system as local processes: ``redis-server``, ``consul agent -dev`` and the
+three services, each on a free (or given) port.
+
+Used by ``scripts/run`` (``python -m jobprogress_core.stack``) to run everything locally,
+and by the pytest plugin (:mod:`jobprogress_core.pytest_plugin`) for end-to-end tests
+against real processes. Synchronous on purpose: it only starts, waits for and stops
+processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+SERVICE_MODULES = {
+    "job-queue-service": "job_queue_service",
+    "worker-service": "worker_service",
+    "progress-service": "progress_service",
+}
+
+
+class StackError(RuntimeError):
+    """A process did not start or did not become ready; the message quotes its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def consul_binary() -> str:
+    """``JOBPROGRESS_CONSUL_BIN``, ``consul`` on the PATH, or the copy scripts/fetch-consul keeps."""
+    configured = os.environ.get("JOBPROGRESS_CONSUL_BIN")
+    if configured:
+        return configured
+    found = shutil.which("consul")
+    if found:
+        return found
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jobprogress"
+    cached = Path(os.environ.get("JOBPROGRESS_CACHE", cache)) / "consul/usr/bin/consul"
+    if cached.is_file():
+        return str(cached)
+    raise StackError("no consul binary: run scripts/bootstrap (or set JOBPROGRESS_CONSUL_BIN)")
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def redis_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+
+
+def consul_answers(address: str, timeout: float = 1.0) -> bool:
+    try:
+        status, body = http_get(f"http://{address}/v1/status/leader", timeout)
+    except OSError:
+        return False
+    return status == 200 and body.strip() not in (b"", b'""')
+
+
+class Process:
+    """A child process in its own session, its output in a log file."""
+
+    #: Let output go to our own stdout/stderr instead of the log file (``scripts/run``).
+    inherit_output = False
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        if self.inherit_output:
+            self.popen = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+            return
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_until(self, ready: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise StackError(f"{self.name} exited while starting:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                if ready():
+                    return
+            time.sleep(0.05)
+        raise StackError(f"{self.name} not {what} after {timeout:g}s:\n{self.log_tail()}")
+
+    def signal(self, signum: int) -> None:
+        if self.running:
+            assert self.popen is not None
+            self.popen.send_signal(signum)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
+        if self.popen is None:
+            return None
+        if self.running:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.running:
+            assert self.popen is not None
+            self.popen.kill()
+            self.popen.wait()
+
+
+class RedisServer(Process):
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        data = workdir / f"redis-{self.port}"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(data), "--protected-mode", "yes",
+        ]  # fmt: skip
+        super().__init__("redis-server", argv, dict(os.environ), workdir / f"redis-{self.port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        super().start()
+        self.wait_until(lambda: redis_answers("127.0.0.1", self.port), 15, "answering PING")
+
+
+class ConsulAgent(Process):
+    def __init__(self, workdir: Path, http_port: int | None = None) -> None:
+        self.http_port = http_port or free_port()
+        ports = (
+            f"ports {{ http = {self.http_port} dns = -1 grpc = -1 serf_lan = {free_port()} "
+            f"serf_wan = {free_port()} server = {free_port()} }}"
+        )
+        argv = [
+            consul_binary(), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+            "-node", f"jobprogress-dev-{self.http_port}", "-log-level", "warn", "-hcl", ports,
+        ]  # fmt: skip
+        super().__init__("consul", argv, dict(os.environ), workdir / f"consul-{self.http_port}.log")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        super().start()
+        self.wait_until(lambda: consul_answers(self.address), 30, "electing itself leader")
+
+    def health(self, service: str, passing: bool = False) -> list[dict[str, Any]]:
+        query = "?passing=1" if passing else ""
+        status, body = http_get(f"http://{self.address}/v1/health/service/{service}{query}")
+        if status != 200:
+            raise StackError(f"consul health query failed: {status} {body[:200]!r}")
+        result: list[dict[str, Any]] = json.loads(body)
+        return result
+
+
+class ServiceProcess(Process):
+    def __init__(self, service: str, env: dict[str, str], workdir: Path, port: int | None = None) -> None:
+        self.service = service
+        self.port = port or free_port()
+        full_env = {**env, "JOBPROGRESS_PORT": str(self.port)}
+        argv = [sys.executable, "-m", SERVICE_MODULES[service]]
+        super().__init__(service, argv, full_env, workdir / f"{service}-{self.port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> None:
+        super().start()
+        if wait:
+            self.wait_healthy()
+
+    def wait_healthy(self) -> None:
+        self.wait_until(lambda: http_get(f"{self.url}/health")[0] == 200, 30, "healthy")
+
+
+class Stack:
+    """Redis, Consul and any number of service processes sharing one environment."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        redis_url: str | None = None,
+        consul_addr: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="jobprogress-stack-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.redis: RedisServer | None = None
+        self.consul: ConsulAgent | None = None
+        self.redis_url = redis_url
+        self.consul_addr = consul_addr
+        self.extra_env = env or {}
+        self.services: list[ServiceProcess] = []
+
+    def start_backends(self) -> None:
+        if self.redis_url is None:
+            self.redis = RedisServer(self.workdir)
+            self.redis.start()
+            self.redis_url = self.redis.url
+        if self.consul_addr is None:
+            self.consul = ConsulAgent(self.workdir)
+            self.consul.start()
+            self.consul_addr = self.consul.address
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        assert self.redis_url is not None and self.consul_addr is not None, "start_backends() first"
+        base = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "CONSUL_HTTP_ADDR": self.consul_addr,
+            "JOBPROGRESS_HOST": "127.0.0.1",
+            **self.extra_env,
+        }
+        return {**base, **overrides}
+
+    def start_service(self, service: str, *, port: int | None = None, wait: bool = True, **env: str) -> ServiceProcess:
+        process = ServiceProcess(service, self.env(**env), self.workdir, port)
+        self.services.append(process)
+        process.start(wait=wait)
+        return process
+
+    def service(self, name: str) -> ServiceProcess:
+        """The first running instance of ``name``."""
+        for process in self.services:
+            if process.service == name and process.running:
+                return process
+        raise StackError(f"no running {name}")
+
+    def url(self, name: str) -> str:
+        return self.service(name).url
+
+    def logs(self) -> str:
+        parts = []
+        for process in [*self.services, self.consul, self.redis]:
+            if process is not None:
+                parts.append(f"----- {process.name} ({process.log_path.name}) -----\n{process.log_tail(60)}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for process in reversed(self.services):
+            process.stop()
+        if self.consul is not None:
+            self.consul.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Stack]:
+        try:
+            self.start_backends()
+            yield self
+        finally:
+            self.stop()

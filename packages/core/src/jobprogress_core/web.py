@@ -1,0 +1,113 @@
+"""What every service's web application shares: typed app keys, the base app with its
+middlewares, the Redis resource, ``/health`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from redis.asyncio import Redis
+
+from .errors import Handler, error_middleware
+from .keys import Keys
+from .redis import REDIS_ERRORS, create_redis
+from .settings import Settings
+from .store import JobStore
+
+logger = logging.getLogger(__name__)
+
+StopHook = Callable[[], Awaitable[None]]
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", Keys)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", JobStore)
+#: Run, in order, when a stop is asked for and before the server stops listening.
+STOP_HOOKS = web.AppKey("stop_hooks", list[StopHook])
+
+HTTP_REQUESTS = Counter(
+    "jobprogress_http_requests_total",
+    "HTTP requests answered, by route, method and status",
+    ["service", "route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "jobprogress_http_request_duration_seconds",
+    "Time to answer an HTTP request (for SSE: time to the end of the stream)",
+    ["service", "route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 1800),
+)
+
+
+def _route_name(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def http_metrics_middleware(service: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = _route_name(request)
+            HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
+            HTTP_LATENCY.labels(service, route, request.method).observe(time.perf_counter() - started)
+
+    return middleware
+
+
+def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> web.Application:
+    """The application every service starts from: settings, error and metrics middleware,
+    the Redis client as a cleanup context, ``/health`` and ``/metrics``."""
+    app = web.Application(
+        middlewares=[http_metrics_middleware(settings.service), error_middleware],
+        client_max_size=client_max_size,
+    )
+    app[SETTINGS] = settings
+    app[KEYS] = Keys(settings.key_prefix)
+    app[STOP_HOOKS] = []
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", make_aiohttp_handler(REGISTRY))
+    return app
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    redis = create_redis(settings)
+    app[REDIS] = redis
+    app[STORE] = JobStore(redis, app[KEYS], stream_maxlen=settings.event_stream_maxlen)
+    logger.info("using redis at %s", settings.redis_url_masked)
+    yield
+    await redis.aclose()
+
+
+async def redis_ok(redis: Redis, timeout: float = 2.0) -> bool:
+    try:
+        return bool(await asyncio.wait_for(redis.ping(), timeout))
+    except (TimeoutError, *REDIS_ERRORS):
+        return False
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 when this instance and its dependencies work, 503 otherwise (Consul checks it)."""
+    settings = request.app[SETTINGS]
+    checks = {"redis": "ok" if await redis_ok(request.app[REDIS]) else "unavailable"}
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "passing" if healthy else "critical", "service": settings.service, "checks": checks}
+    if healthy:
+        return web.json_response(body)
+    return web.json_response(body, status=503, headers={"Retry-After": "5"})

@@ -1,0 +1,1 @@
+"""job-queue-service: accepts job submissions and answers their status."""

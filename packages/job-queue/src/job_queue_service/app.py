@@ -1,0 +1,20 @@
+"""job-queue-service application factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from jobprogress_core.consul import consul_ctx
+from jobprogress_core.settings import Settings
+from jobprogress_core.web import create_base_app
+
+from . import views
+
+SERVICE = "job-queue-service"
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = create_base_app(settings)
+    app.router.add_post("/api/jobs", views.submit_job, name="submit_job")
+    app.router.add_get("/api/jobs/{job_id}", views.get_job, name="get_job")
+    app.cleanup_ctx.append(consul_ctx)
+    return app

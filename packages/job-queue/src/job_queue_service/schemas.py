@@ -1,0 +1,58 @@
+"""Request and response schemas of the job API (marshmallow)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobprogress_core.model import BUILTIN_JOB_TYPES
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+MAX_STEPS = 100
+MAX_DURATION_SECONDS = 24 * 3600
+
+
+class JobRequestSchema(Schema):
+    """``POST /api/jobs`` body. Unknown fields are rejected."""
+
+    type = fields.String(load_default="build", validate=validate.OneOf(BUILTIN_JOB_TYPES))
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    steps = fields.Integer(load_default=4, strict=True, validate=validate.Range(min=1, max=MAX_STEPS))
+    duration_seconds = fields.Float(
+        data_key="durationSeconds",
+        load_default=120.0,
+        validate=validate.Range(min=0.1, max=MAX_DURATION_SECONDS),
+    )
+    fail_at_step = fields.Integer(
+        data_key="failAtStep",
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_STEPS),
+    )
+
+    @validates_schema
+    def fail_step_within_steps(self, data: dict[str, Any], **kwargs: Any) -> None:
+        fail_at = data.get("fail_at_step")
+        if fail_at is not None and fail_at > data["steps"]:
+            raise ValidationError(f"Must be at most steps ({data['steps']}).", field_name="failAtStep")
+
+    @validates_schema(pass_original=True)
+    def no_booleans_as_numbers(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        if not isinstance(original, dict):
+            return
+        for key in ("steps", "durationSeconds", "failAtStep"):
+            if isinstance(original.get(key), bool):
+                raise ValidationError("Not a valid number.", field_name=key)
+
+
+class JobLinksSchema(Schema):
+    self = fields.String(required=True)
+    progress = fields.String(required=True)
+
+
+class JobAcceptedSchema(Schema):
+    """``202`` answer to ``POST /api/jobs``."""
+
+    jobId = fields.String(required=True)
+    status = fields.String(required=True)
+    links = fields.Nested(JobLinksSchema, required=True)

@@ -1,0 +1,77 @@
+"""HTTP handlers of job-queue-service."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+from jobprogress_core.errors import BadRequest, NotFound, ValidationFailed
+from jobprogress_core.model import Job, JobStatus, now_iso, valid_job_id
+from jobprogress_core.web import STORE
+from marshmallow import ValidationError
+
+from .schemas import JobRequestSchema
+
+logger = logging.getLogger(__name__)
+
+#: Until identities arrive (cookie / bearer token), every job belongs to this owner.
+ANONYMOUS = "anonymous"
+
+_request_schema = JobRequestSchema()
+
+
+async def read_json(request: web.Request) -> Any:
+    body = await request.read()
+    if not body.strip():
+        raise BadRequest("Request body is empty: send a JSON object")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest("Request body is not valid JSON", details={"reason": str(exc)}) from None
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {"self": f"/api/jobs/{job_id}", "progress": f"/api/progress/{job_id}"}
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    payload = await read_json(request)
+    try:
+        params = _request_schema.load(payload)
+    except ValidationError as exc:
+        raise ValidationFailed("Invalid job request", details=exc.normalized_messages()) from None
+
+    job_id = uuid.uuid4().hex
+    job = Job(
+        id=job_id,
+        owner=ANONYMOUS,
+        type=params["type"],
+        name=params["name"] or f"{params['type']} job",
+        params={
+            "steps": params["steps"],
+            "durationSeconds": params["duration_seconds"],
+            "failAtStep": params["fail_at_step"],
+        },
+        status=JobStatus.QUEUED,
+        total_steps=params["steps"],
+        message="Waiting for a worker",
+        created_at=now_iso(),
+    )
+    store = request.app[STORE]
+    await store.create(job, {"status": JobStatus.QUEUED.value, "message": job.message})
+    await store.enqueue(job_id)
+    logger.info("job %s submitted (type %s, %d steps)", job_id, job.type, job.total_steps)
+    links = job_links(job_id)
+    body = {"jobId": job_id, "status": JobStatus.QUEUED.value, "links": links}
+    return web.json_response(body, status=202, headers={"Location": links["self"]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    job = await request.app[STORE].get(job_id) if valid_job_id(job_id) else None
+    if job is None:
+        raise NotFound(f"No job {job_id[:64]!r}")
+    return web.json_response({**job.to_json(), "links": job_links(job.id)})

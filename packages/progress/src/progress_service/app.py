@@ -1,0 +1,83 @@
+"""progress-service application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from jobprogress_core.consul import consul_ctx
+from jobprogress_core.redis import create_redis
+from jobprogress_core.settings import ConfigError, Settings
+from jobprogress_core.web import KEYS, SETTINGS, STOP_HOOKS, STORE, create_base_app
+
+from .forward import forward_ctx, forward_job_call
+from .hub import Hub
+from .stream import HUB, progress_stream
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "progress-service"
+
+
+def find_web_dir(configured: str | None) -> Path:
+    """``JOBPROGRESS_WEB_DIR``, else the repository's ``web/`` next to this package."""
+    if configured:
+        path = Path(configured)
+        if not (path / "index.html").is_file():
+            raise ConfigError(f"JOBPROGRESS_WEB_DIR={configured!r} has no index.html")
+        return path
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "web" / "index.html").is_file():
+            return parent / "web"
+    raise ConfigError("JOBPROGRESS_WEB_DIR is not set and no web/index.html was found")
+
+
+def create_app(settings: Settings, web_dir: Path | None = None) -> web.Application:
+    app = create_base_app(settings)
+    web_dir = web_dir or find_web_dir(settings.web_dir)
+    app.router.add_get("/api/progress/{job_id}", progress_stream, name="progress_stream")
+    app.router.add_route("*", "/api/jobs", forward_job_call, name="jobs_forward")
+    app.router.add_route("*", "/api/jobs/{tail:.*}", forward_job_call, name="job_forward")
+    app.router.add_get("/", redirect_to_page)
+    app.router.add_get("/client", redirect_to_page)
+    app.router.add_get("/client/", redirect_to_page)
+    app.router.add_static("/client", web_dir, name="client")
+    app.cleanup_ctx.append(hub_ctx)
+    app.cleanup_ctx.append(consul_ctx)
+    app.cleanup_ctx.append(forward_ctx)
+    return app
+
+
+async def redirect_to_page(request: web.Request) -> web.Response:
+    location = "/client/index.html"
+    if request.query_string:
+        location += f"?{request.query_string}"
+    raise web.HTTPFound(location)
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # The reader's blocking XREAD holds its connection: it gets a client of its own.
+    reader = create_redis(settings, block_ms=settings.reader_block_ms, max_connections=1)
+    hub = Hub(
+        app[STORE], reader, app[KEYS], block_ms=settings.reader_block_ms, queue_size=settings.sse_queue_size
+    )
+    app[HUB] = hub
+
+    async def close_streams() -> None:
+        logger.info("closing %d streams", hub.subscriber_count)
+        hub.close_all()
+
+    app[STOP_HOOKS].append(close_streams)
+    task = asyncio.create_task(hub.run(), name="hub-reader")
+    yield
+    hub.close_all()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await hub.aclose()
+    await reader.aclose()

@@ -1,0 +1,58 @@
+"""The page's job calls (``/api/jobs…``) on the page's own origin, forwarded to a healthy
+job-queue-service instance found in Consul. No address is configured: a lost instance is
+skipped and the next passing one is tried."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from jobprogress_core.consul import CONSUL, CONSUL_ERRORS, ServiceLookup
+from jobprogress_core.errors import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+JOB_QUEUE_SERVICE = "job-queue-service"
+LOOKUP = web.AppKey("job_queue_lookup", ServiceLookup)
+CLIENT = web.AppKey("forward_client", aiohttp.ClientSession)
+
+REQUEST_HEADERS = ("Content-Type", "Accept", "Authorization", "Cookie", "Origin", "X-Request-Id")
+RESPONSE_HEADERS = ("Content-Type", "Location", "Retry-After", "Set-Cookie", "Allow")
+
+
+async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[LOOKUP] = ServiceLookup(app[CONSUL], JOB_QUEUE_SERVICE)
+    timeout = aiohttp.ClientTimeout(total=15, connect=2)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+        app[CLIENT] = session
+        yield
+
+
+async def forward_job_call(request: web.Request) -> web.Response:
+    lookup = request.app[LOOKUP]
+    try:
+        instances = await lookup.rotation()
+    except CONSUL_ERRORS as exc:
+        logger.warning("consul lookup of %s failed: %s", JOB_QUEUE_SERVICE, exc)
+        raise ServiceUnavailable("Service discovery is unavailable, try again shortly") from None
+    if not instances:
+        raise ServiceUnavailable(f"No healthy {JOB_QUEUE_SERVICE} instance, try again shortly")
+    body = await request.read()
+    headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
+    forwarded_for = request.headers.get("X-Forwarded-For")
+    peer = request.remote or ""
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+    for instance in instances:
+        url = f"{instance.url}{request.rel_url}"
+        try:
+            async with request.app[CLIENT].request(request.method, url, data=body, headers=headers) as upstream:
+                payload = await upstream.read()
+                out = {name: upstream.headers[name] for name in RESPONSE_HEADERS if name in upstream.headers}
+                return web.Response(status=upstream.status, body=payload, headers=out)
+        except aiohttp.ClientConnectorError as exc:
+            # Nothing reached the instance, so trying the next one cannot duplicate a submission.
+            logger.warning("%s at %s unreachable (%s); trying the next", JOB_QUEUE_SERVICE, instance.url, exc)
+            lookup.forget()
+    raise ServiceUnavailable(f"No {JOB_QUEUE_SERVICE} instance answered, try again shortly")

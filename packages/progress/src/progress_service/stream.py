@@ -1,0 +1,162 @@
+"""``GET /api/progress/{job_id}``: a job's events as Server-Sent Events.
+
+Every event's SSE ``id`` is its Redis stream entry ID. Without ``Last-Event-ID`` the
+client gets the whole log, then live events; with one, exactly what follows it. Errors
+are answered as JSON before the stream starts; after the terminal event the stream ends,
+and a reconnect after it gets ``204 No Content`` so EventSource stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
+from jobprogress_core.model import (
+    Event,
+    EventType,
+    dumps,
+    encode_sse,
+    parse_stream_id,
+    stream_id_after,
+    valid_job_id,
+)
+from jobprogress_core.redis import REDIS_ERRORS
+from jobprogress_core.settings import Settings
+from jobprogress_core.store import JobStore
+from jobprogress_core.web import SETTINGS, STORE
+
+from .hub import Closed, Hub, Overflowed
+from .metrics import EVENTS_REPLAYED, EVENTS_SENT, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
+
+logger = logging.getLogger(__name__)
+
+HUB = web.AppKey("hub", Hub)
+REPLAY_PAGE = 500
+HEARTBEAT = b": ping\n\n"
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+
+
+def requested_last_id(request: web.Request) -> str | None:
+    """``Last-Event-ID`` header, else the ``lastEventId`` query parameter; 400 if malformed."""
+    value = request.headers.get("Last-Event-ID")
+    if value is None:
+        value = request.query.get("lastEventId")
+    if value is None or value.strip() == "":
+        return None
+    value = value.strip()
+    try:
+        parse_stream_id(value)
+    except ValueError:
+        raise BadRequest(
+            "Malformed Last-Event-ID: expected <milliseconds>-<sequence>", details={"lastEventId": value[:64]}
+        ) from None
+    return value
+
+
+class SseWriter:
+    """Writes to one client with a send timeout, counting what goes out."""
+
+    def __init__(self, response: web.StreamResponse, send_timeout: float) -> None:
+        self.response = response
+        self.send_timeout = send_timeout
+        self.last_id: str | None = None
+
+    async def write(self, data: bytes) -> None:
+        async with asyncio.timeout(self.send_timeout):
+            await self.response.write(data)
+
+    async def event(self, event: Event) -> None:
+        await self.write(event.sse)
+        self.last_id = event.id
+        EVENTS_SENT.labels(event.type.value).inc()
+
+
+async def progress_stream(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    store = request.app[STORE]
+    hub = request.app[HUB]
+    job_id = request.match_info["job_id"]
+    last_id = requested_last_id(request)
+    job = await store.get(job_id) if valid_job_id(job_id) else None
+    if job is None:
+        raise NotFound(f"No job {job_id[:64]!r}")
+    if hub.closing:
+        raise ServiceUnavailable("This instance is shutting down; reconnect", retry_after=1)
+    if job.status.terminal and last_id and job.last_event_id and not stream_id_after(job.last_event_id, last_id):
+        return web.Response(status=204)
+    first_id = await store.first_event_id(job_id) if last_id else None
+    reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
+
+    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    writer = SseWriter(response, settings.sse_send_timeout)
+    writer.last_id = None if reset else last_id
+    STREAMS_OPENED.inc()
+    STREAMS_ACTIVE.inc()
+    reason = "completed"
+    try:
+        await writer.write(f"retry: {settings.sse_retry_ms}\n\n".encode())
+        if reset:
+            await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
+            EVENTS_SENT.labels(EventType.RESET.value).inc()
+        await _deliver(writer, store, hub, job_id, settings)
+    except Closed:
+        reason = "shutdown"
+    except TimeoutError:
+        reason = "send_timeout"
+        logger.info("stream of job %s: client too slow, disconnected", job_id)
+    except (ConnectionResetError, asyncio.CancelledError):
+        reason = "client_gone"
+        raise
+    except REDIS_ERRORS as exc:
+        reason = "redis_error"
+        logger.warning("stream of job %s ended: redis unavailable (%s)", job_id, exc)
+    finally:
+        STREAMS_ACTIVE.dec()
+        STREAMS_CLOSED.labels(reason).inc()
+    if reason != "send_timeout":
+        try:
+            await response.write_eof()
+        except ConnectionResetError:
+            pass
+    return response
+
+
+async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings) -> None:
+    """Catch up from the log, then follow live events, until the terminal event."""
+    while True:
+        subscription, cursor = await hub.subscribe(job_id)
+        try:
+            # Log up to the hub's cursor; everything after it comes through the subscription.
+            while True:
+                page = await store.events(job_id, writer.last_id, until=cursor, count=REPLAY_PAGE)
+                for event in page:
+                    await writer.event(event)
+                    EVENTS_REPLAYED.inc()
+                    if event.type.terminal:
+                        return
+                if len(page) < REPLAY_PAGE:
+                    break
+            while True:
+                event = await subscription.get(timeout=settings.sse_heartbeat_seconds)
+                if event is None:
+                    await writer.write(HEARTBEAT)
+                    continue
+                if writer.last_id is not None and not stream_id_after(event.id, writer.last_id):
+                    continue
+                await writer.event(event)
+                if event.type.terminal:
+                    return
+        except Overflowed:
+            logger.info("stream of job %s fell behind; catching up from the log", job_id)
+            continue
+        finally:
+            hub.unsubscribe(subscription)

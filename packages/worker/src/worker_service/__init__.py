@@ -1,0 +1,1 @@
+"""worker-service: runs jobs taken from the queue and reports their progress."""

@@ -1,0 +1,51 @@
+"""worker-service application factory: health and metrics over HTTP, the consumer loop inside."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from jobprogress_core.consul import consul_ctx
+from jobprogress_core.redis import create_redis
+from jobprogress_core.settings import Settings
+from jobprogress_core.web import KEYS, SETTINGS, STORE, create_base_app
+
+from .consumer import Consumer
+from .context import HandlerRegistry
+from .simulated import builtin_handlers
+
+SERVICE = "worker-service"
+HANDLERS = web.AppKey("handlers", HandlerRegistry)
+CONSUMER = web.AppKey("consumer", Consumer)
+
+
+def create_app(settings: Settings, handlers: HandlerRegistry | None = None) -> web.Application:
+    app = create_base_app(settings)
+    app[HANDLERS] = handlers or builtin_handlers()
+    app.cleanup_ctx.append(consumer_ctx)
+    app.cleanup_ctx.append(consul_ctx)
+    return app
+
+
+async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # The blocking XREADGROUP holds its connection for the whole wait: it gets its own.
+    reader = create_redis(settings, block_ms=settings.worker_block_ms, max_connections=1)
+    consumer = Consumer(
+        app[STORE],
+        reader,
+        app[KEYS],
+        app[HANDLERS],
+        concurrency=settings.worker_concurrency,
+        block_ms=settings.worker_block_ms,
+    )
+    app[CONSUMER] = consumer
+    task = asyncio.create_task(consumer.run(), name="worker-consumer")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await consumer.stop()
+    await reader.aclose()
