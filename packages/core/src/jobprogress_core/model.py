@@ -52,7 +52,7 @@ class EventType(StrEnum):
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.FAILED, EventType.CANCELLED})
 
-_STREAM_ID = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+_STREAM_ID = re.compile(r"\A([0-9]{1,20})-([0-9]{1,20})\Z")
 _UINT64_MAX = 2**64 - 1
 
 

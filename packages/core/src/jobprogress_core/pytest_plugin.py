@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .stack import SERVICE_MODULES, Stack
+from .stack import SERVICE_MODULES, ConsulAgent, RedisServer, Stack
 
 #: Settings that make the stack quick to react in tests (see the README's table).
 TEST_ENV = {
@@ -33,14 +33,43 @@ _STACKS: list[Stack] = []
 
 
 @pytest.fixture(scope="session")
-def jobprogress_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("stack"), env=dict(TEST_ENV))
+def jobprogress_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private ``redis-server`` on a free port (never the machine's own Redis)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def jobprogress_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
+    """A private ``consul agent -dev`` on free ports."""
+    agent = ConsulAgent(tmp_path_factory.mktemp("consul"))
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def jobprogress_stack(
+    tmp_path_factory: pytest.TempPathFactory, jobprogress_redis: RedisServer, jobprogress_consul: ConsulAgent
+) -> Iterator[Stack]:
+    """Redis, Consul and one instance of each service, as separate processes."""
+    stack = Stack(
+        tmp_path_factory.mktemp("stack"),
+        redis_url=jobprogress_redis.url,
+        consul_addr=jobprogress_consul.address,
+        env=dict(TEST_ENV),
+    )
+    stack.redis, stack.consul = jobprogress_redis, jobprogress_consul
     _STACKS.append(stack)
-    with stack.running():
+    try:
         for service in SERVICE_MODULES:
             stack.start_service(service)
         yield stack
-    _STACKS.remove(stack)
+    finally:
+        _STACKS.remove(stack)
+        stack.stop_services()
 
 
 @pytest.fixture

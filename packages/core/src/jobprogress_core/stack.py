@@ -296,9 +296,12 @@ class Stack:
                 parts.append(f"----- {process.name} ({process.log_path.name}) -----\n{process.log_tail(60)}")
         return "\n".join(parts)
 
-    def stop(self) -> None:
+    def stop_services(self) -> None:
         for process in reversed(self.services):
             process.stop()
+
+    def stop(self) -> None:
+        self.stop_services()
         if self.consul is not None:
             self.consul.stop()
         if self.redis is not None:

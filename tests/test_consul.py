@@ -1,0 +1,105 @@
+"""Consul: every instance registers with a passing check, deregisters on a graceful stop,
+and serves even when the agent is away, registering once it comes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from jobprogress_core.client import collect_events, submit_job
+from jobprogress_core.stack import ConsulAgent, Stack, free_port
+
+pytestmark = pytest.mark.stack
+
+SERVICES = ("job-queue-service", "worker-service", "progress-service")
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(interval)
+
+
+def passing_ids(agent: ConsulAgent, service: str) -> set[str]:
+    return {entry["Service"]["ID"] for entry in agent.health(service, passing=True)}
+
+
+def all_ids(agent: ConsulAgent, service: str) -> set[str]:
+    return {entry["Service"]["ID"] for entry in agent.health(service)}
+
+
+async def test_all_three_services_are_passing_in_consul(jobprogress_stack: Stack) -> None:
+    consul = jobprogress_stack.consul
+    assert consul is not None
+    for service in SERVICES:
+        assert await eventually(lambda service=service: passing_ids(consul, service)), service
+        entry = consul.health(service, passing=True)[0]
+        instance = jobprogress_stack.service(service)
+        assert entry["Service"]["Port"] == instance.port
+        assert entry["Service"]["Address"] == "127.0.0.1"
+        assert entry["Service"]["Meta"]["version"]
+        assert entry["Service"]["ID"].startswith(f"{service}-")
+        checks = {check["CheckID"]: check for check in entry["Checks"]}
+        http_check = next(check for check in checks.values() if check["CheckID"].endswith(":http"))
+        assert http_check["Status"] == "passing"
+        assert http_check["ServiceName"] == service
+
+
+async def test_graceful_stop_removes_the_instance_from_consul(jobprogress_stack: Stack) -> None:
+    consul = jobprogress_stack.consul
+    assert consul is not None
+    before = all_ids(consul, "job-queue-service")
+    extra = jobprogress_stack.start_service("job-queue-service")
+    new_ids = await eventually(lambda: passing_ids(consul, "job-queue-service") - before)
+    assert len(new_ids) == 1
+
+    assert extra.stop() == 0
+    # Gone at once, not merely critical: the instance deregistered itself before exiting.
+    assert all_ids(consul, "job-queue-service") == before
+
+
+async def test_service_serves_without_consul_and_registers_when_it_arrives(
+    jobprogress_stack: Stack, http: aiohttp.ClientSession, tmp_path: Any
+) -> None:
+    consul_port = free_port()
+    queue = jobprogress_stack.start_service("job-queue-service", CONSUL_HTTP_ADDR=f"127.0.0.1:{consul_port}")
+    try:
+        async with http.get(f"{queue.url}/health") as response:
+            assert response.status == 200
+        job_id = await submit_job(http, queue.url, steps=1, durationSeconds=0.1)
+        progress = jobprogress_stack.url("progress-service")
+        events = await collect_events(http, f"{progress}/api/progress/{job_id}")
+        assert events[-1].event == "complete"
+        assert "consul unavailable" in queue.log_tail()
+
+        agent = ConsulAgent(tmp_path, http_port=consul_port)
+        agent.start()
+        try:
+            assert await eventually(lambda: passing_ids(agent, "job-queue-service"), timeout=30)
+        finally:
+            agent.stop()
+    finally:
+        queue.stop()
+
+
+async def test_page_job_calls_are_forwarded_to_a_job_queue_found_in_consul(
+    jobprogress_stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    progress = jobprogress_stack.url("progress-service")
+    async with http.post(f"{progress}/api/jobs", json={"steps": 1, "durationSeconds": 0.1}) as response:
+        assert response.status == 202
+        body = await response.json()
+        assert response.headers["Location"] == f"/api/jobs/{body['jobId']}"
+    async with http.get(f"{progress}/api/jobs/{body['jobId']}") as response:
+        assert response.status == 200
+        assert (await response.json())["jobId"] == body["jobId"]
+    async with http.post(f"{progress}/api/jobs", data=b"{oops") as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "bad_request"
