@@ -8,17 +8,22 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from jobprogress_core.stack import SERVICE_MODULES, Stack
 
 pytestmark = pytest.mark.stack
 
 
-async def post(http: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+async def post(
+    http: aiohttp.ClientSession, url: str, **kwargs: Any
+) -> tuple[int, Any, aiohttp.ClientResponse]:
     async with http.post(url, **kwargs) as response:
         return response.status, await response.json(), response
 
 
-async def test_submit_answers_202_with_location_and_links(http: aiohttp.ClientSession, queue_url: str) -> None:
+async def test_submit_answers_202_with_location_and_links(
+    http: aiohttp.ClientSession, queue_url: str
+) -> None:
     status, body, response = await post(http, f"{queue_url}/api/jobs", json={"type": "report", "name": "Q3"})
     assert status == 202
     job_id = body["jobId"]
@@ -36,7 +41,9 @@ async def test_submit_answers_202_with_location_and_links(http: aiohttp.ClientSe
 
 
 @pytest.mark.parametrize(
-    "body", [b"{bad json", b"", b"\xff\xfe", b"[1, 2", b'{"steps": 1}}'], ids=["broken", "empty", "binary", "open", "trailing"]
+    "body",
+    [b"{bad json", b"", b"\xff\xfe", b"[1, 2", b'{"steps": 1}}'],
+    ids=["broken", "empty", "binary", "open", "trailing"],
 )
 async def test_malformed_json_is_400(http: aiohttp.ClientSession, queue_url: str, body: bytes) -> None:
     status, answer, _ = await post(
@@ -89,7 +96,11 @@ async def test_health_and_metrics(http: aiohttp.ClientSession, jobprogress_stack
         url = jobprogress_stack.url(service)
         async with http.get(f"{url}/health") as response:
             assert response.status == 200
-            assert await response.json() == {"status": "passing", "service": service, "checks": {"redis": "ok"}}
+            assert await response.json() == {
+                "status": "passing",
+                "service": service,
+                "checks": {"redis": "ok"},
+            }
         async with http.get(f"{url}/metrics") as response:
             assert response.status == 200
             assert "jobprogress_http_requests_total" in await response.text()

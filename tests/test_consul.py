@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from jobprogress_core.client import collect_events, submit_job
 from jobprogress_core.stack import ConsulAgent, Stack, free_port
 

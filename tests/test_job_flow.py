@@ -6,13 +6,13 @@ import asyncio
 
 import aiohttp
 import pytest
+
 from jobprogress_core.client import ReceivedEvent as Received
 from jobprogress_core.client import collect_events as collect
 from jobprogress_core.client import submit_job as submit
 from jobprogress_core.model import parse_stream_id
 from jobprogress_core.sseclient import SseMessage
 from jobprogress_core.stack import Stack
-
 
 pytestmark = pytest.mark.stack
 
@@ -128,7 +128,9 @@ async def test_malformed_last_event_id_header_is_400_json_before_any_stream(
     http: aiohttp.ClientSession, queue_url: str, progress_url: str, bad_id: str
 ) -> None:
     job_id = await submit(http, queue_url, steps=1, durationSeconds=0.1)
-    async with http.get(f"{progress_url}/api/progress/{job_id}", headers={"Last-Event-ID": bad_id}) as response:
+    async with http.get(
+        f"{progress_url}/api/progress/{job_id}", headers={"Last-Event-ID": bad_id}
+    ) as response:
         assert response.status == 400
         assert response.content_type == "application/json"
         body = await response.json()

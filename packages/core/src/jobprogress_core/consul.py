@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import consul.aio
 from aiohttp import web
+from consul.exceptions import ConsulException
 
 from . import __version__
 from .settings import Settings
@@ -27,7 +28,7 @@ from .web import SETTINGS, STOP_HOOKS
 
 logger = logging.getLogger(__name__)
 
-CONSUL_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, consul.ConsulException)
+CONSUL_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ConsulException)
 
 
 def create_consul(settings: Settings, *, timeout: float = 10.0) -> consul.aio.Consul:
@@ -104,14 +105,18 @@ class Registration:
                 if not self.registered or not await self.is_known():
                     await self.register()
                     logger.info(
-                        "registered %s in consul at %s:%s", self.service_id, self.settings.consul_host,
+                        "registered %s in consul at %s:%s",
+                        self.service_id,
+                        self.settings.consul_host,
                         self.settings.consul_port,
                     )
                 down_since_logged = False
             except CONSUL_ERRORS as exc:
                 self.registered = False
                 if not down_since_logged:
-                    logger.warning("consul unavailable (%s); serving anyway and retrying every %gs", exc, interval)
+                    logger.warning(
+                        "consul unavailable (%s); serving anyway and retrying every %gs", exc, interval
+                    )
                     down_since_logged = True
             await asyncio.sleep(interval)
 

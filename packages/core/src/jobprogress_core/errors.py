@@ -23,9 +23,7 @@ class ApiError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(
-        self, message: str, *, details: Any = None, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, details: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
@@ -96,7 +94,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except REDIS_ERRORS as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return error_response(
-            503, "service_unavailable", "Redis is unavailable, try again shortly", headers={"Retry-After": "5"}
+            503,
+            "service_unavailable",
+            "Redis is unavailable, try again shortly",
+            headers={"Retry-After": "5"},
         )
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)

@@ -9,13 +9,18 @@ the tail of every process log is added to its report.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from .keys import Keys
+from .redis import create_redis
+from .settings import Settings
 from .stack import SERVICE_MODULES, ConsulAgent, RedisServer, Stack
+from .store import JobStore
 
 #: Settings that make the stack quick to react in tests (see the README's table).
 TEST_ENV = {
@@ -70,6 +75,27 @@ def jobprogress_stack(
     finally:
         _STACKS.remove(stack)
         stack.stop_services()
+
+
+@pytest.fixture
+def jobprogress_settings(jobprogress_redis: RedisServer) -> Callable[..., Settings]:
+    """Build a service's settings for in-process tests: the private Redis, a unique key prefix."""
+    prefix = f"test{uuid.uuid4().hex[:8]}:"
+
+    def build(service: str = "job-queue-service", **env: str) -> Settings:
+        environ = {**TEST_ENV, "REDIS_URL": jobprogress_redis.url, "JOBPROGRESS_KEY_PREFIX": prefix, **env}
+        return Settings.from_env(service, environ)
+
+    return build
+
+
+@pytest.fixture
+async def jobprogress_store(jobprogress_settings: Callable[..., Settings]) -> AsyncIterator[JobStore]:
+    """A :class:`JobStore` on the private Redis, under a key prefix of its own."""
+    settings = jobprogress_settings()
+    redis = create_redis(settings)
+    yield JobStore(redis, Keys(settings.key_prefix), stream_maxlen=settings.event_stream_maxlen)
+    await redis.aclose()
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ The protocol is pinned to RESP2 with decoded strings, and every stream reply goe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .settings import Settings
+
+logger = logging.getLogger(__name__)
 
 RESP_PROTOCOL = 2
 #: What a lost or unreachable Redis raises; callers back off and retry on these.
@@ -28,7 +33,9 @@ def create_redis(settings: Settings, *, block_ms: int = 0, max_connections: int 
     """A client for ``REDIS_URL``.
 
     ``block_ms`` is the longest ``BLOCK`` this client will issue: its socket timeout is
-    set above it, so a blocking read is never cut short by the client itself.
+    set above it, so a blocking read is never cut short by the client itself. Such a
+    reader gets no automatic retries: its loop backs off by itself, and a retry would
+    silently re-issue a read that the loop's owner has just interrupted.
     """
     return Redis.from_url(
         settings.redis_url,
@@ -38,7 +45,7 @@ def create_redis(settings: Settings, *, block_ms: int = 0, max_connections: int 
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
         max_connections=max_connections,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=0 if block_ms else 3),
     )
 
 
@@ -60,3 +67,22 @@ def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
 def range_entries(reply: Any) -> list[Entry]:
     """``XRANGE``/``XREVRANGE`` reply as ``[(id, fields), ...]``."""
     return [(entry_id, dict(fields or {})) for entry_id, fields in reply or []]
+
+
+async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float = 5.0) -> None:
+    """End a loop blocked in ``XREAD``/``XREADGROUP`` on its own client ``reader``.
+
+    Cancelling a task in the middle of a blocking read can be swallowed by redis-py (the
+    read simply starts again), so the loop is told to stop by its caller, and its
+    connection is closed under it: the read fails at once and the loop sees that it must
+    stop. Cancellation remains only as a last resort.
+    """
+    await reader.connection_pool.disconnect()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except TimeoutError:
+        logger.warning("reader loop %s did not stop in %.1fs; cancelling it", task.get_name(), timeout)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await reader.aclose()

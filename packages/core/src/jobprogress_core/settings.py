@@ -64,17 +64,17 @@ class Environ:
         value = self._environ.get(name)
         return None if value is None or value.strip() == "" else value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self.raw(name)
         return default if value is None else value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         if value not in choices:
             raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
         return value
 
-    def int(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
         value = self.raw(name)
         if value is None:
             return default
@@ -86,7 +86,7 @@ class Environ:
             raise ConfigError(f"{name}={number} is outside {minimum}..{maximum}")
         return number
 
-    def float(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
         value = self.raw(name)
         if value is None:
             return default
@@ -98,7 +98,7 @@ class Environ:
             raise ConfigError(f"{name}={number} is outside {minimum}..{maximum}")
         return number
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -110,7 +110,7 @@ class Environ:
         raise ConfigError(f"{name}={value!r} is not a boolean (true/false)")
 
     def redis_url(self, name: str, default: str) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"{name}={_masked_url(value)!r} must start with redis://, rediss:// or unix://")
@@ -124,7 +124,7 @@ class Environ:
 
     def host_port(self, name: str, default: str) -> tuple[str, int, str]:
         """``host:port`` or ``scheme://host:port``, as Consul's own CLI accepts."""
-        value = self.str(name, default)
+        value = self.text(name, default)
         parsed = urlsplit(value if "//" in value else f"//{value}")
         scheme = parsed.scheme or "http"
         try:
@@ -191,7 +191,7 @@ class Settings:
         env = Environ(environ)
         consul_host, consul_port, consul_scheme = env.host_port("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
         consul_token = env.raw("CONSUL_HTTP_TOKEN")
-        host = env.str("JOBPROGRESS_HOST", "127.0.0.1")
+        host = env.text("JOBPROGRESS_HOST", "127.0.0.1")
         mode = env.choice("JOBPROGRESS_ENV", "development", ENVIRONMENTS)
         return cls(
             service=service,
@@ -201,32 +201,34 @@ class Settings:
             consul_scheme=consul_scheme,
             consul_token=Secret(consul_token) if consul_token else None,
             host=host,
-            port=env.int("JOBPROGRESS_PORT", DEFAULT_PORTS[service], minimum=1, maximum=65535),
-            advertise_addr=env.str("JOBPROGRESS_ADVERTISE_ADDR", _advertisable(host)),
+            port=env.integer("JOBPROGRESS_PORT", DEFAULT_PORTS[service], minimum=1, maximum=65535),
+            advertise_addr=env.text("JOBPROGRESS_ADVERTISE_ADDR", _advertisable(host)),
             env=mode,
             secret_key=_secret_key(env, mode),
             key_prefix=_key_prefix(env),
             log_level=env.choice("JOBPROGRESS_LOG_LEVEL", "INFO", LOG_LEVELS),
-            log_json=env.bool("JOBPROGRESS_LOG_JSON", False),
-            shutdown_timeout=env.float("JOBPROGRESS_SHUTDOWN_TIMEOUT", 10.0, minimum=0.0, maximum=600.0),
-            consul_check_interval=env.float(
+            log_json=env.flag("JOBPROGRESS_LOG_JSON", False),
+            shutdown_timeout=env.number("JOBPROGRESS_SHUTDOWN_TIMEOUT", 10.0, minimum=0.0, maximum=600.0),
+            consul_check_interval=env.number(
                 "JOBPROGRESS_CONSUL_CHECK_INTERVAL", 10.0, minimum=0.5, maximum=3600.0
             ),
             consul_deregister_after=_duration(env, "JOBPROGRESS_CONSUL_DEREGISTER_AFTER", "1m"),
-            consul_retry_seconds=env.float("JOBPROGRESS_CONSUL_RETRY_SECONDS", 5.0, minimum=0.1, maximum=600.0),
-            redis_timeout=env.float("JOBPROGRESS_REDIS_TIMEOUT", 5.0, minimum=0.1, maximum=300.0),
-            event_stream_maxlen=env.int(
+            consul_retry_seconds=env.number(
+                "JOBPROGRESS_CONSUL_RETRY_SECONDS", 5.0, minimum=0.1, maximum=600.0
+            ),
+            redis_timeout=env.number("JOBPROGRESS_REDIS_TIMEOUT", 5.0, minimum=0.1, maximum=300.0),
+            event_stream_maxlen=env.integer(
                 "JOBPROGRESS_EVENT_STREAM_MAXLEN", 10_000, minimum=100, maximum=10_000_000
             ),
-            worker_concurrency=env.int("JOBPROGRESS_WORKER_CONCURRENCY", 4, minimum=1, maximum=1000),
-            worker_block_ms=env.int("JOBPROGRESS_WORKER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
-            sse_retry_ms=env.int("JOBPROGRESS_SSE_RETRY_MS", 3000, minimum=100, maximum=600_000),
-            sse_heartbeat_seconds=env.float(
+            worker_concurrency=env.integer("JOBPROGRESS_WORKER_CONCURRENCY", 4, minimum=1, maximum=1000),
+            worker_block_ms=env.integer("JOBPROGRESS_WORKER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            sse_retry_ms=env.integer("JOBPROGRESS_SSE_RETRY_MS", 3000, minimum=100, maximum=600_000),
+            sse_heartbeat_seconds=env.number(
                 "JOBPROGRESS_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1, maximum=3600.0
             ),
-            sse_send_timeout=env.float("JOBPROGRESS_SSE_SEND_TIMEOUT", 10.0, minimum=0.1, maximum=600.0),
-            sse_queue_size=env.int("JOBPROGRESS_SSE_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
-            reader_block_ms=env.int("JOBPROGRESS_READER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            sse_send_timeout=env.number("JOBPROGRESS_SSE_SEND_TIMEOUT", 10.0, minimum=0.1, maximum=600.0),
+            sse_queue_size=env.integer("JOBPROGRESS_SSE_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
+            reader_block_ms=env.integer("JOBPROGRESS_READER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
             web_dir=env.raw("JOBPROGRESS_WEB_DIR"),
         )
 
@@ -238,7 +240,7 @@ def _advertisable(host: str) -> str:
 
 
 def _key_prefix(env: Environ) -> str:
-    prefix = env.str("JOBPROGRESS_KEY_PREFIX", "jobprogress:")
+    prefix = env.text("JOBPROGRESS_KEY_PREFIX", "jobprogress:")
     if any(char in prefix for char in "{}\r\n ") or len(prefix) > 64:
         raise ConfigError(
             f"JOBPROGRESS_KEY_PREFIX={prefix!r} must be at most 64 characters without braces or spaces"
@@ -247,7 +249,7 @@ def _key_prefix(env: Environ) -> str:
 
 
 def _duration(env: Environ, name: str, default: str) -> str:
-    value = env.str(name, default)
+    value = env.text(name, default)
     units = {"s": 1, "m": 60, "h": 3600}
     if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit():
         raise ConfigError(f"{name}={value!r} is not a duration like 90s, 1m or 2h")

@@ -273,7 +273,9 @@ class Stack:
         }
         return {**base, **overrides}
 
-    def start_service(self, service: str, *, port: int | None = None, wait: bool = True, **env: str) -> ServiceProcess:
+    def start_service(
+        self, service: str, *, port: int | None = None, wait: bool = True, **env: str
+    ) -> ServiceProcess:
         process = ServiceProcess(service, self.env(**env), self.workdir, port)
         self.services.append(process)
         process.start(wait=wait)

@@ -44,7 +44,7 @@ class JobStore:
         return str(await self.redis.xadd(self.keys.queue, {"jobId": job_id}))
 
     async def get(self, job_id: str) -> Job | None:
-        fields = await self.redis.hgetall(self.keys.job(job_id))
+        fields: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
         return Job.from_hash(fields) if fields else None
 
     async def append(
@@ -64,7 +64,9 @@ class JobStore:
             return None
         return Event(id=str(entry_id), type=event_type, data=payload)
 
-    async def events(self, job_id: str, after: str | None = None, *, until: str = "+", count: int = 500) -> list[Event]:
+    async def events(
+        self, job_id: str, after: str | None = None, *, until: str = "+", count: int = 500
+    ) -> list[Event]:
         """Events strictly after ``after`` (from the start if ``None``) up to ``until`` inclusive."""
         start = f"({after}" if after else "-"
         reply = await self.redis.xrange(self.keys.events(job_id), start, until, count=count)

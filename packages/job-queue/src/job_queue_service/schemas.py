@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobprogress_core.model import BUILTIN_JOB_TYPES
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from jobprogress_core.model import BUILTIN_JOB_TYPES
 
 MAX_STEPS = 100
 MAX_DURATION_SECONDS = 24 * 3600
@@ -40,7 +41,8 @@ class JobRequestSchema(Schema):
     def no_booleans_as_numbers(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
         if not isinstance(original, dict):
             return
-        for key in ("steps", "durationSeconds", "failAtStep"):
+        # Integer fields are strict already; a JSON true would otherwise load as 1.0.
+        for key in ("durationSeconds",):
             if isinstance(original.get(key), bool):
                 raise ValidationError("Not a valid number.", field_name=key)
 

@@ -8,10 +8,11 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from marshmallow import ValidationError
+
 from jobprogress_core.errors import BadRequest, NotFound, ValidationFailed
 from jobprogress_core.model import Job, JobStatus, now_iso, valid_job_id
 from jobprogress_core.web import STORE
-from marshmallow import ValidationError
 
 from .schemas import JobRequestSchema
 
@@ -42,7 +43,8 @@ async def submit_job(request: web.Request) -> web.Response:
     try:
         params = _request_schema.load(payload)
     except ValidationError as exc:
-        raise ValidationFailed("Invalid job request", details=exc.normalized_messages()) from None
+        details = exc.normalized_messages()  # type: ignore[no-untyped-call]
+        raise ValidationFailed("Invalid job request", details=details) from None
 
     job_id = uuid.uuid4().hex
     job = Job(

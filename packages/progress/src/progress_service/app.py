@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
+
 from jobprogress_core.consul import consul_ctx
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import ConfigError, Settings
@@ -75,9 +75,4 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STOP_HOOKS].append(close_streams)
     task = asyncio.create_task(hub.run(), name="hub-reader")
     yield
-    hub.close_all()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await hub.aclose()
-    await reader.aclose()
+    await hub.stop(task)

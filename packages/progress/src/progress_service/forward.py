@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+
 from jobprogress_core.consul import CONSUL, CONSUL_ERRORS, ServiceLookup
 from jobprogress_core.errors import ServiceUnavailable
 
@@ -47,7 +48,9 @@ async def forward_job_call(request: web.Request) -> web.Response:
     for instance in instances:
         url = f"{instance.url}{request.rel_url}"
         try:
-            async with request.app[CLIENT].request(request.method, url, data=body, headers=headers) as upstream:
+            async with request.app[CLIENT].request(
+                request.method, url, data=body, headers=headers
+            ) as upstream:
                 payload = await upstream.read()
                 out = {name: upstream.headers[name] for name in RESPONSE_HEADERS if name in upstream.headers}
                 return web.Response(status=upstream.status, body=payload, headers=out)

@@ -18,12 +18,14 @@ import contextlib
 import logging
 import uuid
 from collections import deque
+from typing import Any
+
+from redis.asyncio import Redis
 
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import Event, stream_id_after
-from jobprogress_core.redis import REDIS_ERRORS, stream_entries
+from jobprogress_core.redis import REDIS_ERRORS, stop_reader, stream_entries
 from jobprogress_core.store import JobStore
-from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Hub:
         self.cursors: dict[str, str] = {}
         self.subscribers: dict[str, set[Subscription]] = {}
         self.closing = False
+        self.stopping = False
         # A private stream the reader also waits on: an XADD to it wakes the reader up
         # when a new job stream must be added to its XREAD (no admin commands needed).
         self.wake_key = f"{keys.prefix}progress:wake:{uuid.uuid4().hex}"
@@ -157,12 +160,12 @@ class Hub:
     async def run(self) -> None:
         """The reader loop; one per process."""
         backoff = 0.1
-        while True:
+        while not self.stopping:
             if not self.cursors:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            streams = {self.keys.events(job_id): cursor for job_id, cursor in self.cursors.items()}
+            streams: dict[Any, Any] = {self.keys.events(job): cursor for job, cursor in self.cursors.items()}
             streams[self.wake_key] = self._wake_cursor
             self._changed.clear()
             self._woken = False
@@ -171,6 +174,8 @@ class Hub:
                 reply = await self.reader.xread(streams, block=self.block_ms, count=500)
                 backoff = 0.1
             except REDIS_ERRORS as exc:
+                if self.stopping:
+                    return
                 logger.warning("hub read failed (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -189,6 +194,11 @@ class Hub:
                     self.cursors[job_id] = entry_id
                     self.dispatch(job_id, Event.from_entry(entry_id, fields))
 
-    async def aclose(self) -> None:
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        """End every stream and the reader loop ``task``."""
+        self.close_all()
+        self.stopping = True
+        self._changed.set()
+        await stop_reader(task, self.reader)
         with contextlib.suppress(*REDIS_ERRORS):
             await self.store.redis.delete(self.wake_key)

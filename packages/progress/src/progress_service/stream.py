@@ -9,9 +9,11 @@ and a reconnect after it gets ``204 No Content`` so EventSource stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
+
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.model import (
     Event,
@@ -89,7 +91,12 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"No job {job_id[:64]!r}")
     if hub.closing:
         raise ServiceUnavailable("This instance is shutting down; reconnect", retry_after=1)
-    if job.status.terminal and last_id and job.last_event_id and not stream_id_after(job.last_event_id, last_id):
+    if (
+        job.status.terminal
+        and last_id
+        and job.last_event_id
+        and not stream_id_after(job.last_event_id, last_id)
+    ):
         return web.Response(status=204)
     first_id = await store.first_event_id(job_id) if last_id else None
     reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
@@ -123,10 +130,8 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
         STREAMS_ACTIVE.dec()
         STREAMS_CLOSED.labels(reason).inc()
     if reason != "send_timeout":
-        try:
+        with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
-        except ConnectionResetError:
-            pass
     return response
 
 
@@ -146,14 +151,14 @@ async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, se
                 if len(page) < REPLAY_PAGE:
                     break
             while True:
-                event = await subscription.get(timeout=settings.sse_heartbeat_seconds)
-                if event is None:
+                live = await subscription.get(timeout=settings.sse_heartbeat_seconds)
+                if live is None:
                     await writer.write(HEARTBEAT)
                     continue
-                if writer.last_id is not None and not stream_id_after(event.id, writer.last_id):
+                if writer.last_id is not None and not stream_id_after(live.id, writer.last_id):
                     continue
-                await writer.event(event)
-                if event.type.terminal:
+                await writer.event(live)
+                if live.type.terminal:
                     return
         except Overflowed:
             logger.info("stream of job %s fell behind; catching up from the log", job_id)

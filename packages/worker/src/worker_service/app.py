@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+
 from jobprogress_core.consul import consul_ctx
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
@@ -44,8 +44,4 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CONSUMER] = consumer
     task = asyncio.create_task(consumer.run(), name="worker-consumer")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await consumer.stop()
-    await reader.aclose()
+    await consumer.stop(task)

@@ -13,12 +13,13 @@ import os
 import socket
 import uuid
 
-from jobprogress_core.keys import QUEUE_GROUP, Keys
-from jobprogress_core.model import EventType, JobStatus, now_iso
-from jobprogress_core.redis import REDIS_ERRORS, stream_entries
-from jobprogress_core.store import JobStore
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+
+from jobprogress_core.keys import QUEUE_GROUP, Keys
+from jobprogress_core.model import EventType, JobStatus, now_iso
+from jobprogress_core.redis import REDIS_ERRORS, stop_reader, stream_entries
+from jobprogress_core.store import JobStore
 
 from .context import HandlerRegistry, JobContext, JobError
 
@@ -49,6 +50,7 @@ class Consumer:
         self.block_ms = block_ms
         self.name = name or consumer_name()
         self.running: set[asyncio.Task[None]] = set()
+        self.stopping = False
 
     async def ensure_group(self) -> None:
         try:
@@ -62,7 +64,7 @@ class Consumer:
         slots = asyncio.Semaphore(self.concurrency)
         backoff = 0.1
         group_ready = False
-        while True:
+        while not self.stopping:
             await slots.acquire()
             try:
                 if not group_ready:
@@ -74,6 +76,8 @@ class Consumer:
                 backoff = 0.1
             except REDIS_ERRORS as exc:
                 slots.release()
+                if self.stopping:
+                    return
                 logger.warning("queue read failed (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -157,8 +161,10 @@ class Consumer:
     async def ack(self, entry_id: str) -> None:
         await self.store.redis.xack(self.keys.queue, QUEUE_GROUP, entry_id)
 
-    async def stop(self) -> None:
-        """Cancel running jobs; their entries stay pending for another worker."""
+    async def stop(self, loop_task: asyncio.Task[None]) -> None:
+        """Stop taking jobs, then cancel running ones: their entries stay pending for another worker."""
+        self.stopping = True
+        await stop_reader(loop_task, self.reader)
         for task in list(self.running):
             task.cancel()
         await asyncio.gather(*self.running, return_exceptions=True)

@@ -1,0 +1,111 @@
+"""Settings from the environment: defaults, validation naming the variable, masked secrets."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from jobprogress_core.settings import ConfigError, Secret, Settings
+
+BASE = {"JOBPROGRESS_SECRET_KEY": "x" * 40}
+
+
+def test_defaults_follow_the_spec() -> None:
+    settings = Settings.from_env("progress-service", BASE)
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert (settings.consul_host, settings.consul_port) == ("127.0.0.1", 8500)
+    assert settings.consul_token is None
+    assert (settings.host, settings.port, settings.advertise_addr) == ("127.0.0.1", 8083, "127.0.0.1")
+    assert settings.env == "development"
+    assert settings.key_prefix == "jobprogress:"
+    assert settings.sse_retry_ms == 3000 and settings.sse_heartbeat_seconds == 15.0
+    assert Settings.from_env("job-queue-service", BASE).port == 8081
+    assert Settings.from_env("worker-service", BASE).port == 8082
+
+
+def test_values_are_read_and_typed() -> None:
+    settings = Settings.from_env(
+        "worker-service",
+        {
+            **BASE,
+            "REDIS_URL": "rediss://user:pw@redis.internal:6380/2",
+            "CONSUL_HTTP_ADDR": "https://consul.internal:8501",
+            "CONSUL_HTTP_TOKEN": "tok",
+            "JOBPROGRESS_HOST": "0.0.0.0",
+            "JOBPROGRESS_PORT": "9000",
+            "JOBPROGRESS_LOG_JSON": "true",
+            "JOBPROGRESS_WORKER_CONCURRENCY": "8",
+        },
+    )
+    assert (settings.consul_host, settings.consul_port, settings.consul_scheme) == (
+        "consul.internal",
+        8501,
+        "https",
+    )
+    assert settings.advertise_addr == "127.0.0.1"
+    assert settings.port == 9000 and settings.log_json and settings.worker_concurrency == 8
+    assert str(settings.consul_token) == "tok"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REDIS_URL", "localhost:6379"),
+        ("REDIS_URL", "redis://"),
+        ("REDIS_URL", "redis://host:99999"),
+        ("CONSUL_HTTP_ADDR", "ftp://consul:8500"),
+        ("CONSUL_HTTP_ADDR", "consul:port"),
+        ("JOBPROGRESS_PORT", "0"),
+        ("JOBPROGRESS_PORT", "65536"),
+        ("JOBPROGRESS_PORT", "http"),
+        ("JOBPROGRESS_ENV", "prod"),
+        ("JOBPROGRESS_KEY_PREFIX", "a{b}"),
+        ("JOBPROGRESS_LOG_LEVEL", "LOUD"),
+        ("JOBPROGRESS_LOG_JSON", "maybe"),
+        ("JOBPROGRESS_SSE_HEARTBEAT_SECONDS", "nan"),
+        ("JOBPROGRESS_SSE_RETRY_MS", "-5"),
+        ("JOBPROGRESS_CONSUL_DEREGISTER_AFTER", "soon"),
+        ("JOBPROGRESS_WORKER_CONCURRENCY", "1.5"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env("job-queue-service", {**BASE, variable: value})
+
+
+def test_secrets_never_show() -> None:
+    settings = Settings.from_env(
+        "job-queue-service",
+        {
+            "JOBPROGRESS_SECRET_KEY": "s3cr3t-value",
+            "REDIS_URL": "redis://:hunter2@h:1/0",
+            "CONSUL_HTTP_TOKEN": "t0k",
+        },
+    )
+    shown = repr(settings)
+    for secret in ("s3cr3t-value", "hunter2", "t0k"):
+        assert secret not in shown
+    assert settings.redis_url_masked == "redis://:***@h:1/0"
+    assert repr(Secret("abc")) == "Secret('**********')"
+    with pytest.raises(ConfigError, match="REDIS_URL") as error:
+        Settings.from_env("job-queue-service", {**BASE, "REDIS_URL": "http://:hunter2@h:1"})
+    assert "hunter2" not in str(error.value)
+
+
+def test_production_needs_a_real_secret(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigError, match="JOBPROGRESS_SECRET_KEY is missing"):
+        Settings.from_env("progress-service", {"JOBPROGRESS_ENV": "production"})
+    with pytest.raises(ConfigError, match="JOBPROGRESS_SECRET_KEY is the default"):
+        Settings.from_env(
+            "progress-service", {"JOBPROGRESS_ENV": "production", "JOBPROGRESS_SECRET_KEY": "change-me"}
+        )
+    with pytest.raises(ConfigError, match="too short"):
+        Settings.from_env(
+            "progress-service", {"JOBPROGRESS_ENV": "production", "JOBPROGRESS_SECRET_KEY": "short"}
+        )
+    with caplog.at_level(logging.WARNING):
+        first = Settings.from_env("progress-service", {})
+        second = Settings.from_env("progress-service", {})
+    assert "random key" in caplog.text
+    assert str(first.secret_key) != str(second.secret_key) and len(str(first.secret_key)) >= 32

@@ -1,0 +1,87 @@
+"""Job state and event log on a real redis-server: atomic steps, nothing after the end."""
+
+from __future__ import annotations
+
+import uuid
+
+from jobprogress_core.keys import Keys
+from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.store import JobStore
+
+
+def new_job() -> Job:
+    return Job(
+        id=uuid.uuid4().hex,
+        owner="o",
+        type="build",
+        name="n",
+        params={"steps": 2},
+        status=JobStatus.QUEUED,
+        total_steps=2,
+        created_at=now_iso(),
+    )
+
+
+async def test_create_stores_hash_and_first_event_together(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = new_job()
+    first = await store.create(job, {"status": "QUEUED", "message": "waiting"})
+    assert first is not None
+    stored = await store.get(job.id)
+    assert stored is not None and stored.last_event_id == first and stored.status is JobStatus.QUEUED
+    [event] = await store.events(job.id)
+    assert event.id == first and event.type is EventType.STATUS
+    assert event.data["jobId"] == job.id and event.data["status"] == "QUEUED" and event.data["ts"]
+    assert await store.create(job, {"status": "QUEUED"}) is None  # ids are never reused
+
+
+async def test_append_updates_hash_and_stream_atomically(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = new_job()
+    await store.create(job, {"status": "QUEUED"})
+    event = await store.append(job.id, EventType.PROGRESS, {"progress": 50}, progress=50, step=1, result=None)
+    assert event is not None
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.progress, stored.step, stored.result, stored.last_event_id) == (50, 1, None, event.id)
+    assert (await store.events(job.id))[-1] == event
+
+
+async def test_nothing_is_appended_after_a_terminal_event(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = new_job()
+    await store.create(job, {"status": "QUEUED"})
+    done = await store.append(job.id, EventType.COMPLETE, {"status": "COMPLETED"}, status="COMPLETED")
+    assert done is not None
+    assert await store.append(job.id, EventType.LOG, {"line": "late"}) is None
+    assert await store.append(uuid.uuid4().hex, EventType.LOG, {"line": "nobody"}) is None
+    stored = await store.get(job.id)
+    assert stored is not None and stored.last_event_id == done.id
+    assert [e.type for e in await store.events(job.id)] == [EventType.STATUS, EventType.COMPLETE]
+
+
+async def test_events_after_and_until_are_exact(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = new_job()
+    await store.create(job, {"status": "QUEUED"})
+    for n in range(5):
+        await store.append(job.id, EventType.LOG, {"line": str(n)})
+    events = await store.events(job.id)
+    assert await store.events(job.id, events[1].id) == events[2:]
+    assert await store.events(job.id, events[1].id, until=events[3].id) == events[2:4]
+    assert await store.events(job.id, events[1].id, count=2) == events[2:4]
+    assert await store.first_event_id(job.id) == events[0].id
+    assert await store.last_event_id(job.id) == events[-1].id
+
+
+async def test_event_stream_is_capped(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    capped = JobStore(store.redis, Keys(store.keys.prefix), stream_maxlen=100)
+    job = new_job()
+    await capped.create(job, {"status": "QUEUED"})
+    for n in range(1000):
+        await capped.append(job.id, EventType.LOG, {"line": str(n)})
+    length = await store.redis.xlen(store.keys.events(job.id))
+    assert 100 <= length < 300
+    stored = await store.get(job.id)
+    assert stored is not None and stored.last_event_id == await store.last_event_id(job.id)

@@ -1,0 +1,120 @@
+"""The consumer on a real redis-server: runs jobs, reports, acknowledges only when finished."""
+
+from __future__ import annotations
+
+import uuid
+
+from jobprogress_core.keys import QUEUE_GROUP
+from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.store import JobStore
+from worker_service.consumer import Consumer
+from worker_service.context import HandlerRegistry, JobContext, JobError
+from worker_service.simulated import builtin_handlers
+
+
+async def enqueue(store: JobStore, job_type: str = "build", **params: object) -> tuple[Job, str]:
+    job = Job(
+        id=uuid.uuid4().hex,
+        owner="o",
+        type=job_type,
+        name="t",
+        params={"steps": 2, "durationSeconds": 0.02, "failAtStep": None, **params},
+        status=JobStatus.QUEUED,
+        total_steps=2,
+        created_at=now_iso(),
+    )
+    await store.create(job, {"status": "QUEUED"})
+    entry = await store.enqueue(job.id)
+    return job, entry
+
+
+async def take(consumer: Consumer) -> tuple[str, str]:
+    await consumer.ensure_group()
+    reply = await consumer.reader.xreadgroup(QUEUE_GROUP, consumer.name, {consumer.keys.queue: ">"}, count=1)
+    entry_id, fields = reply[0][1][0]
+    return entry_id, fields["jobId"]
+
+
+async def pending(store: JobStore) -> int:
+    info = await store.redis.xpending(store.keys.queue, QUEUE_GROUP)
+    return int(info["pending"])
+
+
+def consumer_for(store: JobStore, handlers: HandlerRegistry) -> Consumer:
+    return Consumer(store, store.redis, store.keys, handlers, block_ms=100)
+
+
+async def test_runs_a_job_to_completion_and_acknowledges(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    consumer = consumer_for(store, builtin_handlers())
+    job, _ = await enqueue(store)
+    entry_id, job_id = await take(consumer)
+    assert await pending(store) == 1
+    await consumer.process(entry_id, job_id)
+    assert await pending(store) == 0
+    events = await store.events(job.id)
+    assert [e.type for e in events] == [
+        EventType.STATUS,
+        EventType.STATUS,
+        EventType.LOG,
+        EventType.LOG,
+        EventType.PROGRESS,
+        EventType.LOG,
+        EventType.LOG,
+        EventType.PROGRESS,
+        EventType.COMPLETE,
+    ]
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert stored.status is JobStatus.COMPLETED and stored.attempts == 1 and stored.worker == consumer.name
+    assert stored.result == "Build succeeded: all 2 steps passed"
+
+
+async def test_handler_api_and_failures(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    handlers = HandlerRegistry()
+
+    @handlers.register("build")
+    async def checked(ctx: JobContext) -> str:
+        await ctx.log("working", level="warning")
+        await ctx.progress(1, 3, "a third")
+        raise JobError("disk full")
+
+    @handlers.register("report")
+    async def broken(ctx: JobContext) -> str:
+        raise KeyError("oops")
+
+    consumer = consumer_for(store, handlers)
+    for job_type, error in [("build", "disk full"), ("report", "KeyError: 'oops'"), ("import", "No handler")]:
+        job, _ = await enqueue(store, job_type)
+        entry_id, job_id = await take(consumer)
+        await consumer.process(entry_id, job_id)
+        stored = await store.get(job.id)
+        assert stored is not None and stored.status is JobStatus.FAILED
+        assert stored.error is not None and error in stored.error
+        last = (await store.events(job.id))[-1]
+        assert last.type is EventType.FAILED and last.data["error"] == stored.error
+    assert await pending(store) == 0
+    assert handlers.types() == ["build", "report"]
+
+
+async def test_a_finished_job_is_acknowledged_without_running_again(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    consumer = consumer_for(store, builtin_handlers())
+    job, _ = await enqueue(store)
+    await store.append(job.id, EventType.COMPLETE, {"status": "COMPLETED"}, status="COMPLETED")
+    entry_id, job_id = await take(consumer)
+    before = await store.events(job.id)
+    await consumer.process(entry_id, job_id)
+    assert await store.events(job.id) == before
+    assert await pending(store) == 0
+
+
+async def test_failing_at_a_step_reports_progress_so_far(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    consumer = consumer_for(store, builtin_handlers())
+    job, _ = await enqueue(store, "report", steps=2, failAtStep=2)
+    await consumer.process(*await take(consumer))
+    events = await store.events(job.id)
+    assert events[-1].type is EventType.FAILED
+    assert events[-1].data == {**events[-1].data, "progress": 50, "error": "Step 2/2 (Aggregate) failed"}
