@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -234,9 +235,14 @@ class Settings:
 
 
 def _advertisable(host: str) -> str:
-    # An instance listening on every interface is reached through the loopback address
-    # unless JOBPROGRESS_ADVERTISE_ADDR says otherwise.
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    """The address others reach us at: the listen host, or for a wildcard listen address
+    (``0.0.0.0`` in a container) the address this machine's hostname resolves to."""
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 def _key_prefix(env: Environ) -> str:
