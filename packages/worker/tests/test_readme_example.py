@@ -1,0 +1,61 @@
+"""The handler example in the worker's README runs as documented."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jobprogress_core.keys import QUEUE_GROUP
+from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.store import JobStore
+from worker_service.consumer import Consumer
+from worker_service.context import HandlerRegistry
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_handlers() -> HandlerRegistry:
+    [code] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    handlers = namespace["handlers"]
+    assert isinstance(handlers, HandlerRegistry)
+    return handlers
+
+
+async def run_job(store: JobStore, handlers: HandlerRegistry, **params: Any) -> Job:
+    job = Job(
+        id=uuid.uuid4().hex, owner="o", type="build", name="readme", params=params,
+        status=JobStatus.QUEUED, created_at=now_iso(),
+    )  # fmt: skip
+    await store.create(job, {"status": "QUEUED"})
+    await store.enqueue(job.id)
+    consumer = Consumer(store, store.redis, store.keys, handlers)
+    await consumer.ensure_group()
+    reply = await store.redis.xreadgroup(QUEUE_GROUP, consumer.name, {store.keys.queue: ">"}, count=1)
+    entry_id, fields = reply[0][1][0]
+    await consumer.process(entry_id, fields["jobId"])
+    stored = await store.get(job.id)
+    assert stored is not None
+    return stored
+
+
+async def test_readme_handler_succeeds_and_fails_as_documented(
+    jobprogress_store: JobStore, monkeypatch: Any
+) -> None:
+    handlers = readme_handlers()
+
+    async def no_wait(self: object, seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr("worker_service.context.JobContext.sleep", no_wait)
+    done = await run_job(jobprogress_store, handlers, steps=2)
+    assert done.status is JobStatus.COMPLETED and done.result == "Build succeeded" and done.progress == 100
+    types = [event.type for event in await jobprogress_store.events(done.id)]
+    assert types.count(EventType.PROGRESS) == 2 and types.count(EventType.LOG) == 2
+
+    failed = await run_job(jobprogress_store, handlers, steps=3, failAtStep=2)
+    assert failed.status is JobStatus.FAILED and failed.error == "part 2 did not compile"
+    assert failed.progress == 33
