@@ -42,16 +42,46 @@ function showOutcome(text, kind) {
 
 function resetView(jobId) {
   $("job").hidden = false;
+  $("progress").classList.remove("failed");
   $("job-id").textContent = jobId;
   $("log").replaceChildren();
   $("outcome").hidden = true;
   showProgress({ progress: 0, status: "QUEUED", message: "" });
 }
 
-function watch(jobId) {
+function stopWatching() {
   if (source) source.close();
+  source = null;
+}
+
+function describeError(answer, response) {
+  const error = answer && answer.error;
+  if (!error) return response.statusText || `HTTP ${response.status}`;
+  const details = error.details && typeof error.details === "object" && !Array.isArray(error.details)
+    ? Object.entries(error.details).map(([field, problems]) => `${field}: ${[].concat(problems).join(" ")}`)
+    : [];
+  return details.length ? `${error.message} (${details.join("; ")})` : error.message;
+}
+
+async function watch(jobId) {
+  stopWatching();
   resetView(jobId);
   setConnection("connecting");
+  // The stream answers 404 before it starts, which EventSource cannot show: ask first.
+  try {
+    const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}`, { headers: { Accept: "application/json" } });
+    if (response.status === 404) {
+      showOutcome(`No job ${jobId}: it never existed or has expired.`, "failure");
+      setConnection("closed");
+      return;
+    }
+  } catch (err) {
+    // The stream below reconnects by itself; the status call is only a courtesy.
+  }
+  openStream(jobId);
+}
+
+function openStream(jobId) {
   source = new EventSource(`/api/progress/${encodeURIComponent(jobId)}`);
   const on = (type, handler) =>
     source.addEventListener(type, (event) => handler(JSON.parse(event.data)));
@@ -73,6 +103,10 @@ function watch(jobId) {
     setConnection("closed");
   };
   on("complete", finish((d) => `Completed: ${d.result ?? ""}`, "success"));
+  on("failed", (data) => {
+    $("progress").classList.add("failed");
+    $("message").textContent = data.error ?? "Failed";
+  });
   on("failed", finish((d) => `Failed: ${d.error ?? ""}`, "failure"));
   on("cancelled", finish(() => "Cancelled", "failure"));
 }
@@ -87,15 +121,17 @@ async function startJob(event) {
   };
   if (form.get("failAtStep")) body.failAtStep = Number(form.get("failAtStep"));
   const error = $("form-error");
+  const button = $("start");
   error.hidden = true;
+  button.disabled = true;
   try {
     const response = await fetch("/api/jobs", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify(body),
     });
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error ? answer.error.message : response.statusText);
+    const answer = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(describeError(answer, response));
     const url = new URL(window.location.href);
     url.searchParams.set("job", answer.jobId);
     history.pushState({ job: answer.jobId }, "", url);
@@ -103,12 +139,20 @@ async function startJob(event) {
   } catch (err) {
     error.textContent = `Could not start the job: ${err.message}`;
     error.hidden = false;
+  } finally {
+    button.disabled = false;
   }
 }
 
 function watchFromUrl() {
   const jobId = new URL(window.location.href).searchParams.get("job");
-  if (jobId) watch(jobId);
+  if (jobId) {
+    watch(jobId);
+  } else {
+    stopWatching();
+    $("job").hidden = true;
+    setConnection("idle");
+  }
 }
 
 $("job-form").addEventListener("submit", startJob);

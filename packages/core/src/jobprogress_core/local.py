@@ -7,15 +7,26 @@ three services on their ports, prints where to look, and stops everything on Ctr
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .settings import DEFAULT_PORTS, ConfigError, Environ
-from .stack import ConsulAgent, Process, RedisServer, Stack, StackError, consul_answers, redis_answers
+from .stack import (
+    ConsulAgent,
+    Process,
+    RedisServer,
+    Stack,
+    StackError,
+    consul_answers,
+    http_get,
+    redis_answers,
+)
 
 
 def main() -> int:
@@ -28,7 +39,9 @@ def main() -> int:
         return 2
     workdir = Path(os.environ.get("JOBPROGRESS_RUN_DIR", ".run")).resolve()
     Process.inherit_output = True
-    stack = Stack(workdir, redis_url=redis_url, consul_addr=f"{consul_host}:{consul_port}")
+    # Consul checks /health this often; short, so the page can reach a job-queue at once.
+    check = {"JOBPROGRESS_CONSUL_CHECK_INTERVAL": os.environ.get("JOBPROGRESS_CONSUL_CHECK_INTERVAL", "2")}
+    stack = Stack(workdir, redis_url=redis_url, consul_addr=f"{consul_host}:{consul_port}", env=check)
 
     redis_host, redis_port = urlsplit(redis_url).hostname or "127.0.0.1", urlsplit(redis_url).port or 6379
     stop = threading.Event()
@@ -50,6 +63,7 @@ def main() -> int:
         for service, default_port in DEFAULT_PORTS.items():
             port = int(os.environ.get(f"{service.upper().replace('-', '_')}_PORT", default_port))
             stack.start_service(service, port=port)
+        wait_until_passing(f"{consul_host}:{consul_port}", [p.service for p in stack.services], stop)
         progress = stack.services[-1].url
         print()
         print(f"  page:       {progress}/client/index.html")
@@ -65,6 +79,22 @@ def main() -> int:
         print("stopping...")
         stack.stop()
     return 0
+
+
+def wait_until_passing(
+    consul_addr: str, services: list[str], stop: threading.Event, timeout: float = 30
+) -> None:
+    """Block until Consul lists every service as passing (the page's job calls need it)."""
+    deadline = time.monotonic() + timeout
+    waiting = set(services)
+    while waiting and not stop.is_set() and time.monotonic() < deadline:
+        for service in list(waiting):
+            status, body = http_get(f"http://{consul_addr}/v1/health/service/{service}?passing=1")
+            if status == 200 and json.loads(body):
+                waiting.discard(service)
+        stop.wait(0.2)
+    if waiting:
+        print(f"warning: not passing in Consul yet: {', '.join(sorted(waiting))}", file=sys.stderr)
 
 
 if __name__ == "__main__":
