@@ -8,6 +8,7 @@ import time
 
 import aiohttp
 import pytest
+
 from jobprogress_core.client import ReceivedEvent, collect_events, submit_job
 from jobprogress_core.stack import Stack
 

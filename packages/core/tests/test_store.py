@@ -5,21 +5,12 @@ from __future__ import annotations
 import uuid
 
 from jobprogress_core.keys import Keys
-from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.store import JobStore
 
 
 def new_job() -> Job:
-    return Job(
-        id=uuid.uuid4().hex,
-        owner="o",
-        type="build",
-        name="n",
-        params={"steps": 2},
-        status=JobStatus.QUEUED,
-        total_steps=2,
-        created_at=now_iso(),
-    )
+    return Job.new("build", {"steps": 2}, owner="o", name="n", total_steps=2)
 
 
 async def test_create_stores_hash_and_first_event_together(jobprogress_store: JobStore) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from jobprogress_core.model import Event, EventType, Job, JobStatus, now_iso
+from jobprogress_core.model import Event, EventType, Job
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
@@ -16,15 +15,7 @@ from progress_service.hub import Closed, Hub, Overflowed
 
 
 async def new_job(store: JobStore) -> str:
-    job = Job(
-        id=uuid.uuid4().hex,
-        owner="o",
-        type="build",
-        name="t",
-        params={},
-        status=JobStatus.QUEUED,
-        created_at=now_iso(),
-    )
+    job = Job.new("build", {}, owner="o")
     await store.create(job, {"status": "QUEUED"})
     return job.id
 

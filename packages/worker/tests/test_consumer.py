@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-
 from jobprogress_core.keys import QUEUE_GROUP
-from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry, JobContext, JobError
@@ -13,15 +11,11 @@ from worker_service.simulated import builtin_handlers
 
 
 async def enqueue(store: JobStore, job_type: str = "build", **params: object) -> tuple[Job, str]:
-    job = Job(
-        id=uuid.uuid4().hex,
+    job = Job.new(
+        job_type,
+        {"steps": 2, "durationSeconds": 0.02, "failAtStep": None, **params},
         owner="o",
-        type=job_type,
-        name="t",
-        params={"steps": 2, "durationSeconds": 0.02, "failAtStep": None, **params},
-        status=JobStatus.QUEUED,
         total_steps=2,
-        created_at=now_iso(),
     )
     await store.create(job, {"status": "QUEUED"})
     entry = await store.enqueue(job.id)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 from jobprogress_core.keys import QUEUE_GROUP
-from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry
@@ -26,10 +25,7 @@ def readme_handlers() -> HandlerRegistry:
 
 
 async def run_job(store: JobStore, handlers: HandlerRegistry, **params: Any) -> Job:
-    job = Job(
-        id=uuid.uuid4().hex, owner="o", type="build", name="readme", params=params,
-        status=JobStatus.QUEUED, created_at=now_iso(),
-    )  # fmt: skip
+    job = Job.new("build", params, owner="o")
     await store.create(job, {"status": "QUEUED"})
     await store.enqueue(job.id)
     consumer = Consumer(store, store.redis, store.keys, handlers)

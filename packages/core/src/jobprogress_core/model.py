@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -131,6 +132,30 @@ class Job:
     attempts: int = 0
     last_event_id: str | None = None
     cancel_requested: bool = False
+
+    @classmethod
+    def new(
+        cls,
+        job_type: str,
+        params: dict[str, Any],
+        *,
+        owner: str,
+        name: str | None = None,
+        total_steps: int = 0,
+        message: str = "Waiting for a worker",
+    ) -> Job:
+        """A freshly submitted job: a new id, ``QUEUED``, created now."""
+        return cls(
+            id=uuid.uuid4().hex,
+            owner=owner,
+            type=job_type,
+            name=name or f"{job_type} job",
+            params=params,
+            status=JobStatus.QUEUED,
+            total_steps=total_steps,
+            message=message,
+            created_at=now_iso(),
+        )
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> Job:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Any
 
 from aiohttp import web
 from marshmallow import ValidationError
 
 from jobprogress_core.errors import BadRequest, NotFound, ValidationFailed
-from jobprogress_core.model import Job, JobStatus, now_iso, valid_job_id
+from jobprogress_core.model import Job, JobStatus, valid_job_id
 from jobprogress_core.web import STORE
 
 from .schemas import JobRequestSchema
@@ -46,22 +45,18 @@ async def submit_job(request: web.Request) -> web.Response:
         details = exc.normalized_messages()  # type: ignore[no-untyped-call]
         raise ValidationFailed("Invalid job request", details=details) from None
 
-    job_id = uuid.uuid4().hex
-    job = Job(
-        id=job_id,
-        owner=ANONYMOUS,
-        type=params["type"],
-        name=params["name"] or f"{params['type']} job",
-        params={
+    job = Job.new(
+        params["type"],
+        {
             "steps": params["steps"],
             "durationSeconds": params["duration_seconds"],
             "failAtStep": params["fail_at_step"],
         },
-        status=JobStatus.QUEUED,
+        owner=ANONYMOUS,
+        name=params["name"],
         total_steps=params["steps"],
-        message="Waiting for a worker",
-        created_at=now_iso(),
     )
+    job_id = job.id
     store = request.app[STORE]
     await store.create(job, {"status": JobStatus.QUEUED.value, "message": job.message})
     await store.enqueue(job_id)
