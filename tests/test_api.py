@@ -54,6 +54,25 @@ async def test_malformed_json_is_400(http: aiohttp.ClientSession, queue_url: str
 
 
 @pytest.mark.parametrize(
+    "body",
+    [b"[" * 30_000, b'{"steps": ' + b"9" * 5000 + b"}", b'{"steps": 1e999999}'],
+    ids=["deep", "huge-int", "huge-float"],
+)
+async def test_pathological_json_is_a_4xx_never_a_5xx(
+    http: aiohttp.ClientSession, queue_url: str, body: bytes
+) -> None:
+    status, answer, _ = await post(http, f"{queue_url}/api/jobs", data=body)
+    assert status in (400, 422), answer
+    assert answer["error"]["code"] in ("bad_request", "validation_failed")
+
+
+async def test_name_with_a_lone_surrogate_is_422(http: aiohttp.ClientSession, queue_url: str) -> None:
+    status, answer, _ = await post(http, f"{queue_url}/api/jobs", data=b'{"name": "x\\ud800"}')
+    assert status == 422
+    assert set(answer["error"]["details"]) == {"name"}
+
+
+@pytest.mark.parametrize(
     ("payload", "fields"),
     [
         ({"steps": 0}, {"steps"}),
@@ -96,11 +115,11 @@ async def test_health_and_metrics(http: aiohttp.ClientSession, jobprogress_stack
         url = jobprogress_stack.url(service)
         async with http.get(f"{url}/health") as response:
             assert response.status == 200
-            assert await response.json() == {
-                "status": "passing",
-                "service": service,
-                "checks": {"redis": "ok"},
-            }
+            body = await response.json()
+            assert body["status"] == "passing" and body["service"] == service
+            assert body["checks"]["redis"] == "ok"
+            if service == "worker-service":
+                assert body["checks"]["consumer"] == "ok"
         async with http.get(f"{url}/metrics") as response:
             assert response.status == 200
             assert "jobprogress_http_requests_total" in await response.text()

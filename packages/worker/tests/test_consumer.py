@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.store import JobStore
@@ -112,3 +114,30 @@ async def test_failing_at_a_step_reports_progress_so_far(jobprogress_store: JobS
     events = await store.events(job.id)
     assert events[-1].type is EventType.FAILED
     assert events[-1].data == {**events[-1].data, "progress": 50, "error": "Step 2/2 (Aggregate) failed"}
+
+
+async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    handlers = HandlerRegistry()
+
+    @handlers.register("build")
+    async def quick(ctx: JobContext) -> str:
+        return "ok"
+
+    consumer = Consumer(store, store.redis, store.keys, handlers, block_ms=100)
+    consumer.start()
+    try:
+        await store.redis.execute_command("REPLICAOF", "127.0.0.1", "1")  # writes now fail: READONLY
+        await asyncio.sleep(0.5)
+        assert consumer.alive
+    finally:
+        await store.redis.execute_command("REPLICAOF", "NO", "ONE")
+    job, _ = await enqueue(store)
+    for _ in range(100):
+        stored = await store.get(job.id)
+        if stored is not None and stored.status is JobStatus.COMPLETED:
+            break
+        await asyncio.sleep(0.05)
+    assert stored is not None and stored.status is JobStatus.COMPLETED and stored.result == "ok"
+    await consumer.stop()
+    assert not consumer.alive

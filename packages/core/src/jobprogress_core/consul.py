@@ -67,6 +67,7 @@ class Registration:
         host = socket.gethostname().split(".")[0]
         self.service_id = f"{settings.service}-{host}-{settings.port}-{uuid.uuid4().hex[:8]}"
         self.registered = False
+        self.task: asyncio.Task[None] | None = None
 
     def check(self) -> dict[str, Any]:
         settings = self.settings
@@ -120,9 +121,18 @@ class Registration:
                     down_since_logged = True
             await asyncio.sleep(interval)
 
-    async def deregister(self) -> None:
-        if not self.registered:
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.keep_registered(), name="consul-registration")
+
+    async def stop(self) -> None:
+        """Stop keeping the registration alive, then deregister (also if the last attempt
+        to register seemed to fail: it may have reached the agent). Idempotent."""
+        if self.task is None:
             return
+        task, self.task = self.task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         self.registered = False
         try:
             await self.client.agent.service.deregister(self.service_id)
@@ -141,13 +151,10 @@ async def consul_ctx(app: web.Application) -> AsyncIterator[None]:
     registration = Registration(app[SETTINGS], client)
     app[CONSUL] = client
     app[REGISTRATION] = registration
-    app[STOP_HOOKS].insert(0, registration.deregister)
-    task = asyncio.create_task(registration.keep_registered(), name="consul-registration")
+    app[STOP_HOOKS].insert(0, registration.stop)
+    registration.start()
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await registration.deregister()
+    await registration.stop()
     await client.http.close()
 
 

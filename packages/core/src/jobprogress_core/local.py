@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from .settings import DEFAULT_PORTS, ConfigError, Environ
 from .stack import (
     ConsulAgent,
-    Process,
     RedisServer,
+    ServiceProcess,
     Stack,
     StackError,
     consul_answers,
@@ -38,7 +38,7 @@ def main() -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     workdir = Path(os.environ.get("JOBPROGRESS_RUN_DIR", ".run")).resolve()
-    Process.inherit_output = True
+    ServiceProcess.inherit_output = True  # service logs on the terminal; Redis and Consul in .run/
     # Consul checks /health this often; short, so the page can reach a job-queue at once.
     check = {"JOBPROGRESS_CONSUL_CHECK_INTERVAL": os.environ.get("JOBPROGRESS_CONSUL_CHECK_INTERVAL", "2")}
     stack = Stack(workdir, redis_url=redis_url, consul_addr=f"{consul_host}:{consul_port}", env=check)

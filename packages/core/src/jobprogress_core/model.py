@@ -52,6 +52,12 @@ class EventType(StrEnum):
 
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.FAILED, EventType.CANCELLED})
+#: The status a job ends in with each terminal event.
+TERMINAL_STATUS_OF = {
+    EventType.COMPLETE: JobStatus.COMPLETED,
+    EventType.FAILED: JobStatus.FAILED,
+    EventType.CANCELLED: JobStatus.CANCELLED,
+}
 
 _STREAM_ID = re.compile(r"\A([0-9]{1,20})-([0-9]{1,20})\Z")
 _UINT64_MAX = 2**64 - 1

@@ -6,13 +6,14 @@ The job's hash and its event stream are changed together by one Lua script, so
 
 from __future__ import annotations
 
+import uuid
 from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
 
 from .keys import Keys
-from .model import Event, EventType, Job, dumps, now_iso
+from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso
 from .redis import range_entries
 
 
@@ -56,13 +57,30 @@ class JobStore:
         job is missing or already finished (nothing follows a terminal event).
         """
         payload = {"jobId": job_id, **data, "ts": now_iso()}
-        args: list[str] = [str(self.stream_maxlen), event_type.value, dumps(payload)]
+        token = uuid.uuid4().hex  # makes a retry of this very call a no-op
+        args: list[str] = [str(self.stream_maxlen), event_type.value, dumps(payload), token]
         for name, value in fields.items():
             args += [name, "" if value is None else str(value)]
         entry_id = await self._apply(keys=[self.keys.job(job_id), self.keys.events(job_id)], args=args)
         if not entry_id:
             return None
         return Event(id=str(entry_id), type=event_type, data=payload)
+
+    async def finish(
+        self, job_id: str, event_type: EventType, *, result: str | None = None, error: str | None = None
+    ) -> Event | None:
+        """End a job with its terminal event (``complete``, ``failed`` or ``cancelled``)."""
+        status = TERMINAL_STATUS_OF[event_type]
+        data: dict[str, Any] = {"status": status.value}
+        fields: dict[str, str | int | None] = {"status": status.value, "finished_at": now_iso()}
+        if event_type is EventType.COMPLETE:
+            data.update(progress=100, result=result)
+            fields.update(progress=100, result=result, message="Completed")
+        else:
+            job = await self.get(job_id)
+            data.update(progress=job.progress if job else 0, error=error)
+            fields.update(error=error, message=status.value.capitalize())
+        return await self.append(job_id, event_type, data, **fields)
 
     async def events(
         self, job_id: str, after: str | None = None, *, until: str = "+", count: int = 500

@@ -30,6 +30,8 @@ REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", JobStore)
 #: Run, in order, when a stop is asked for and before the server stops listening.
 STOP_HOOKS = web.AppKey("stop_hooks", list[StopHook])
+#: Named checks ``/health`` runs besides Redis; each answers whether its part works.
+HEALTH_CHECKS = web.AppKey("health_checks", dict[str, Callable[[], Awaitable[bool]]])
 
 HTTP_REQUESTS = Counter(
     "jobprogress_http_requests_total",
@@ -80,6 +82,7 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)
     app[STOP_HOOKS] = []
+    app[HEALTH_CHECKS] = {}
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", make_aiohttp_handler(REGISTRY))
@@ -107,6 +110,8 @@ async def health(request: web.Request) -> web.Response:
     """200 when this instance and its dependencies work, 503 otherwise (Consul checks it)."""
     settings = request.app[SETTINGS]
     checks = {"redis": "ok" if await redis_ok(request.app[REDIS]) else "unavailable"}
+    for name, check in request.app[HEALTH_CHECKS].items():
+        checks[name] = "ok" if await check() else "failing"
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "passing" if healthy else "critical", "service": settings.service, "checks": checks}
     if healthy:

@@ -12,11 +12,21 @@ MAX_STEPS = 100
 MAX_DURATION_SECONDS = 24 * 3600
 
 
+def utf8_text(value: str) -> None:
+    """JSON can carry lone surrogates (``"\\ud800"``); they cannot be stored or sent on."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Not valid Unicode text.") from None
+
+
 class JobRequestSchema(Schema):
     """``POST /api/jobs`` body. Unknown fields are rejected."""
 
     type = fields.String(load_default="build", validate=validate.OneOf(BUILTIN_JOB_TYPES))
-    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    name = fields.String(
+        load_default=None, allow_none=True, validate=[validate.Length(min=1, max=200), utf8_text]
+    )
     steps = fields.Integer(load_default=4, strict=True, validate=validate.Range(min=1, max=MAX_STEPS))
     duration_seconds = fields.Float(
         data_key="durationSeconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -10,7 +11,8 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from jobprogress_core.errors import BadRequest, NotFound, ValidationFailed
-from jobprogress_core.model import Job, JobStatus, valid_job_id
+from jobprogress_core.model import EventType, Job, JobStatus, valid_job_id
+from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.web import STORE
 
 from .schemas import JobRequestSchema
@@ -29,8 +31,10 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest("Request body is empty: send a JSON object")
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("Request body is not valid JSON", details={"reason": str(exc)}) from None
+    except RecursionError:
+        raise BadRequest("Request body is nested too deeply") from None
+    except ValueError as exc:  # malformed JSON, bad encoding, numbers past Python's digit limit
+        raise BadRequest("Request body is not valid JSON", details={"reason": str(exc)[:200]}) from None
 
 
 def job_links(job_id: str) -> dict[str, str]:
@@ -59,7 +63,13 @@ async def submit_job(request: web.Request) -> web.Response:
     job_id = job.id
     store = request.app[STORE]
     await store.create(job, {"status": JobStatus.QUEUED.value, "message": job.message})
-    await store.enqueue(job_id)
+    try:
+        await store.enqueue(job_id)
+    except REDIS_ERRORS:
+        # Stored but not queued: end the job rather than leave it waiting for ever.
+        with contextlib.suppress(*REDIS_ERRORS):
+            await store.finish(job_id, EventType.FAILED, error="Could not be queued: Redis was unavailable")
+        raise
     logger.info("job %s submitted (type %s, %d steps)", job_id, job.type, job.total_steps)
     links = job_links(job_id)
     body = {"jobId": job_id, "status": JobStatus.QUEUED.value, "links": links}

@@ -91,12 +91,10 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"No job {job_id[:64]!r}")
     if hub.closing:
         raise ServiceUnavailable("This instance is shutting down; reconnect", retry_after=1)
-    if (
-        job.status.terminal
-        and last_id
-        and job.last_event_id
-        and not stream_id_after(job.last_event_id, last_id)
-    ):
+    if last_id and job.last_event_id and stream_id_after(last_id, job.last_event_id):
+        # Every event a client can have seen is at or before the job's last event ID.
+        raise BadRequest("Last-Event-ID is ahead of this job's events", details={"lastEventId": last_id[:64]})
+    if job.status.terminal and last_id == job.last_event_id:
         return web.Response(status=204)
     first_id = await store.first_event_id(job_id) if last_id else None
     reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
@@ -126,6 +124,10 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
     except REDIS_ERRORS as exc:
         reason = "redis_error"
         logger.warning("stream of job %s ended: redis unavailable (%s)", job_id, exc)
+    except Exception:
+        # Headers are sent: an error can only end the stream (the client resumes by its ID).
+        reason = "error"
+        logger.exception("stream of job %s ended by an unexpected error", job_id)
     finally:
         STREAMS_ACTIVE.dec()
         STREAMS_CLOSED.labels(reason).inc()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,7 +9,7 @@ from aiohttp import web
 from jobprogress_core.consul import consul_ctx
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
-from jobprogress_core.web import KEYS, SETTINGS, STORE, create_base_app
+from jobprogress_core.web import HEALTH_CHECKS, KEYS, SETTINGS, STORE, create_base_app
 
 from .consumer import Consumer
 from .context import HandlerRegistry
@@ -42,6 +41,11 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
         block_ms=settings.worker_block_ms,
     )
     app[CONSUMER] = consumer
-    task = asyncio.create_task(consumer.run(), name="worker-consumer")
+
+    async def consumer_running() -> bool:
+        return consumer.alive
+
+    app[HEALTH_CHECKS]["consumer"] = consumer_running
+    consumer.start()
     yield
-    await consumer.stop(task)
+    await consumer.stop()

@@ -1,16 +1,23 @@
 -- Append one event to a job's stream and update the job's hash, in one atomic step.
 -- KEYS[1] job hash, KEYS[2] event stream (same hash tag, same slot)
 -- ARGV[1] approximate MAXLEN of the stream, ARGV[2] event type, ARGV[3] event data (JSON),
--- ARGV[4..] field, value pairs to set on the hash.
--- Returns the new entry ID, or false when the job is missing or already finished:
--- nothing is ever appended after a terminal event.
+-- ARGV[4] a token unique to this append, ARGV[5..] field, value pairs to set on the hash.
+-- Returns the new entry ID; the same ID again when the call is a retry of the last append
+-- (same token), so a retried call never appends twice; false when the job is missing or
+-- already finished: nothing is ever appended after a terminal event.
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then
+if not status then
+  return false
+end
+if redis.call('HGET', KEYS[1], 'last_token') == ARGV[4] then
+  return redis.call('HGET', KEYS[1], 'last_event_id')
+end
+if status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then
   return false
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[2], 'data', ARGV[3])
-if #ARGV > 3 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if #ARGV > 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 end
-redis.call('HSET', KEYS[1], 'last_event_id', id)
+redis.call('HSET', KEYS[1], 'last_event_id', id, 'last_token', ARGV[4])
 return id

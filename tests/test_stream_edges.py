@@ -1,0 +1,105 @@
+"""The stream's edges, with the test writing events itself into the stack's Redis: clients
+joining while events pour in, trimmed history (`reset`), IDs ahead of the log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from jobprogress_core.client import ReceivedEvent, collect_events
+from jobprogress_core.keys import Keys
+from jobprogress_core.model import EventType, Job
+from jobprogress_core.redis import create_redis
+from jobprogress_core.settings import Settings
+from jobprogress_core.sseclient import SseMessage
+from jobprogress_core.stack import Stack
+from jobprogress_core.store import JobStore
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+async def stack_store(jobprogress_stack: Stack) -> AsyncIterator[JobStore]:
+    """The store the services use (same Redis, same key prefix)."""
+    assert jobprogress_stack.redis_url is not None
+    settings = Settings.from_env("job-queue-service", {"REDIS_URL": jobprogress_stack.redis_url})
+    redis = create_redis(settings)
+    yield JobStore(redis, Keys(settings.key_prefix))
+    await redis.aclose()
+
+
+async def unqueued_job(store: JobStore) -> str:
+    """A job no worker will take: the test plays the worker."""
+    job = Job.new("build", {}, owner="anonymous")
+    await store.create(job, {"status": "QUEUED", "message": "test"})
+    return job.id
+
+
+async def test_clients_joining_while_events_pour_in_get_exactly_the_log(
+    stack_store: JobStore, progress_url: str, http: aiohttp.ClientSession
+) -> None:
+    job_id = await unqueued_job(stack_store)
+    url = f"{progress_url}/api/progress/{job_id}"
+    written: list[str] = []
+
+    async def writer() -> None:
+        for n in range(400):
+            event = await stack_store.append(job_id, EventType.LOG, {"line": f"line {n}"})
+            assert event is not None
+            written.append(event.id)
+            if n % 20 == 0:
+                await asyncio.sleep(0.01)
+        await stack_store.finish(job_id, EventType.COMPLETE, result="done")
+
+    rng = random.Random(7)
+
+    async def client(delay: float) -> tuple[str | None, list[ReceivedEvent]]:
+        await asyncio.sleep(delay)
+        start = rng.choice([None, *written[-5:]]) if written else None
+        return start, await collect_events(http, url, last_event_id=start, timeout=60)
+
+    results = await asyncio.gather(writer(), *(client(rng.uniform(0, 0.6)) for _ in range(30)))
+    log = await stack_store.events(job_id, count=10_000)
+    for start, events in results[1:]:  # type: ignore[misc]
+        expected = log[[e.id for e in log].index(start) + 1 :] if start else log
+        assert [e.id for e in events] == [e.id for e in expected]
+        assert events[-1].event == "complete"
+
+
+async def test_trimmed_history_starts_with_a_reset_snapshot(
+    stack_store: JobStore, progress_url: str, http: aiohttp.ClientSession
+) -> None:
+    job_id = await unqueued_job(stack_store)
+    old = [await stack_store.append(job_id, EventType.LOG, {"line": str(n)}) for n in range(10)]
+    await stack_store.redis.xtrim(stack_store.keys.events(job_id), maxlen=4, approximate=False)
+    retained = await stack_store.events(job_id)
+    await stack_store.finish(job_id, EventType.FAILED, error="boom")
+    assert old[2] is not None and len(retained) == 4
+
+    messages: list[SseMessage] = []
+    events = await collect_events(
+        http, f"{progress_url}/api/progress/{job_id}", last_event_id=old[2].id, messages=messages
+    )
+    assert events[0].event == "reset"
+    reset = next(m for m in messages if m.event == "reset")
+    assert reset.id is None  # the client keeps its own last ID until a real event arrives
+    assert events[0].data["jobId"] == job_id and events[0].data["status"] == "FAILED"
+    assert events[0].data["error"] == "boom"
+    assert [e.id for e in events[1:]] == [e.id for e in retained] + [events[-1].id]
+    assert events[-1].event == "failed"
+
+
+@pytest.mark.parametrize("ahead", ["99999999999999-0", "18446744073709551615-18446744073709551615"])
+async def test_an_id_ahead_of_the_log_is_400(
+    stack_store: JobStore, progress_url: str, http: aiohttp.ClientSession, ahead: str
+) -> None:
+    job_id = await unqueued_job(stack_store)
+    async with http.get(
+        f"{progress_url}/api/progress/{job_id}", headers={"Last-Event-ID": ahead}
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "bad_request"
