@@ -76,3 +76,22 @@ async def test_event_stream_is_capped(jobprogress_store: JobStore) -> None:
     assert 100 <= length < 300
     stored = await store.get(job.id)
     assert stored is not None and stored.last_event_id == await store.last_event_id(job.id)
+
+
+async def test_a_retried_append_is_not_appended_twice(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = new_job()
+    await store.create(job, {"status": "QUEUED"})
+    first = await store.append(job.id, EventType.LOG, {"line": "once"}, token="t-1")
+    again = await store.append(job.id, EventType.LOG, {"line": "once"}, token="t-1")
+    assert first is not None and again is not None and again.id == first.id
+    other = await store.append(job.id, EventType.LOG, {"line": "twice"}, token="t-2")
+    assert other is not None and other.id != first.id
+    assert [e.data.get("line") for e in await store.events(job.id)] == [None, "once", "twice"]
+    done = await store.finish(job.id, EventType.COMPLETE, result="r")
+    assert done is not None
+    # A retry of the terminal append itself still answers with its ID, not "finished".
+    retried = await store.append(
+        job.id, EventType.COMPLETE, {}, token=await store.redis.hget(store.keys.job(job.id), "last_token")
+    )
+    assert retried is not None and retried.id == done.id

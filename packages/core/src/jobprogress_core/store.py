@@ -49,15 +49,23 @@ class JobStore:
         return Job.from_hash(fields) if fields else None
 
     async def append(
-        self, job_id: str, event_type: EventType, data: dict[str, Any], **fields: str | int | None
+        self,
+        job_id: str,
+        event_type: EventType,
+        data: dict[str, Any],
+        *,
+        token: str | None = None,
+        **fields: str | int | None,
     ) -> Event | None:
         """Append an event and set job fields atomically.
 
         ``data`` gets ``jobId`` and ``ts``. Returns the stored event, or ``None`` when the
-        job is missing or already finished (nothing follows a terminal event).
+        job is missing or already finished (nothing follows a terminal event). A call
+        repeated with the same ``token`` (redis-py retries a command that timed out) does
+        not append again: it returns the ID of the first append.
         """
         payload = {"jobId": job_id, **data, "ts": now_iso()}
-        token = uuid.uuid4().hex  # makes a retry of this very call a no-op
+        token = token or uuid.uuid4().hex
         args: list[str] = [str(self.stream_maxlen), event_type.value, dumps(payload), token]
         for name, value in fields.items():
             args += [name, "" if value is None else str(value)]
@@ -80,7 +88,7 @@ class JobStore:
             job = await self.get(job_id)
             data.update(progress=job.progress if job else 0, error=error)
             fields.update(error=error, message=status.value.capitalize())
-        return await self.append(job_id, event_type, data, **fields)
+        return await self.append(job_id, event_type, data, token=None, **fields)
 
     async def events(
         self, job_id: str, after: str | None = None, *, until: str = "+", count: int = 500
