@@ -36,7 +36,12 @@ async def test_submit_answers_202_with_location_and_links(
     async with http.get(f"{queue_url}/api/jobs/{job_id}") as got:
         job = await got.json()
     assert job["name"] == "Q3" and job["type"] == "report"
-    assert job["params"] == {"steps": 4, "durationSeconds": 120.0, "failAtStep": None}
+    assert job["params"] == {
+        "steps": 4,
+        "durationSeconds": 120.0,
+        "failAtStep": None,
+        "timeLimitSeconds": None,
+    }
     assert "owner" not in job
 
 

@@ -19,12 +19,20 @@ def test_defaults_make_a_two_minute_build() -> None:
         "steps": 4,
         "duration_seconds": 120.0,
         "fail_at_step": None,
+        "time_limit_seconds": None,
     }
 
 
 def test_full_request() -> None:
     loaded = schema.load(
-        {"type": "import", "name": "Nightly", "steps": 10, "durationSeconds": 2.5, "failAtStep": 10}
+        {
+            "type": "import",
+            "name": "Nightly",
+            "steps": 10,
+            "durationSeconds": 2.5,
+            "failAtStep": 10,
+            "timeLimitSeconds": 60,
+        }
     )
     assert loaded == {
         "type": "import",
@@ -32,6 +40,7 @@ def test_full_request() -> None:
         "steps": 10,
         "duration_seconds": 2.5,
         "fail_at_step": 10,
+        "time_limit_seconds": 60.0,
     }
 
 
@@ -60,6 +69,10 @@ def test_full_request() -> None:
         ),
         ({"name": "x" * 201}, {"name": ["Length must be between 1 and 200."]}),
         ({"extra": 1}, {"extra": ["Unknown field."]}),
+        (
+            {"timeLimitSeconds": 0.5},
+            {"timeLimitSeconds": ["Must be greater than or equal to 1 and less than or equal to 2592000."]},
+        ),
         ("a string", {"_schema": ["Invalid input type."]}),
     ],
 )

@@ -28,6 +28,10 @@ class Keys:
         """Stream of the job's events; entry IDs are the SSE event IDs."""
         return f"{self.prefix}job:{{{job_id}}}:events"
 
+    def history(self, owner: str) -> str:
+        """Sorted set of the owner's job ids, scored by creation time (ms)."""
+        return f"{self.prefix}owner:{{{owner}}}:jobs"
+
     def job_id_of_events(self, key: str) -> str:
         """The job id inside an event stream key (inverse of :meth:`events`)."""
         start = key.index("{") + 1

@@ -191,6 +191,14 @@ class Job:
             cancel_requested=fields.get("cancel_requested") == "1",
         )
 
+    @property
+    def created_ms(self) -> int:
+        """Creation time in milliseconds since the epoch (0 if unknown)."""
+        try:
+            return int(datetime.fromisoformat(self.created_at.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return 0
+
     def to_hash(self) -> dict[str, str]:
         """Fields to store with HSET; ``None`` becomes the empty string."""
         return {

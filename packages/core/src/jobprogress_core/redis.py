@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -27,6 +27,7 @@ RESP_PROTOCOL = 2
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 Entry = tuple[str, dict[str, str]]
+T = TypeVar("T")
 
 
 def create_redis(settings: Settings, *, block_ms: int = 0, max_connections: int = 50) -> Redis:
@@ -62,6 +63,30 @@ def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
     for stream, entries in pairs:
         result.append((stream, [(entry_id, dict(fields or {})) for entry_id, fields in entries]))
     return result
+
+
+def claimed_entries(reply: Any) -> list[Entry]:
+    """``XAUTOCLAIM`` reply (next cursor, entries, deleted IDs) as ``[(id, fields), ...]``;
+    entries deleted from the stream while pending are left out."""
+    if not reply:
+        return []
+    return [(entry_id, dict(fields)) for entry_id, fields in reply[1] or [] if fields]
+
+
+async def retry_while_unavailable(call: Callable[[], Awaitable[T]], *, grace: float) -> T:
+    """Run ``call`` again with backoff while Redis is unreachable, for up to ``grace``
+    seconds; the last error is raised after that. Only for calls safe to repeat."""
+    deadline = asyncio.get_running_loop().time() + grace
+    backoff = 0.1
+    while True:
+        try:
+            return await call()
+        except REDIS_ERRORS as exc:
+            if asyncio.get_running_loop().time() + backoff > deadline:
+                raise
+            logger.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
 
 def range_entries(reply: Any) -> list[Entry]:

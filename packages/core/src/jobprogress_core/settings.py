@@ -166,9 +166,16 @@ class Settings:
     # Redis
     redis_timeout: float
     event_stream_maxlen: int
+    retention_seconds: int
+    history_limit: int
     # worker-service
     worker_concurrency: int
     worker_block_ms: int
+    visibility_timeout: float
+    max_attempts: int
+    job_time_limit: float
+    grace_seconds: float
+    redis_outage_grace: float
     # progress-service
     sse_retry_ms: int
     sse_heartbeat_seconds: float
@@ -221,8 +228,23 @@ class Settings:
             event_stream_maxlen=env.integer(
                 "JOBPROGRESS_EVENT_STREAM_MAXLEN", 10_000, minimum=100, maximum=10_000_000
             ),
+            retention_seconds=env.integer(
+                "JOBPROGRESS_RETENTION_SECONDS", 86_400, minimum=60, maximum=365 * 86_400
+            ),
+            history_limit=env.integer("JOBPROGRESS_HISTORY_LIMIT", 1000, minimum=10, maximum=100_000),
             worker_concurrency=env.integer("JOBPROGRESS_WORKER_CONCURRENCY", 4, minimum=1, maximum=1000),
             worker_block_ms=env.integer("JOBPROGRESS_WORKER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            visibility_timeout=env.number(
+                "JOBPROGRESS_VISIBILITY_TIMEOUT", 30.0, minimum=1.0, maximum=3600.0
+            ),
+            max_attempts=env.integer("JOBPROGRESS_MAX_ATTEMPTS", 3, minimum=1, maximum=100),
+            job_time_limit=env.number(
+                "JOBPROGRESS_JOB_TIME_LIMIT", 90_000.0, minimum=1.0, maximum=30 * 86_400.0
+            ),
+            grace_seconds=env.number("JOBPROGRESS_GRACE_SECONDS", 20.0, minimum=0.0, maximum=3600.0),
+            redis_outage_grace=env.number(
+                "JOBPROGRESS_REDIS_OUTAGE_GRACE", 120.0, minimum=0.0, maximum=3600.0
+            ),
             sse_retry_ms=env.integer("JOBPROGRESS_SSE_RETRY_MS", 3000, minimum=100, maximum=600_000),
             sse_heartbeat_seconds=env.number(
                 "JOBPROGRESS_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1, maximum=3600.0

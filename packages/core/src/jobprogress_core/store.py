@@ -7,14 +7,38 @@ The job's hash and its event stream are changed together by one Lua script, so
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from .keys import Keys
-from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso
+from .keys import QUEUE_GROUP, Keys
+from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso, valid_job_id
 from .redis import range_entries
+
+
+@dataclass(frozen=True)
+class HistoryCursor:
+    """Where a page of an owner's history ends: creation time (ms) and job id."""
+
+    created_ms: int
+    job_id: str
+
+    def __str__(self) -> str:
+        return f"{self.created_ms}-{self.job_id}"
+
+    @classmethod
+    def parse(cls, value: str) -> HistoryCursor:
+        created, _, job_id = value.partition("-")
+        if not created.isascii() or not created.isdigit() or not valid_job_id(job_id):
+            raise ValueError(f"not a history cursor: {value[:80]!r}")
+        return cls(int(created), job_id)
+
+
+class ClaimLost(Exception):
+    """Another worker has taken the job over; this one must stop working on it."""
 
 
 def _script(name: str) -> str:
@@ -22,10 +46,20 @@ def _script(name: str) -> str:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, keys: Keys, *, stream_maxlen: int = 10_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        stream_maxlen: int = 10_000,
+        retention_seconds: int = 86_400,
+        history_limit: int = 1000,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.stream_maxlen = stream_maxlen
+        self.retention_seconds = retention_seconds
+        self.history_limit = history_limit
         self._create = redis.register_script(_script("create_job.lua"))
         self._apply = redis.register_script(_script("apply_event.lua"))
 
@@ -38,7 +72,19 @@ class JobStore:
         for name, value in fields.items():
             args += [name, value]
         entry_id = await self._create(keys=[self.keys.job(job.id), self.keys.events(job.id)], args=args)
-        return str(entry_id) if entry_id else None
+        if not entry_id:
+            return None
+        await self._index(job)
+        return str(entry_id)
+
+    async def _index(self, job: Job) -> None:
+        """Add the job to its owner's history: newest first, capped, expiring when idle."""
+        key = self.keys.history(job.owner)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {job.id: job.created_ms})
+            pipe.zremrangebyrank(key, 0, -self.history_limit - 1)
+            pipe.expire(key, self.retention_seconds + 3600)
+            await pipe.execute()
 
     async def enqueue(self, job_id: str) -> str:
         """Hand a stored job to the workers (queue stream, consumer group ``workers``)."""
@@ -55,6 +101,7 @@ class JobStore:
         data: dict[str, Any],
         *,
         token: str | None = None,
+        holder: str | None = None,
         **fields: str | int | None,
     ) -> Event | None:
         """Append an event and set job fields atomically.
@@ -62,20 +109,36 @@ class JobStore:
         ``data`` gets ``jobId`` and ``ts``. Returns the stored event, or ``None`` when the
         job is missing or already finished (nothing follows a terminal event). A call
         repeated with the same ``token`` (redis-py retries a command that timed out) does
-        not append again: it returns the ID of the first append.
+        not append again: it returns the ID of the first append. With ``holder``, the append
+        happens only while the worker ``holder`` holds the job, else :class:`ClaimLost` is raised.
+        Once the job has ended, its keys expire after the retention period.
         """
         payload = {"jobId": job_id, **data, "ts": now_iso()}
         token = token or uuid.uuid4().hex
-        args: list[str] = [str(self.stream_maxlen), event_type.value, dumps(payload), token]
+        args: list[str] = [
+            str(self.stream_maxlen), event_type.value, dumps(payload), token, holder or "",
+            str(self.retention_seconds),
+        ]  # fmt: skip
         for name, value in fields.items():
             args += [name, "" if value is None else str(value)]
-        entry_id = await self._apply(keys=[self.keys.job(job_id), self.keys.events(job_id)], args=args)
+        try:
+            entry_id = await self._apply(keys=[self.keys.job(job_id), self.keys.events(job_id)], args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("LOSTCLAIM"):
+                raise ClaimLost(f"job {job_id} is held by another worker") from None
+            raise
         if not entry_id:
             return None
         return Event(id=str(entry_id), type=event_type, data=payload)
 
     async def finish(
-        self, job_id: str, event_type: EventType, *, result: str | None = None, error: str | None = None
+        self,
+        job_id: str,
+        event_type: EventType,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        holder: str | None = None,
     ) -> Event | None:
         """End a job with its terminal event (``complete``, ``failed`` or ``cancelled``)."""
         status = TERMINAL_STATUS_OF[event_type]
@@ -88,7 +151,61 @@ class JobStore:
             job = await self.get(job_id)
             data.update(progress=job.progress if job else 0, error=error)
             fields.update(error=error, message=status.value.capitalize())
-        return await self.append(job_id, event_type, data, token=None, **fields)
+        return await self.append(job_id, event_type, data, token=None, holder=holder, **fields)
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        flag = await self.redis.hget(self.keys.job(job_id), "cancel_requested")
+        return flag == "1"
+
+    async def ack(self, entry_id: str) -> None:
+        """Done with a queue entry: acknowledge it and drop it, so the queue stays short."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.queue, QUEUE_GROUP, entry_id)
+            pipe.xdel(self.keys.queue, entry_id)
+            await pipe.execute()
+
+    async def history(
+        self, owner: str, *, limit: int, before: HistoryCursor | None = None
+    ) -> tuple[list[Job], HistoryCursor | None]:
+        """The owner's jobs, newest first: a page of at most ``limit`` older than ``before``,
+        and the cursor of the next page (``None`` at the end). Entries whose job has expired
+        are pruned as they are met."""
+        key = self.keys.history(owner)
+        jobs: list[Job] = []
+        cursor = before
+        while len(jobs) < limit:
+            entries = await self._history_after(key, cursor, limit - len(jobs))
+            if not entries:
+                return jobs, None
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id, _ in entries:
+                    pipe.hgetall(self.keys.job(job_id))
+                found = await pipe.execute()
+            gone = [job_id for (job_id, _), fields in zip(entries, found, strict=True) if not fields]
+            if gone:
+                await self.redis.zrem(key, *gone)
+            jobs += [Job.from_hash(fields) for fields in found if fields]
+            cursor = HistoryCursor(entries[-1][1], entries[-1][0])
+        more = await self._history_after(key, cursor, 1)
+        return jobs, cursor if more else None
+
+    async def _history_after(
+        self, key: str, cursor: HistoryCursor | None, count: int
+    ) -> list[tuple[str, int]]:
+        """Up to ``count`` (job id, created ms) entries after ``cursor``, newest first.
+        Entries of the same millisecond come in reverse id order, as Redis sorts them."""
+        top = str(cursor.created_ms) if cursor else "+inf"
+        ties = 64  # jobs of one owner created in one millisecond, at most
+        page: list[tuple[str, float]] = await self.redis.zrevrangebyscore(  # type: ignore[assignment]
+            key, top, "-inf", start=0, num=count + ties, withscores=True
+        )
+        entries = [(str(job_id), int(score)) for job_id, score in page]
+        if cursor is not None:
+            entries = [
+                (job_id, ms) for job_id, ms in entries
+                if ms < cursor.created_ms or job_id < cursor.job_id
+            ]  # fmt: skip
+        return entries[:count]
 
     async def events(
         self, job_id: str, after: str | None = None, *, until: str = "+", count: int = 500

@@ -93,7 +93,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     redis = create_redis(settings)
     app[REDIS] = redis
-    app[STORE] = JobStore(redis, app[KEYS], stream_maxlen=settings.event_stream_maxlen)
+    app[STORE] = JobStore(
+        redis,
+        app[KEYS],
+        stream_maxlen=settings.event_stream_maxlen,
+        retention_seconds=settings.retention_seconds,
+        history_limit=settings.history_limit,
+    )
     logger.info("using redis at %s", settings.redis_url_masked)
     yield
     await redis.aclose()

@@ -16,6 +16,8 @@ SERVICE = "job-queue-service"
 def create_app(settings: Settings) -> web.Application:
     app = create_base_app(settings)
     app.router.add_post("/api/jobs", views.submit_job, name="submit_job")
+    app.router.add_get("/api/jobs", views.list_jobs, name="list_jobs")
     app.router.add_get("/api/jobs/{job_id}", views.get_job, name="get_job")
+    app.router.add_post("/api/jobs/{job_id}/cancel", views.cancel_job, name="cancel_job")
     app.cleanup_ctx.append(consul_ctx)
     return app

@@ -7,9 +7,12 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from jobprogress_core.model import BUILTIN_JOB_TYPES
+from jobprogress_core.store import HistoryCursor
 
 MAX_STEPS = 100
 MAX_DURATION_SECONDS = 24 * 3600
+MAX_TIME_LIMIT_SECONDS = 30 * 24 * 3600
+MAX_PAGE = 100
 
 
 def utf8_text(value: str) -> None:
@@ -41,6 +44,13 @@ class JobRequestSchema(Schema):
         validate=validate.Range(min=1, max=MAX_STEPS),
     )
 
+    time_limit_seconds = fields.Float(
+        data_key="timeLimitSeconds",
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=MAX_TIME_LIMIT_SECONDS),
+    )
+
     @validates_schema
     def fail_step_within_steps(self, data: dict[str, Any], **kwargs: Any) -> None:
         fail_at = data.get("fail_at_step")
@@ -52,7 +62,7 @@ class JobRequestSchema(Schema):
         if not isinstance(original, dict):
             return
         # Integer fields are strict already; a JSON true would otherwise load as 1.0.
-        for key in ("durationSeconds",):
+        for key in ("durationSeconds", "timeLimitSeconds"):
             if isinstance(original.get(key), bool):
                 raise ValidationError("Not a valid number.", field_name=key)
 
@@ -68,3 +78,20 @@ class JobAcceptedSchema(Schema):
     jobId = fields.String(required=True)
     status = fields.String(required=True)
     links = fields.Nested(JobLinksSchema, required=True)
+
+
+class HistoryCursorField(fields.Field[HistoryCursor]):
+    """The ``before`` cursor of ``GET /api/jobs`` (as given in the previous page's ``next``)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> HistoryCursor:
+        try:
+            return HistoryCursor.parse(str(value))
+        except ValueError:
+            raise ValidationError("Not a valid cursor: use the next link of the previous page.") from None
+
+
+class JobListQuerySchema(Schema):
+    """``GET /api/jobs`` query parameters."""
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PAGE))
+    before = HistoryCursorField(load_default=None)

@@ -6,16 +6,17 @@ import contextlib
 import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from marshmallow import ValidationError
 
-from jobprogress_core.errors import BadRequest, NotFound, ValidationFailed
+from jobprogress_core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from jobprogress_core.model import EventType, Job, JobStatus, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.web import STORE
 
-from .schemas import JobRequestSchema
+from .schemas import JobListQuerySchema, JobRequestSchema
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 
 _request_schema = JobRequestSchema()
+_list_schema = JobListQuerySchema()
 
 
 async def read_json(request: web.Request) -> Any:
@@ -55,8 +57,9 @@ async def submit_job(request: web.Request) -> web.Response:
             "steps": params["steps"],
             "durationSeconds": params["duration_seconds"],
             "failAtStep": params["fail_at_step"],
+            "timeLimitSeconds": params["time_limit_seconds"],
         },
-        owner=ANONYMOUS,
+        owner=owner_of(request),
         name=params["name"],
         total_steps=params["steps"],
     )
@@ -76,9 +79,58 @@ async def submit_job(request: web.Request) -> web.Response:
     return web.json_response(body, status=202, headers={"Location": links["self"]})
 
 
-async def get_job(request: web.Request) -> web.Response:
+async def find_job(request: web.Request) -> Job:
     job_id = request.match_info["job_id"]
     job = await request.app[STORE].get(job_id) if valid_job_id(job_id) else None
-    if job is None:
+    if job is None or job.owner != owner_of(request):
         raise NotFound(f"No job {job_id[:64]!r}")
-    return web.json_response({**job.to_json(), "links": job_links(job.id)})
+    return job
+
+
+def owner_of(request: web.Request) -> str:
+    return ANONYMOUS
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {**job.to_json(), "links": job_links(job.id)}
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response(job_view(await find_job(request)))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """The caller's jobs, newest first: ``?limit=`` (1-100, default 20) and ``?before=``
+    (the ``next`` cursor of the previous page)."""
+    try:
+        query = _list_schema.load(dict(request.query))
+    except ValidationError as exc:
+        details = exc.normalized_messages()  # type: ignore[no-untyped-call]
+        raise ValidationFailed("Invalid query", details=details) from None
+    limit = query["limit"]
+    jobs, cursor = await request.app[STORE].history(owner_of(request), limit=limit, before=query["before"])
+    body: dict[str, Any] = {"jobs": [job_view(job) for job in jobs], "next": None}
+    if cursor is not None:
+        body["next"] = f"/api/jobs?{urlencode({'limit': limit, 'before': str(cursor)})}"
+    return web.json_response(body)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """Ask for a job to be cancelled. A queued job ends at once; a running one at its next
+    step. Repeating the request is harmless; a job that ended otherwise answers 409."""
+    job = await find_job(request)
+    store = request.app[STORE]
+    if job.status is JobStatus.QUEUED:
+        await store.finish(job.id, EventType.CANCELLED)
+    elif job.status is JobStatus.PROCESSING and not job.cancel_requested:
+        await store.append(
+            job.id, EventType.LOG, {"level": "warning", "line": "Cancellation requested"}, cancel_requested=1
+        )
+    job = await store.get(job.id) or job
+    if job.status.terminal and job.status is not JobStatus.CANCELLED:
+        raise Conflict(
+            f"Job {job.id} has already ended: {job.status.value}", details={"status": job.status.value}
+        )
+    logger.info("job %s: cancellation requested (now %s)", job.id, job.status.value)
+    status = 200 if job.status is JobStatus.CANCELLED else 202
+    return web.json_response(job_view(job), status=status)

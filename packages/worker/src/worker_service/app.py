@@ -11,7 +11,7 @@ from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.web import HEALTH_CHECKS, KEYS, SETTINGS, STORE, create_base_app
 
-from .consumer import Consumer
+from .consumer import Consumer, Limits
 from .context import HandlerRegistry
 from .simulated import builtin_handlers
 
@@ -39,6 +39,13 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
         app[HANDLERS],
         concurrency=settings.worker_concurrency,
         block_ms=settings.worker_block_ms,
+        limits=Limits(
+            visibility_timeout=settings.visibility_timeout,
+            max_attempts=settings.max_attempts,
+            time_limit=settings.job_time_limit,
+            grace_seconds=settings.grace_seconds,
+            outage_grace=settings.redis_outage_grace,
+        ),
     )
     app[CONSUMER] = consumer
 

@@ -1,28 +1,44 @@
 """The consumer-group loop: take jobs from the queue stream, run them, acknowledge them.
 
-Delivery is at-least-once: an entry is acknowledged only once its job has reached a
-terminal state, so the entry of a job whose worker dies stays pending in the group. A job
-that is not waiting to run (finished, gone, or a duplicate entry of a job another worker
-runs) is acknowledged without running it again.
+Delivery is at-least-once. An entry is acknowledged only once its job has reached a
+terminal state. A running job's entry is kept fresh (``XCLAIM … JUSTID`` every third of
+the visibility timeout); the entry of a worker that died goes idle, and after the
+visibility timeout another worker takes it over with ``XAUTOCLAIM`` and continues the job
+from its last reported step, counting an attempt. Past the attempt limit the job ends
+FAILED with the reason. A job that is not waiting to run (finished, gone, or a duplicate
+entry of a job another worker runs) is acknowledged without running it.
+
+On a stop, the worker takes no new jobs, lets running ones finish within a grace period,
+and hands the rest back to the queue so another worker continues them at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
+from dataclasses import dataclass
+from functools import partial
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from jobprogress_core.keys import QUEUE_GROUP, Keys
-from jobprogress_core.model import EventType, JobStatus, now_iso
-from jobprogress_core.redis import stop_reader, stream_entries
-from jobprogress_core.store import JobStore
+from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.redis import (
+    REDIS_ERRORS,
+    Entry,
+    claimed_entries,
+    retry_while_unavailable,
+    stop_reader,
+    stream_entries,
+)
+from jobprogress_core.store import ClaimLost, JobStore
 
-from .context import HandlerRegistry, JobContext, JobError
+from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +52,15 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         logger.error("%s ended by an error", task.get_name(), exc_info=task.exception())
 
 
+@dataclass(frozen=True)
+class Limits:
+    visibility_timeout: float = 30.0
+    max_attempts: int = 3
+    time_limit: float = 90_000.0
+    grace_seconds: float = 20.0
+    outage_grace: float = 120.0
+
+
 class Consumer:
     def __init__(
         self,
@@ -46,6 +71,7 @@ class Consumer:
         *,
         concurrency: int = 4,
         block_ms: int = 5000,
+        limits: Limits | None = None,
         name: str | None = None,
     ) -> None:
         self.store = store
@@ -54,9 +80,11 @@ class Consumer:
         self.handlers = handlers
         self.concurrency = concurrency
         self.block_ms = block_ms
+        self.limits = limits or Limits()
         self.name = name or consumer_name()
-        self.running: set[asyncio.Task[None]] = set()
+        self.running: dict[str, tuple[str, asyncio.Task[None]]] = {}  # entry id -> job id, task
         self.task: asyncio.Task[None] | None = None
+        self.refresher: asyncio.Task[None] | None = None
         self.stopping = False
         self.reading = False
 
@@ -67,6 +95,7 @@ class Consumer:
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="worker-consumer")
         self.task.add_done_callback(_log_crash)
+        self.refresher = asyncio.create_task(self.keep_claims_fresh(), name="worker-claims")
 
     async def ensure_group(self) -> None:
         try:
@@ -76,7 +105,7 @@ class Consumer:
                 raise
 
     async def run(self) -> None:
-        """Take jobs while there are free slots; back off while Redis is away or refuses."""
+        """Take jobs while there are free slots: stale ones first, then new ones."""
         slots = asyncio.Semaphore(self.concurrency)
         backoff = 0.1
         group_ready = False
@@ -86,10 +115,15 @@ class Consumer:
                 if not group_ready:
                     await self.ensure_group()
                     group_ready = True
-                self.reading = True
-                reply = await self.reader.xreadgroup(
-                    QUEUE_GROUP, self.name, {self.keys.queue: ">"}, count=1, block=self.block_ms
-                )
+                reclaimed = True
+                entries = await self.claim_stale()
+                if not entries:
+                    reclaimed = False
+                    self.reading = True
+                    reply = await self.reader.xreadgroup(
+                        QUEUE_GROUP, self.name, {self.keys.queue: ">"}, count=1, block=self.block_ms
+                    )
+                    entries = [entry for _, stream in stream_entries(reply) for entry in stream]
                 backoff = 0.1
             except RedisError as exc:
                 slots.release()
@@ -103,70 +137,181 @@ class Consumer:
                 continue
             finally:
                 self.reading = False
-            entries = [entry for _, stream in stream_entries(reply) for entry in stream]
             if not entries:
                 slots.release()
                 continue
             for entry_id, fields in entries:
-                task = asyncio.create_task(self.process(entry_id, fields.get("jobId", "")))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
+                job_id = fields.get("jobId", "")
+                task = asyncio.create_task(self.process(entry_id, job_id, reclaimed=reclaimed))
+                self.running[entry_id] = (job_id, task)
+                task.add_done_callback(partial(self._forget, entry_id))
                 task.add_done_callback(lambda _: slots.release())
                 task.add_done_callback(_log_crash)
 
-    async def process(self, entry_id: str, job_id: str) -> None:
+    def _forget(self, entry_id: str, _: asyncio.Task[None]) -> None:
+        self.running.pop(entry_id, None)
+
+    async def claim_stale(self) -> list[Entry]:
+        """At most one entry that has been idle past the visibility timeout, now ours."""
+        idle_ms = int(self.limits.visibility_timeout * 1000)
+        reply = await self.store.redis.xautoclaim(
+            self.keys.queue, QUEUE_GROUP, self.name, idle_ms, "0-0", count=1
+        )
+        return claimed_entries(reply)
+
+    async def keep_claims_fresh(self) -> None:
+        """Reset the idle time of the entries of running jobs, so nobody reclaims them."""
+        while True:
+            await asyncio.sleep(self.limits.visibility_timeout / 3)
+            entry_ids: list[int | bytes | str | memoryview] = list(self.running)
+            if not entry_ids:
+                continue
+            try:
+                await self.store.redis.xclaim(
+                    self.keys.queue, QUEUE_GROUP, self.name, 0, entry_ids, justid=True
+                )
+            except REDIS_ERRORS as exc:
+                logger.warning("could not refresh %d claims: %s", len(entry_ids), exc)
+
+    async def process(self, entry_id: str, job_id: str, *, reclaimed: bool = False) -> None:
         job = await self.store.get(job_id)
-        if job is None or job.status is not JobStatus.QUEUED:
+        if job is None or job.status.terminal or (job.status is JobStatus.PROCESSING and not reclaimed):
             state = job.status.value if job else "gone"
             logger.info("queue entry %s: job %s is %s; acknowledging", entry_id, job_id, state)
-            await self.ack(entry_id)
+            await self.store.ack(entry_id)
             return
-        message = f"Started by {self.name}"
+        attempt = job.attempts + 1
+        if attempt > self.limits.max_attempts:
+            reason = f"Gave up after {job.attempts} attempts: worker {job.worker or '?'} stopped responding"
+            await self.store.finish(job.id, EventType.FAILED, error=reason)
+            logger.warning("job %s: %s", job.id, reason)
+            await self.store.ack(entry_id)
+            return
+        if job.status is JobStatus.PROCESSING:
+            message = (
+                f"Reclaimed by {self.name} after {job.worker or '?'} stopped responding (attempt {attempt})"
+            )
+        else:
+            message = f"Started by {self.name} (attempt {attempt})"
         started = await self.store.append(
             job.id,
             EventType.STATUS,
-            {"status": JobStatus.PROCESSING.value, "message": message, "worker": self.name},
+            {
+                "status": JobStatus.PROCESSING.value,
+                "message": message,
+                "worker": self.name,
+                "attempt": attempt,
+            },
             status=JobStatus.PROCESSING.value,
             message=message,
-            started_at=now_iso(),
+            started_at=job.started_at or now_iso(),
             worker=self.name,
-            attempts=job.attempts + 1,
+            attempts=attempt,
         )
         if started is None:
-            await self.ack(entry_id)
+            await self.store.ack(entry_id)
             return
-        logger.info("job %s started (type %s, attempt %d)", job.id, job.type, job.attempts + 1)
+        logger.info("job %s: %s", job.id, message)
+        if await self.run_job(job):
+            await self.store.ack(entry_id)
+
+    async def run_job(self, job: Job) -> bool:
+        """Run the handler and record how the job ended; ``False`` when the entry must stay
+        pending (another worker holds the job now, or Redis stayed away)."""
         handler = self.handlers.get(job.type)
+        context = JobContext(self.store, job, worker=self.name, outage_grace=self.limits.outage_grace)
+        limit = float(job.params.get("timeLimitSeconds") or self.limits.time_limit)
+        ending: tuple[EventType, str | None, str | None]
         try:
             if handler is None:
                 raise JobError(f"No handler for job type {job.type!r}")
-            result = await handler(JobContext(self.store, job))
+            async with asyncio.timeout(limit) as deadline:
+                await context.check_cancelled()
+                result = await handler(context)
+            ending = (EventType.COMPLETE, result, None)
+        except JobCancelled:
+            ending = (EventType.CANCELLED, None, None)
         except JobError as exc:
-            await self.store.finish(job.id, EventType.FAILED, error=str(exc))
-            logger.info("job %s failed: %s", job.id, exc)
+            ending = (EventType.FAILED, None, str(exc))
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            ending = (EventType.FAILED, None, f"Time limit of {limit:g}s exceeded")
+        except JobEnded:
+            logger.info("job %s ended elsewhere", job.id)
+            return True
+        except ClaimLost:
+            logger.warning("job %s was taken over by another worker; stopping here", job.id)
+            return False
         except asyncio.CancelledError:
-            logger.warning("job %s interrupted; its queue entry stays pending", job.id)
             raise
         except RedisError:
-            raise  # the job cannot be reported now; its queue entry stays pending
+            logger.exception("job %s: redis stayed unavailable; the job stays pending", job.id)
+            return False
         except Exception as exc:
             logger.exception("job %s: handler raised", job.id)
-            await self.store.finish(job.id, EventType.FAILED, error=f"{type(exc).__name__}: {exc}")
-        else:
-            await self.store.finish(job.id, EventType.COMPLETE, result=result)
-            logger.info("job %s completed", job.id)
-        await self.ack(entry_id)
-
-    async def ack(self, entry_id: str) -> None:
-        await self.store.redis.xack(self.keys.queue, QUEUE_GROUP, entry_id)
+            ending = (EventType.FAILED, None, f"{type(exc).__name__}: {exc}")
+        event_type, result, error = ending
+        try:
+            await retry_while_unavailable(
+                lambda: self.store.finish(job.id, event_type, result=result, error=error, holder=self.name),
+                grace=self.limits.outage_grace,
+            )
+        except ClaimLost:
+            return False
+        logger.info("job %s ended: %s%s", job.id, event_type.value, f" ({error})" if error else "")
+        return True
 
     async def stop(self) -> None:
-        """Stop taking jobs, then cancel running ones: their entries stay pending."""
+        """Take no new jobs; give running ones the grace period; hand the rest back."""
         self.stopping = True
         if self.task is not None:
             if not self.reading:
                 self.task.cancel()  # waiting for a free slot or backing off: safe to cancel
             await stop_reader(self.task, self.reader)
-        for task in list(self.running):
+        running = dict(self.running)
+        if running:
+            logger.info("waiting up to %gs for %d running jobs", self.limits.grace_seconds, len(running))
+            await asyncio.wait([task for _, task in running.values()], timeout=self.limits.grace_seconds)
+        left = {entry_id: job_id for entry_id, (job_id, task) in running.items() if not task.done()}
+        for _, task in running.values():
             task.cancel()
-        await asyncio.gather(*self.running, return_exceptions=True)
+        await asyncio.gather(*(task for _, task in running.values()), return_exceptions=True)
+        if self.refresher is not None:
+            self.refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.refresher
+        handed = 0
+        for entry_id, job_id in left.items():
+            try:
+                handed += await self.hand_back(entry_id, job_id)
+            except REDIS_ERRORS as exc:
+                logger.warning("could not hand job %s back (%s); it will be reclaimed", job_id, exc)
+        logger.info(
+            "stopped: %d finished in the grace period, %d handed back", len(running) - len(left), handed
+        )
+
+    async def hand_back(self, entry_id: str, job_id: str) -> bool:
+        """Put a job this worker holds back in the queue for another worker to continue."""
+        job = await self.store.get(job_id)
+        if job is None or job.status.terminal:
+            await self.store.ack(entry_id)
+            return False
+        message = f"Handed back by {self.name} (worker stopping); another worker continues"
+        try:
+            await self.store.append(
+                job_id,
+                EventType.STATUS,
+                {"status": JobStatus.QUEUED.value, "message": message},
+                holder=self.name,
+                status=JobStatus.QUEUED.value,
+                message=message,
+                worker="",
+                attempts=max(job.attempts - 1, 0),  # a hand-back is not a failed attempt
+            )
+        except ClaimLost:
+            return False
+        await self.store.enqueue(job_id)
+        await self.store.ack(entry_id)
+        logger.info("job %s handed back", job_id)
+        return True

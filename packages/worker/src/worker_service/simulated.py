@@ -49,7 +49,10 @@ async def run_simulated(ctx: JobContext) -> str:
     duration = float(ctx.params.get("durationSeconds", 120.0))
     fail_at = ctx.params.get("failAtStep")
     step_seconds = duration / steps
-    for step in range(1, steps + 1):
+    if ctx.resume_step:
+        await ctx.log(f"Resuming after step {ctx.resume_step}/{steps}")
+    for step in range(ctx.resume_step + 1, steps + 1):
+        await ctx.check_cancelled()
         name, lines = _step(job_type, step)
         first, last = (line.format(sha=ctx.job_id[:7], n=step) for line in lines)
         await ctx.log(f"[{step}/{steps}] {name}: {first}")
