@@ -181,7 +181,8 @@ class ServiceLookup:
                 )
                 for node in nodes
             ]
-            self._fetched_at = loop.time()
+            # An empty answer is not kept: the first instance to pass is used at once.
+            self._fetched_at = loop.time() if self._instances else -float("inf")
         return self._instances
 
     async def rotation(self) -> list[Instance]:

@@ -7,12 +7,10 @@ three services on their ports, prints where to look, and stops everything on Ctr
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +22,6 @@ from .stack import (
     Stack,
     StackError,
     consul_answers,
-    http_get,
     redis_answers,
 )
 
@@ -63,7 +60,10 @@ def main() -> int:
         for service, default_port in DEFAULT_PORTS.items():
             port = int(os.environ.get(f"{service.upper().replace('-', '_')}_PORT", default_port))
             stack.start_service(service, port=port)
-        wait_until_passing(f"{consul_host}:{consul_port}", [p.service for p in stack.services], stop)
+        try:
+            stack.wait_passing()
+        except StackError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
         progress = stack.services[-1].url
         print()
         print(f"  page:       {progress}/client/index.html")
@@ -79,22 +79,6 @@ def main() -> int:
         print("stopping...")
         stack.stop()
     return 0
-
-
-def wait_until_passing(
-    consul_addr: str, services: list[str], stop: threading.Event, timeout: float = 30
-) -> None:
-    """Block until Consul lists every service as passing (the page's job calls need it)."""
-    deadline = time.monotonic() + timeout
-    waiting = set(services)
-    while waiting and not stop.is_set() and time.monotonic() < deadline:
-        for service in list(waiting):
-            status, body = http_get(f"http://{consul_addr}/v1/health/service/{service}?passing=1")
-            if status == 200 and json.loads(body):
-                waiting.discard(service)
-        stop.wait(0.2)
-    if waiting:
-        print(f"warning: not passing in Consul yet: {', '.join(sorted(waiting))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -71,10 +71,41 @@ def jobprogress_stack(
     try:
         for service in SERVICE_MODULES:
             stack.start_service(service)
+        stack.wait_passing()
         yield stack
     finally:
         _STACKS.remove(stack)
         stack.stop_services()
+
+
+@pytest.fixture
+def jobprogress_make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    """Build isolated stacks: a Redis and a Consul of their own, and the services named.
+
+    ``make(services=("job-queue-service", "worker-service", "progress-service"),
+    persistent_redis=False, **env)`` starts them and returns the :class:`Stack`; every stack
+    made is stopped at the end of the test.
+    """
+    stacks: list[Stack] = []
+
+    def make(
+        services: tuple[str, ...] = tuple(SERVICE_MODULES), *, persistent_redis: bool = False, **env: str
+    ) -> Stack:
+        stack = Stack(
+            tmp_path_factory.mktemp("stack"), persistent_redis=persistent_redis, env={**TEST_ENV, **env}
+        )
+        stacks.append(stack)
+        _STACKS.append(stack)
+        stack.start_backends()
+        for service in services:
+            stack.start_service(service)
+        stack.wait_passing()
+        return stack
+
+    yield make
+    for stack in stacks:
+        _STACKS.remove(stack)
+        stack.stop()
 
 
 @pytest.fixture
@@ -109,6 +140,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "jobprogress_stack" in getattr(item, "fixturenames", ()):
+    used = {"jobprogress_stack", "jobprogress_make_stack"} & set(getattr(item, "fixturenames", ()))
+    if report.failed and used:
         for stack in _STACKS:
             report.sections.append(("jobprogress stack logs", stack.logs()))

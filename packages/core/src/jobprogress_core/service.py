@@ -23,12 +23,13 @@ LISTEN_BACKLOG = 4096
 def main(service: str, create_app: Callable[[Settings], web.Application]) -> None:
     try:
         settings = Settings.from_env(service)
+        configure_logging(service, settings.log_level, settings.log_json)
+        app = create_app(settings)
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(service, settings.log_level, settings.log_json)
     try:
-        asyncio.run(serve(create_app(settings), settings))
+        asyncio.run(serve(app, settings))
     except OSError as exc:
         logger.error("cannot serve on %s:%s: %s", settings.host, settings.port, exc)
         raise SystemExit(1) from None

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from .model import BUILTIN_JOB_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +171,9 @@ class Settings:
     event_stream_maxlen: int
     retention_seconds: int
     history_limit: int
+    job_types: tuple[str, ...]
     # worker-service
+    handlers: str | None
     worker_concurrency: int
     worker_block_ms: int
     visibility_timeout: float
@@ -232,6 +237,8 @@ class Settings:
                 "JOBPROGRESS_RETENTION_SECONDS", 86_400, minimum=60, maximum=365 * 86_400
             ),
             history_limit=env.integer("JOBPROGRESS_HISTORY_LIMIT", 1000, minimum=10, maximum=100_000),
+            job_types=_job_types(env),
+            handlers=_import_path(env, "JOBPROGRESS_HANDLERS"),
             worker_concurrency=env.integer("JOBPROGRESS_WORKER_CONCURRENCY", 4, minimum=1, maximum=1000),
             worker_block_ms=env.integer("JOBPROGRESS_WORKER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
             visibility_timeout=env.number(
@@ -265,6 +272,25 @@ def _advertisable(host: str) -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
+
+
+def _job_types(env: Environ) -> tuple[str, ...]:
+    value = env.raw("JOBPROGRESS_JOB_TYPES")
+    if value is None:
+        return BUILTIN_JOB_TYPES
+    types = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not types or any(not re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", name) for name in types):
+        raise ConfigError(
+            f"JOBPROGRESS_JOB_TYPES={value!r} must be a comma-separated list of names like build, data-import"
+        )
+    return types
+
+
+def _import_path(env: Environ, name: str) -> str | None:
+    value = env.raw(name)
+    if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+        raise ConfigError(f"{name}={value!r} is not an import path like mypackage.jobs:handlers")
+    return value
 
 
 def _key_prefix(env: Environ) -> str:

@@ -161,13 +161,17 @@ class Process:
 
 
 class RedisServer(Process):
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    """A private ``redis-server``; with ``persistent`` it keeps an append-only file, so it
+    can be restarted (:meth:`restart`) without losing data."""
+
+    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
         self.port = port or free_port()
         data = workdir / f"redis-{self.port}"
         data.mkdir(parents=True, exist_ok=True)
         argv = [
             shutil.which("redis-server") or "redis-server",
-            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if persistent else "no", "--appendfsync", "always",
             "--dir", str(data), "--protected-mode", "yes",
         ]  # fmt: skip
         super().__init__("redis-server", argv, dict(os.environ), workdir / f"redis-{self.port}.log")
@@ -179,6 +183,12 @@ class RedisServer(Process):
     def start(self) -> None:
         super().start()
         self.wait_until(lambda: redis_answers("127.0.0.1", self.port), 15, "answering PING")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop (as an operator would, SIGTERM), stay down a while, start again on the same port."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
 
 
 class ConsulAgent(Process):
@@ -239,6 +249,7 @@ class Stack:
         self,
         workdir: Path | None = None,
         *,
+        persistent_redis: bool = False,
         redis_url: str | None = None,
         consul_addr: str | None = None,
         env: dict[str, str] | None = None,
@@ -250,11 +261,12 @@ class Stack:
         self.redis_url = redis_url
         self.consul_addr = consul_addr
         self.extra_env = env or {}
+        self.persistent_redis = persistent_redis
         self.services: list[ServiceProcess] = []
 
     def start_backends(self) -> None:
         if self.redis_url is None:
-            self.redis = RedisServer(self.workdir)
+            self.redis = RedisServer(self.workdir, persistent=self.persistent_redis)
             self.redis.start()
             self.redis_url = self.redis.url
         if self.consul_addr is None:
@@ -290,6 +302,23 @@ class Stack:
 
     def url(self, name: str) -> str:
         return self.service(name).url
+
+    def wait_passing(self, timeout: float = 30) -> None:
+        """Block until Consul lists every running service instance as passing."""
+        assert self.consul_addr is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [process for process in self.services if process.running and not self._passing(process)]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{p.service}:{p.port}" for p in waiting)
+                raise StackError(f"not passing in Consul after {timeout:g}s: {names}")
+            time.sleep(0.1)
+
+    def _passing(self, process: ServiceProcess) -> bool:
+        status, body = http_get(f"http://{self.consul_addr}/v1/health/service/{process.service}?passing=1")
+        return status == 200 and any(entry["Service"]["Port"] == process.port for entry in json.loads(body))
 
     def logs(self) -> str:
         parts = []

@@ -9,12 +9,14 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.web import create_base_app
 
 from . import views
+from .schemas import JobRequestSchema
 
 SERVICE = "job-queue-service"
 
 
 def create_app(settings: Settings) -> web.Application:
     app = create_base_app(settings)
+    app[views.REQUEST_SCHEMA] = JobRequestSchema(settings.job_types)
     app.router.add_post("/api/jobs", views.submit_job, name="submit_job")
     app.router.add_get("/api/jobs", views.list_jobs, name="list_jobs")
     app.router.add_get("/api/jobs/{job_id}", views.get_job, name="get_job")

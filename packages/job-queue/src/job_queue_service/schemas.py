@@ -27,6 +27,13 @@ class JobRequestSchema(Schema):
     """``POST /api/jobs`` body. Unknown fields are rejected."""
 
     type = fields.String(load_default="build", validate=validate.OneOf(BUILTIN_JOB_TYPES))
+
+    def __init__(self, job_types: tuple[str, ...] = BUILTIN_JOB_TYPES, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # The accepted types are a setting (JOBPROGRESS_JOB_TYPES), not a constant.
+        self.fields["type"].validators = [validate.OneOf(job_types)]
+        self.fields["type"].load_default = job_types[0]
+
     name = fields.String(
         load_default=None, allow_none=True, validate=[validate.Length(min=1, max=200), utf8_text]
     )

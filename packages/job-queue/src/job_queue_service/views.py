@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 #: Until identities arrive (cookie / bearer token), every job belongs to this owner.
 ANONYMOUS = "anonymous"
 
-_request_schema = JobRequestSchema()
+REQUEST_SCHEMA = web.AppKey("request_schema", JobRequestSchema)
 _list_schema = JobListQuerySchema()
 
 
@@ -46,7 +46,7 @@ def job_links(job_id: str) -> dict[str, str]:
 async def submit_job(request: web.Request) -> web.Response:
     payload = await read_json(request)
     try:
-        params = _request_schema.load(payload)
+        params = request.app[REQUEST_SCHEMA].load(payload)
     except ValidationError as exc:
         details = exc.normalized_messages()  # type: ignore[no-untyped-call]
         raise ValidationFailed("Invalid job request", details=details) from None

@@ -121,9 +121,6 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         reason = "client_gone"
         raise
-    except REDIS_ERRORS as exc:
-        reason = "redis_error"
-        logger.warning("stream of job %s ended: redis unavailable (%s)", job_id, exc)
     except Exception:
         # Headers are sent: an error can only end the stream (the client resumes by its ID).
         reason = "error"
@@ -138,9 +135,18 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings) -> None:
-    """Catch up from the log, then follow live events, until the terminal event."""
+    """Catch up from the log, then follow live events, until the terminal event.
+
+    While Redis is unreachable the stream stays open with heartbeats and carries on from
+    the client's last event once Redis is back, so an outage costs the client nothing.
+    """
+    backoff = 0.1
     while True:
-        subscription, cursor = await hub.subscribe(job_id)
+        try:
+            subscription, cursor = await hub.subscribe(job_id)
+        except REDIS_ERRORS as exc:
+            backoff = await _ride_out_outage(writer, job_id, exc, backoff)
+            continue
         try:
             # Log up to the hub's cursor; everything after it comes through the subscription.
             while True:
@@ -152,6 +158,7 @@ async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, se
                         return
                 if len(page) < REPLAY_PAGE:
                     break
+            backoff = 0.1
             while True:
                 live = await subscription.get(timeout=settings.sse_heartbeat_seconds)
                 if live is None:
@@ -164,6 +171,15 @@ async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, se
                     return
         except Overflowed:
             logger.info("stream of job %s fell behind; catching up from the log", job_id)
-            continue
+        except REDIS_ERRORS as exc:
+            backoff = await _ride_out_outage(writer, job_id, exc, backoff)
         finally:
             hub.unsubscribe(subscription)
+
+
+async def _ride_out_outage(writer: SseWriter, job_id: str, exc: Exception, backoff: float) -> float:
+    """Keep the client's line open through a Redis outage; the next backoff."""
+    logger.warning("stream of job %s: redis unavailable (%s); holding on", job_id, exc)
+    await writer.write(HEARTBEAT)  # also tells us whether the client is still there
+    await asyncio.sleep(backoff)
+    return min(backoff * 2, 2.0)

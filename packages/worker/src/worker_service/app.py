@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from jobprogress_core.consul import consul_ctx
 from jobprogress_core.redis import create_redis
-from jobprogress_core.settings import Settings
+from jobprogress_core.settings import ConfigError, Settings
 from jobprogress_core.web import HEALTH_CHECKS, KEYS, SETTINGS, STORE, create_base_app
 
 from .consumer import Consumer, Limits
@@ -22,10 +23,26 @@ CONSUMER = web.AppKey("consumer", Consumer)
 
 def create_app(settings: Settings, handlers: HandlerRegistry | None = None) -> web.Application:
     app = create_base_app(settings)
-    app[HANDLERS] = handlers or builtin_handlers()
+    app[HANDLERS] = handlers or load_handlers(settings.handlers)
     app.cleanup_ctx.append(consumer_ctx)
     app.cleanup_ctx.append(consul_ctx)
     return app
+
+
+def load_handlers(path: str | None) -> HandlerRegistry:
+    """The registry named by ``JOBPROGRESS_HANDLERS`` (``module:attribute``, a registry or a
+    function returning one), else the built-in simulated jobs."""
+    if path is None:
+        return builtin_handlers()
+    module_name, _, attribute = path.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"JOBPROGRESS_HANDLERS={path!r} cannot be loaded: {exc}") from None
+    registry = target() if callable(target) and not isinstance(target, HandlerRegistry) else target
+    if not isinstance(registry, HandlerRegistry):
+        raise ConfigError(f"JOBPROGRESS_HANDLERS={path!r} is not a HandlerRegistry")
+    return registry
 
 
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:

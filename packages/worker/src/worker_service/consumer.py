@@ -141,6 +141,10 @@ class Consumer:
                 slots.release()
                 continue
             for entry_id, fields in entries:
+                if entry_id in self.running:
+                    # Our own running job, idle because Redis was away: the claim is ours again.
+                    slots.release()
+                    continue
                 job_id = fields.get("jobId", "")
                 task = asyncio.create_task(self.process(entry_id, job_id, reclaimed=reclaimed))
                 self.running[entry_id] = (job_id, task)
