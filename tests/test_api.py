@@ -147,6 +147,8 @@ async def test_page_is_served_and_root_redirects(http: aiohttp.ClientSession, pr
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
+        ("JOBPROGRESS_HANDLERS", "no_such_module.jobs:handlers"),
+        ("JOBPROGRESS_HANDLERS", "worker_service.simulated:nothing_here"),
         ("JOBPROGRESS_PORT", "eighty"),
         ("REDIS_URL", "http://localhost"),
         ("JOBPROGRESS_ENV", "staging"),
@@ -156,7 +158,11 @@ async def test_page_is_served_and_root_redirects(http: aiohttp.ClientSession, pr
 )
 def test_bad_setting_stops_the_process_naming_the_variable(variable: str, value: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "progress_service"],
+        [
+            sys.executable,
+            "-m",
+            "worker_service" if variable == "JOBPROGRESS_HANDLERS" else "progress_service",
+        ],
         env={"PATH": "/usr/bin:/bin", variable: value},
         capture_output=True,
         text=True,

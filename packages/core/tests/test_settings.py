@@ -46,6 +46,12 @@ def test_values_are_read_and_typed() -> None:
     assert settings.advertise_addr not in ("0.0.0.0", "")  # a wildcard is never advertised
     assert settings.port == 9000 and settings.log_json and settings.worker_concurrency == 8
     assert str(settings.consul_token) == "tok"
+    typed = Settings.from_env(
+        "worker-service",
+        {**BASE, "JOBPROGRESS_JOB_TYPES": "compile, data-import", "JOBPROGRESS_HANDLERS": "my.jobs:handlers"},
+    )
+    assert typed.job_types == ("compile", "data-import") and typed.handlers == "my.jobs:handlers"
+    assert Settings.from_env("worker-service", BASE).job_types == ("build", "import", "report")
 
 
 @pytest.mark.parametrize(
@@ -67,6 +73,12 @@ def test_values_are_read_and_typed() -> None:
         ("JOBPROGRESS_SSE_RETRY_MS", "-5"),
         ("JOBPROGRESS_CONSUL_DEREGISTER_AFTER", "soon"),
         ("JOBPROGRESS_WORKER_CONCURRENCY", "1.5"),
+        ("JOBPROGRESS_JOB_TYPES", "Build, !"),
+        ("JOBPROGRESS_JOB_TYPES", ","),
+        ("JOBPROGRESS_HANDLERS", "not a path"),
+        ("JOBPROGRESS_VISIBILITY_TIMEOUT", "0.1"),
+        ("JOBPROGRESS_MAX_ATTEMPTS", "0"),
+        ("JOBPROGRESS_RETENTION_SECONDS", "5"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+
+import pytest
 
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import EventType, Job, JobStatus
-from jobprogress_core.store import JobStore
+from jobprogress_core.store import ClaimLost, HistoryCursor, JobStore
 
 
 def new_job() -> Job:
@@ -95,3 +98,46 @@ async def test_a_retried_append_is_not_appended_twice(jobprogress_store: JobStor
         job.id, EventType.COMPLETE, {}, token=await store.redis.hget(store.keys.job(job.id), "last_token")
     )
     assert retried is not None and retried.id == done.id
+
+
+async def test_appends_check_the_claim_and_ended_jobs_expire(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = new_job()
+    await store.create(job, {"status": "QUEUED"})
+    await store.append(job.id, EventType.STATUS, {"status": "PROCESSING"}, status="PROCESSING", worker="w1")
+    assert await store.append(job.id, EventType.LOG, {"line": "mine"}, holder="w1") is not None
+    with pytest.raises(ClaimLost):
+        await store.append(job.id, EventType.LOG, {"line": "not mine"}, holder="w2")
+    assert await store.redis.ttl(store.keys.job(job.id)) == -1  # running: kept
+    await store.finish(job.id, EventType.COMPLETE, result="r", holder="w1")
+    for key in (store.keys.job(job.id), store.keys.events(job.id)):
+        assert 0 < await store.redis.ttl(key) <= store.retention_seconds
+
+
+async def test_history_pages_are_exact_even_within_one_millisecond(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    owner = f"owner-{uuid.uuid4().hex[:6]}"
+    jobs = [Job.new("build", {}, owner=owner) for _ in range(7)]
+    same_ms = jobs[0].created_at
+    jobs = [dataclasses.replace(job, created_at=same_ms) for job in jobs[:4]] + jobs[4:]
+    for job in jobs:
+        await store.create(job, {"status": "QUEUED"})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = await store.history(owner, limit=3, before=cursor)
+        seen += [job.id for job in page]
+        if cursor is None:
+            break
+        assert HistoryCursor.parse(str(cursor)) == cursor
+    assert sorted(seen) == sorted(job.id for job in jobs) and len(seen) == len(set(seen))
+    created = [next(j for j in jobs if j.id == job_id).created_ms for job_id in seen]
+    assert created == sorted(created, reverse=True)
+
+
+@pytest.mark.parametrize(
+    "value", ["", "12", "12-", "x-" + "a" * 32, "12-" + "A" * 32, "-1-" + "a" * 32, "١٢-" + "a" * 32]
+)
+def test_history_cursor_rejects_garbage(value: str) -> None:
+    with pytest.raises(ValueError, match="cursor"):
+        HistoryCursor.parse(value)

@@ -1,13 +1,20 @@
-"""The handler example in the worker's README runs as documented."""
+"""The worker README's examples run as documented: the handler, in-process against a real
+redis-server, and the end-to-end harness example against the real stack."""
 
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
+
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
+from jobprogress_core.stack import Stack
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry
@@ -15,17 +22,20 @@ from worker_service.context import HandlerRegistry
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
 def readme_handlers() -> HandlerRegistry:
-    [code] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     namespace: dict[str, Any] = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(python_blocks()[0], str(README), "exec"), namespace)
     handlers = namespace["handlers"]
     assert isinstance(handlers, HandlerRegistry)
     return handlers
 
 
 async def run_job(store: JobStore, handlers: HandlerRegistry, **params: Any) -> Job:
-    job = Job.new("build", params, owner="o")
+    job = Job.new("compile", params, owner="o")
     await store.create(job, {"status": "QUEUED"})
     await store.enqueue(job.id)
     consumer = Consumer(store, store.redis, store.keys, handlers)
@@ -39,7 +49,7 @@ async def run_job(store: JobStore, handlers: HandlerRegistry, **params: Any) -> 
 
 
 async def test_readme_handler_succeeds_and_fails_as_documented(
-    jobprogress_store: JobStore, monkeypatch: Any
+    jobprogress_store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handlers = readme_handlers()
 
@@ -55,3 +65,22 @@ async def test_readme_handler_succeeds_and_fails_as_documented(
     failed = await run_job(jobprogress_store, handlers, steps=3, failAtStep=2)
     assert failed.status is JobStatus.FAILED and failed.error == "part 2 did not compile"
     assert failed.progress == 33
+
+
+@pytest.mark.stack
+async def test_readme_harness_example_against_the_real_stack(
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    handler_block, harness_block = python_blocks()
+    package = tmp_path / "myproject"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "jobs.py").write_text(handler_block)
+    path = ":".join([str(tmp_path), *sys.path])
+
+    def make_stack(**env: str) -> Stack:  # the services must find the user's package
+        return jobprogress_make_stack(PYTHONPATH=path, **env)
+
+    namespace: dict[str, Any] = {}
+    exec(compile(harness_block, str(README), "exec"), namespace)
+    await namespace["test_compile_runs_end_to_end"](make_stack, http)
