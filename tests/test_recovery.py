@@ -86,6 +86,22 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
     assert survivor.running
 
 
+async def test_a_live_worker_keeps_its_long_job(
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
+) -> None:
+    # The job runs four times longer than the visibility timeout, with a second worker eager
+    # to reclaim: the running worker's fresh claims must keep it.
+    stack = jobprogress_make_stack(FRONT, **FAST)
+    stack.start_service("worker-service")
+    job_id = await submit_job(http, stack.url("job-queue-service"), steps=3, durationSeconds=6)
+    await wait_for(http, stack, job_id, lambda s: s["status"] == "PROCESSING")
+    stack.start_service("worker-service")
+    events = await collect_events(http, f"{stack.url('progress-service')}/api/progress/{job_id}", timeout=30)
+    assert events[-1].event == "complete"
+    assert not any(e.event == "status" and "Reclaimed" in e.data["message"] for e in events)
+    assert (await job_state(http, stack, job_id))["attempts"] == 1
+
+
 async def test_attempt_limit_ends_the_job_failed_with_the_reason(
     jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
 ) -> None:
