@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.store import JobStore
@@ -141,3 +143,24 @@ async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(jobprogress_
     assert stored is not None and stored.status is JobStatus.COMPLETED and stored.result == "ok"
     await consumer.stop()
     assert not consumer.alive
+
+
+async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
+    jobprogress_store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = jobprogress_store
+    consumer = consumer_for(store, builtin_handlers())
+    await consumer.ensure_group()
+    await enqueue(store)
+    await store.redis.xreadgroup(QUEUE_GROUP, "gone-holding", {store.keys.queue: ">"}, count=1)
+    await store.redis.xgroup_createconsumer(store.keys.queue, QUEUE_GROUP, "gone-idle")
+    monkeypatch.setattr("worker_service.consumer.DEAD_CONSUMER_IDLE_MS", -1)
+    assert await consumer.forget_dead_consumers() == 1
+    names = {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
+    assert names == {"gone-holding"}  # still holds an entry: kept for reclaiming
+
+    consumer.start()
+    await asyncio.sleep(0.3)
+    await consumer.stop()
+    names = {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
+    assert consumer.name not in names

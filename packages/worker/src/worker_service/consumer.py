@@ -42,6 +42,10 @@ from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobErr
 
 logger = logging.getLogger(__name__)
 
+#: How often a worker looks for dead consumers in the group, and how idle they must be.
+CONSUMER_SWEEP_SECONDS = 60.0
+DEAD_CONSUMER_IDLE_MS = 3_600_000
+
 
 def consumer_name() -> str:
     return f"worker-{socket.gethostname().split('.')[0]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -164,18 +168,36 @@ class Consumer:
         return claimed_entries(reply)
 
     async def keep_claims_fresh(self) -> None:
-        """Reset the idle time of the entries of running jobs, so nobody reclaims them."""
+        """Reset the idle time of the entries of running jobs, so nobody reclaims them; now
+        and then, forget consumers of the group that died long ago and hold nothing."""
+        period = self.limits.visibility_timeout / 3
+        waited = 0.0
         while True:
-            await asyncio.sleep(self.limits.visibility_timeout / 3)
+            await asyncio.sleep(period)
+            waited += period
             entry_ids: list[int | bytes | str | memoryview] = list(self.running)
-            if not entry_ids:
-                continue
             try:
-                await self.store.redis.xclaim(
-                    self.keys.queue, QUEUE_GROUP, self.name, 0, entry_ids, justid=True
-                )
+                if entry_ids:
+                    await self.store.redis.xclaim(
+                        self.keys.queue, QUEUE_GROUP, self.name, 0, entry_ids, justid=True
+                    )
+                if waited >= CONSUMER_SWEEP_SECONDS:
+                    waited = 0.0
+                    await self.forget_dead_consumers()
             except REDIS_ERRORS as exc:
                 logger.warning("could not refresh %d claims: %s", len(entry_ids), exc)
+
+    async def forget_dead_consumers(self) -> int:
+        """Delete group consumers idle for an hour with nothing pending (every worker process
+        has a consumer name of its own, so the group would otherwise only grow)."""
+        consumers = await self.store.redis.xinfo_consumers(self.keys.queue, QUEUE_GROUP)
+        dead = [
+            c["name"] for c in consumers
+            if c["name"] != self.name and int(c["pending"]) == 0 and int(c["idle"]) > DEAD_CONSUMER_IDLE_MS
+        ]  # fmt: skip
+        for name in dead:
+            await self.store.redis.xgroup_delconsumer(self.keys.queue, QUEUE_GROUP, name)
+        return len(dead)
 
     async def process(self, entry_id: str, job_id: str, *, reclaimed: bool = False) -> None:
         job = await self.store.get(job_id)
@@ -294,6 +316,17 @@ class Consumer:
         logger.info(
             "stopped: %d finished in the grace period, %d handed back", len(running) - len(left), handed
         )
+        await self.leave_group()
+
+    async def leave_group(self) -> None:
+        """Remove this worker's consumer from the group, unless it still holds entries."""
+        try:
+            consumers = await self.store.redis.xinfo_consumers(self.keys.queue, QUEUE_GROUP)
+            mine = next((c for c in consumers if c["name"] == self.name), None)
+            if mine is not None and int(mine["pending"]) == 0:
+                await self.store.redis.xgroup_delconsumer(self.keys.queue, QUEUE_GROUP, self.name)
+        except RedisError as exc:
+            logger.warning("could not leave the consumer group: %s", exc)
 
     async def hand_back(self, entry_id: str, job_id: str) -> bool:
         """Put a job this worker holds back in the queue for another worker to continue."""
