@@ -104,12 +104,12 @@ async def test_appends_check_the_claim_and_ended_jobs_expire(jobprogress_store: 
     store = jobprogress_store
     job = new_job()
     await store.create(job, {"status": "QUEUED"})
-    await store.append(job.id, EventType.STATUS, {"status": "PROCESSING"}, status="PROCESSING", worker="w1")
-    assert await store.append(job.id, EventType.LOG, {"line": "mine"}, holder="w1") is not None
+    await store.append(job.id, EventType.STATUS, {"status": "PROCESSING"}, status="PROCESSING", entry="1-0")
+    assert await store.append(job.id, EventType.LOG, {"line": "mine"}, holder="1-0") is not None
     with pytest.raises(ClaimLost):
-        await store.append(job.id, EventType.LOG, {"line": "not mine"}, holder="w2")
+        await store.append(job.id, EventType.LOG, {"line": "not mine"}, holder="2-0")
     assert await store.redis.ttl(store.keys.job(job.id)) == -1  # running: kept
-    await store.finish(job.id, EventType.COMPLETE, result="r", holder="w1")
+    await store.finish(job.id, EventType.COMPLETE, result="r", holder="1-0")
     for key in (store.keys.job(job.id), store.keys.events(job.id)):
         assert 0 < await store.redis.ttl(key) <= store.retention_seconds
 

@@ -138,6 +138,8 @@ class Job:
     attempts: int = 0
     last_event_id: str | None = None
     cancel_requested: bool = False
+    #: The queue entry whose run holds the job (internal: the claim checked on every report).
+    entry: str | None = None
 
     @classmethod
     def new(
@@ -189,6 +191,7 @@ class Job:
             attempts=int(fields.get("attempts", 0)),
             last_event_id=optional("last_event_id"),
             cancel_requested=fields.get("cancel_requested") == "1",
+            entry=optional("entry"),
         )
 
     @property
@@ -221,6 +224,7 @@ class Job:
             "attempts": str(self.attempts),
             "last_event_id": self.last_event_id or "",
             "cancel_requested": "1" if self.cancel_requested else "0",
+            "entry": self.entry or "",
         }
 
     def to_json(self) -> dict[str, Any]:

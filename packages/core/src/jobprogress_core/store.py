@@ -38,7 +38,7 @@ class HistoryCursor:
 
 
 class ClaimLost(Exception):
-    """Another worker has taken the job over; this one must stop working on it."""
+    """Another run (another worker or queue entry) has taken the job over; stop working on it."""
 
 
 def _script(name: str) -> str:
@@ -110,7 +110,7 @@ class JobStore:
         job is missing or already finished (nothing follows a terminal event). A call
         repeated with the same ``token`` (redis-py retries a command that timed out) does
         not append again: it returns the ID of the first append. With ``holder``, the append
-        happens only while the worker ``holder`` holds the job, else :class:`ClaimLost` is raised.
+        happens only while the run of queue entry ``holder`` holds the job, else :class:`ClaimLost` is raised.
         Once the job has ended, its keys expire after the retention period.
         """
         payload = {"jobId": job_id, **data, "ts": now_iso()}
@@ -125,7 +125,7 @@ class JobStore:
             entry_id = await self._apply(keys=[self.keys.job(job_id), self.keys.events(job_id)], args=args)
         except ResponseError as exc:
             if str(exc).startswith("LOSTCLAIM"):
-                raise ClaimLost(f"job {job_id} is held by another worker") from None
+                raise ClaimLost(f"job {job_id} is held by another run") from None
             raise
         if not entry_id:
             return None

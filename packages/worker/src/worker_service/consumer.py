@@ -32,16 +32,19 @@ from jobprogress_core.redis import (
     REDIS_ERRORS,
     Entry,
     claimed_entries,
+    range_entries,
     retry_while_unavailable,
     stop_reader,
     stream_entries,
 )
 from jobprogress_core.store import ClaimLost, JobStore
 
-from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError
+from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError, ReportFailed
 
 logger = logging.getLogger(__name__)
 
+#: XAUTOCLAIM calls one look for a stale entry may take (each scans about ten entries).
+CLAIM_SCAN_CALLS = 50
 #: How often a worker looks for dead consumers in the group, and how idle they must be.
 CONSUMER_SWEEP_SECONDS = 60.0
 DEAD_CONSUMER_IDLE_MS = 3_600_000
@@ -91,15 +94,19 @@ class Consumer:
         self.refresher: asyncio.Task[None] | None = None
         self.stopping = False
         self.reading = False
+        self.claim_cursor = "0-0"
 
     @property
     def alive(self) -> bool:
-        return self.task is not None and not self.task.done()
+        """Both loops run: taking jobs, and keeping the claims of running ones fresh."""
+        loops = (self.task, self.refresher)
+        return all(task is not None and not task.done() for task in loops)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="worker-consumer")
         self.task.add_done_callback(_log_crash)
         self.refresher = asyncio.create_task(self.keep_claims_fresh(), name="worker-claims")
+        self.refresher.add_done_callback(_log_crash)
 
     async def ensure_group(self) -> None:
         try:
@@ -160,12 +167,20 @@ class Consumer:
         self.running.pop(entry_id, None)
 
     async def claim_stale(self) -> list[Entry]:
-        """At most one entry that has been idle past the visibility timeout, now ours."""
+        """At most one entry that has been idle past the visibility timeout, now ours.
+
+        Each ``XAUTOCLAIM`` looks at a few pending entries only; the cursor is kept between
+        calls and followed, so a stale entry behind many fresh ones is still found."""
         idle_ms = int(self.limits.visibility_timeout * 1000)
-        reply = await self.store.redis.xautoclaim(
-            self.keys.queue, QUEUE_GROUP, self.name, idle_ms, "0-0", count=1
-        )
-        return claimed_entries(reply)
+        for _ in range(CLAIM_SCAN_CALLS):
+            reply = await self.store.redis.xautoclaim(
+                self.keys.queue, QUEUE_GROUP, self.name, idle_ms, self.claim_cursor, count=1
+            )
+            self.claim_cursor = str(reply[0]) if reply else "0-0"
+            entries = claimed_entries(reply)
+            if entries or self.claim_cursor == "0-0":
+                return entries
+        return []
 
     async def keep_claims_fresh(self) -> None:
         """Reset the idle time of the entries of running jobs, so nobody reclaims them; now
@@ -184,7 +199,7 @@ class Consumer:
                 if waited >= CONSUMER_SWEEP_SECONDS:
                     waited = 0.0
                     await self.forget_dead_consumers()
-            except REDIS_ERRORS as exc:
+            except RedisError as exc:
                 logger.warning("could not refresh %d claims: %s", len(entry_ids), exc)
 
     async def forget_dead_consumers(self) -> int:
@@ -204,6 +219,16 @@ class Consumer:
         if job is None or job.status.terminal or (job.status is JobStatus.PROCESSING and not reclaimed):
             state = job.status.value if job else "gone"
             logger.info("queue entry %s: job %s is %s; acknowledging", entry_id, job_id, state)
+            await self.store.ack(entry_id)
+            return
+        if job.status is JobStatus.PROCESSING and await self.held_elsewhere(job, entry_id):
+            logger.info(
+                "queue entry %s: job %s runs under entry %s; acknowledging", entry_id, job_id, job.entry
+            )
+            await self.store.ack(entry_id)
+            return
+        if job.cancel_requested:
+            await self.store.finish(job.id, EventType.CANCELLED)
             await self.store.ack(entry_id)
             return
         attempt = job.attempts + 1
@@ -232,22 +257,35 @@ class Consumer:
             message=message,
             started_at=job.started_at or now_iso(),
             worker=self.name,
+            entry=entry_id,
             attempts=attempt,
         )
         if started is None:
             await self.store.ack(entry_id)
             return
         logger.info("job %s: %s", job.id, message)
-        if await self.run_job(job):
+        if await self.run_job(job, entry_id):
             await self.store.ack(entry_id)
 
-    async def run_job(self, job: Job) -> bool:
+    async def held_elsewhere(self, job: Job, entry_id: str) -> bool:
+        """Whether another queue entry of this job is held by a live run (its claim is
+        fresh): then ``entry_id`` is a duplicate (a retried XADD, an interrupted hand-back)."""
+        if not job.entry or job.entry == entry_id:
+            return False
+        pending = await self.store.redis.xpending_range(
+            self.keys.queue, QUEUE_GROUP, min=job.entry, max=job.entry, count=1
+        )
+        idle_ms = int(pending[0]["time_since_delivered"]) if pending else None
+        return idle_ms is not None and idle_ms < self.limits.visibility_timeout * 1000
+
+    async def run_job(self, job: Job, entry_id: str) -> bool:
         """Run the handler and record how the job ended; ``False`` when the entry must stay
-        pending (another worker holds the job now, or Redis stayed away)."""
+        pending (Redis stayed away, so the job could not be reported)."""
         handler = self.handlers.get(job.type)
-        context = JobContext(self.store, job, worker=self.name, outage_grace=self.limits.outage_grace)
+        context = JobContext(self.store, job, entry=entry_id, outage_grace=self.limits.outage_grace)
         limit = float(job.params.get("timeLimitSeconds") or self.limits.time_limit)
         ending: tuple[EventType, str | None, str | None]
+        deadline: asyncio.Timeout | None = None
         try:
             if handler is None:
                 raise JobError(f"No handler for job type {job.type!r}")
@@ -259,31 +297,33 @@ class Consumer:
             ending = (EventType.CANCELLED, None, None)
         except JobError as exc:
             ending = (EventType.FAILED, None, str(exc))
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            ending = (EventType.FAILED, None, f"Time limit of {limit:g}s exceeded")
         except JobEnded:
             logger.info("job %s ended elsewhere", job.id)
             return True
         except ClaimLost:
-            logger.warning("job %s was taken over by another worker; stopping here", job.id)
+            logger.warning("job %s was taken over by another run; letting go of entry %s", job.id, entry_id)
+            return True
+        except ReportFailed as exc:
+            logger.error("job %s: could not report (%s); the job stays pending", job.id, exc)
             return False
         except asyncio.CancelledError:
             raise
-        except RedisError:
-            logger.exception("job %s: redis stayed unavailable; the job stays pending", job.id)
-            return False
-        except Exception as exc:
-            logger.exception("job %s: handler raised", job.id)
-            ending = (EventType.FAILED, None, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the handler's own failure, whatever it is
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                ending = (EventType.FAILED, None, f"Time limit of {limit:g}s exceeded")
+            else:
+                logger.exception("job %s: handler raised", job.id)
+                ending = (EventType.FAILED, None, f"{type(exc).__name__}: {exc}")
         event_type, result, error = ending
         try:
             await retry_while_unavailable(
-                lambda: self.store.finish(job.id, event_type, result=result, error=error, holder=self.name),
+                lambda: self.store.finish(job.id, event_type, result=result, error=error, holder=entry_id),
                 grace=self.limits.outage_grace,
             )
         except ClaimLost:
+            return True
+        except REDIS_ERRORS as exc:
+            logger.error("job %s: could not record its end (%s); the job stays pending", job.id, exc)
             return False
         logger.info("job %s ended: %s%s", job.id, event_type.value, f" ({error})" if error else "")
         return True
@@ -316,7 +356,30 @@ class Consumer:
         logger.info(
             "stopped: %d finished in the grace period, %d handed back", len(running) - len(left), handed
         )
+        await self.release_unseen()
         await self.leave_group()
+
+    async def release_unseen(self) -> None:
+        """Entries Redis gave this worker as it stopped reading (the reply never arrived)
+        go back to the queue at once rather than waiting out the visibility timeout."""
+        try:
+            pending = await self.store.redis.xpending_range(
+                self.keys.queue, QUEUE_GROUP, min="-", max="+", count=100, consumername=self.name
+            )
+            for item in pending:
+                entry_id = str(item["message_id"])
+                entries = range_entries(await self.store.redis.xrange(self.keys.queue, entry_id, entry_id))
+                job_id = entries[0][1].get("jobId", "") if entries else ""
+                job = await self.store.get(job_id)
+                if job is not None and job.entry == entry_id:
+                    await self.hand_back(entry_id, job_id)
+                    continue
+                if job is not None and job.status is JobStatus.QUEUED:
+                    await self.store.enqueue(job_id)
+                await self.store.ack(entry_id)
+                logger.info("released unseen queue entry %s (job %s)", entry_id, job_id)
+        except RedisError as exc:
+            logger.warning("could not release unseen entries: %s", exc)
 
     async def leave_group(self) -> None:
         """Remove this worker's consumer from the group, unless it still holds entries."""
@@ -340,10 +403,11 @@ class Consumer:
                 job_id,
                 EventType.STATUS,
                 {"status": JobStatus.QUEUED.value, "message": message},
-                holder=self.name,
+                holder=entry_id,
                 status=JobStatus.QUEUED.value,
                 message=message,
                 worker="",
+                entry="",
                 attempts=max(job.attempts - 1, 0),  # a hand-back is not a failed attempt
             )
         except ClaimLost:

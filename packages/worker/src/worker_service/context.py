@@ -25,19 +25,23 @@ class JobEnded(Exception):
     """The job ended elsewhere (for example cancelled while it was being started)."""
 
 
+class ReportFailed(Exception):
+    """A report could not be written: Redis stayed unreachable past the outage grace."""
+
+
 class JobContext:
     """Handed to a handler for one run of one job.
 
-    Every report is written with the worker's claim: if another worker has taken the job
-    over, :class:`jobprogress_core.store.ClaimLost` is raised and the handler stops. While
-    Redis is unreachable, reports are retried for ``outage_grace`` seconds, so a short
-    outage only delays them.
+    Every report is written with the run's claim (its queue entry): if another run has taken
+    the job over, :class:`jobprogress_core.store.ClaimLost` is raised and the handler stops.
+    While Redis is unreachable, reports are retried for ``outage_grace`` seconds, so a short
+    outage only delays them; past that, :class:`ReportFailed` is raised.
     """
 
-    def __init__(self, store: JobStore, job: Job, *, worker: str = "", outage_grace: float = 0.0) -> None:
+    def __init__(self, store: JobStore, job: Job, *, entry: str = "", outage_grace: float = 0.0) -> None:
         self._store = store
         self.job = job
-        self.worker = worker
+        self.entry = entry
         self.outage_grace = outage_grace
         self.progress_percent = job.progress
 
@@ -56,12 +60,15 @@ class JobContext:
 
     async def _append(self, event_type: EventType, data: dict[str, Any], **fields: str | int | None) -> None:
         token = uuid.uuid4().hex  # the same for every retry: a retry never appends twice
-        event = await retry_while_unavailable(
-            lambda: self._store.append(
-                self.job_id, event_type, data, token=token, holder=self.worker or None, **fields
-            ),
-            grace=self.outage_grace,
-        )
+        try:
+            event = await retry_while_unavailable(
+                lambda: self._store.append(
+                    self.job_id, event_type, data, token=token, holder=self.entry or None, **fields
+                ),
+                grace=self.outage_grace,
+            )
+        except REDIS_ERRORS as exc:
+            raise ReportFailed(str(exc)) from exc
         if event is None:
             raise JobEnded(f"job {self.job_id} has already ended")
 
