@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 import pytest
 
+from jobprogress_core.keys import Keys
+from jobprogress_core.model import Job
+from jobprogress_core.redis import create_redis
+from jobprogress_core.settings import Settings
 from jobprogress_core.stack import Stack
+from jobprogress_core.store import JobStore
 
 
 @pytest.fixture
@@ -15,3 +22,25 @@ def queue_url(jobprogress_stack: Stack) -> str:
 @pytest.fixture
 def progress_url(jobprogress_stack: Stack) -> str:
     return jobprogress_stack.url("progress-service")
+
+
+@pytest.fixture
+async def stack_store(jobprogress_stack: Stack) -> AsyncIterator[JobStore]:
+    """The store the services use (same Redis, same key prefix)."""
+    assert jobprogress_stack.redis_url is not None
+    settings = Settings.from_env("job-queue-service", {"REDIS_URL": jobprogress_stack.redis_url})
+    redis = create_redis(settings)
+    yield JobStore(redis, Keys(settings.key_prefix))
+    await redis.aclose()
+
+
+@pytest.fixture
+def new_job(stack_store: JobStore) -> Callable[[], Awaitable[str]]:
+    """Create a job no worker will take (it is never queued): the test plays the worker."""
+
+    async def make() -> str:
+        job = Job.new("build", {}, owner="anonymous")
+        await stack_store.create(job, {"status": "QUEUED", "message": "test"})
+        return job.id
+
+    return make

@@ -5,44 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 
 from jobprogress_core.client import ReceivedEvent, collect_events
-from jobprogress_core.keys import Keys
-from jobprogress_core.model import EventType, Job
-from jobprogress_core.redis import create_redis
-from jobprogress_core.settings import Settings
+from jobprogress_core.model import EventType
 from jobprogress_core.sseclient import SseMessage
-from jobprogress_core.stack import Stack
 from jobprogress_core.store import JobStore
 
 pytestmark = pytest.mark.stack
 
 
-@pytest.fixture
-async def stack_store(jobprogress_stack: Stack) -> AsyncIterator[JobStore]:
-    """The store the services use (same Redis, same key prefix)."""
-    assert jobprogress_stack.redis_url is not None
-    settings = Settings.from_env("job-queue-service", {"REDIS_URL": jobprogress_stack.redis_url})
-    redis = create_redis(settings)
-    yield JobStore(redis, Keys(settings.key_prefix))
-    await redis.aclose()
-
-
-async def unqueued_job(store: JobStore) -> str:
-    """A job no worker will take: the test plays the worker."""
-    job = Job.new("build", {}, owner="anonymous")
-    await store.create(job, {"status": "QUEUED", "message": "test"})
-    return job.id
-
-
 async def test_clients_joining_while_events_pour_in_get_exactly_the_log(
-    stack_store: JobStore, progress_url: str, http: aiohttp.ClientSession
+    stack_store: JobStore,
+    new_job: Callable[[], Awaitable[str]],
+    progress_url: str,
+    http: aiohttp.ClientSession,
 ) -> None:
-    job_id = await unqueued_job(stack_store)
+    job_id = await new_job()
     url = f"{progress_url}/api/progress/{job_id}"
     written: list[str] = []
 
@@ -71,9 +53,12 @@ async def test_clients_joining_while_events_pour_in_get_exactly_the_log(
 
 
 async def test_trimmed_history_starts_with_a_reset_snapshot(
-    stack_store: JobStore, progress_url: str, http: aiohttp.ClientSession
+    stack_store: JobStore,
+    new_job: Callable[[], Awaitable[str]],
+    progress_url: str,
+    http: aiohttp.ClientSession,
 ) -> None:
-    job_id = await unqueued_job(stack_store)
+    job_id = await new_job()
     old = [await stack_store.append(job_id, EventType.LOG, {"line": str(n)}) for n in range(10)]
     await stack_store.redis.xtrim(stack_store.keys.events(job_id), maxlen=4, approximate=False)
     retained = await stack_store.events(job_id)
@@ -95,9 +80,9 @@ async def test_trimmed_history_starts_with_a_reset_snapshot(
 
 @pytest.mark.parametrize("ahead", ["99999999999999-0", "18446744073709551615-18446744073709551615"])
 async def test_an_id_ahead_of_the_log_is_400(
-    stack_store: JobStore, progress_url: str, http: aiohttp.ClientSession, ahead: str
+    new_job: Callable[[], Awaitable[str]], progress_url: str, http: aiohttp.ClientSession, ahead: str
 ) -> None:
-    job_id = await unqueued_job(stack_store)
+    job_id = await new_job()
     async with http.get(
         f"{progress_url}/api/progress/{job_id}", headers={"Last-Event-ID": ahead}
     ) as response:

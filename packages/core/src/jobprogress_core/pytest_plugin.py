@@ -131,8 +131,11 @@ async def jobprogress_store(jobprogress_settings: Callable[..., Settings]) -> As
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client without a total timeout (SSE streams are long); tests set their own."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as session:
+    """An HTTP client without a total timeout (SSE streams are long; tests set their own)
+    and without a cap on open connections."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    connector = aiohttp.TCPConnector(limit=0)  # SSE streams hold their connections: no cap
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         yield session
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,31 +24,40 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 RESP_PROTOCOL = 2
-#: What a lost or unreachable Redis raises; callers back off and retry on these.
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+#: What a lost or unreachable Redis raises; callers back off and retry on these. Only
+#: redis-py's own classes: a builtin ``TimeoutError`` or ``ConnectionResetError`` (both
+#: ``OSError``) comes from elsewhere, such as a client that stopped reading.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 Entry = tuple[str, dict[str, str]]
 T = TypeVar("T")
 
 
-def create_redis(settings: Settings, *, block_ms: int = 0, max_connections: int = 50) -> Redis:
-    """A client for ``REDIS_URL``.
+def create_redis(
+    settings: Settings, *, block_ms: int = 0, max_connections: int | None = None, role: str = ""
+) -> Redis:
+    """A client for ``REDIS_URL`` whose pool never holds more than ``max_connections``
+    (default ``JOBPROGRESS_REDIS_POOL_SIZE``): a command waits for a free connection rather
+    than opening more. Connections are named ``<service>:<pid>[:role]`` (``CLIENT LIST``).
 
     ``block_ms`` is the longest ``BLOCK`` this client will issue: its socket timeout is
     set above it, so a blocking read is never cut short by the client itself. Such a
     reader gets no automatic retries: its loop backs off by itself, and a retry would
     silently re-issue a read that the loop's owner has just interrupted.
     """
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=max_connections or settings.redis_pool_size,
+        timeout=settings.redis_timeout,
         protocol=RESP_PROTOCOL,
         decode_responses=True,
         socket_timeout=settings.redis_timeout + block_ms / 1000,
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
-        max_connections=max_connections,
+        client_name=":".join(part for part in (settings.service, str(os.getpid()), role) if part),
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=0 if block_ms else 3),
     )
+    return Redis.from_pool(pool)  # the client owns its pool: aclose() closes it
 
 
 def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:

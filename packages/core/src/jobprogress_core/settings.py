@@ -187,6 +187,10 @@ class Settings:
     sse_send_timeout: float
     sse_queue_size: int
     reader_block_ms: int
+    max_streams: int
+    sse_idle_timeout: float
+    sse_max_lifetime: float
+    redis_pool_size: int
     web_dir: str | None
 
     @property
@@ -259,6 +263,14 @@ class Settings:
             sse_send_timeout=env.number("JOBPROGRESS_SSE_SEND_TIMEOUT", 10.0, minimum=0.1, maximum=600.0),
             sse_queue_size=env.integer("JOBPROGRESS_SSE_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
             reader_block_ms=env.integer("JOBPROGRESS_READER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            max_streams=env.integer("JOBPROGRESS_MAX_STREAMS", 20_000, minimum=1, maximum=1_000_000),
+            sse_idle_timeout=env.number(
+                "JOBPROGRESS_SSE_IDLE_TIMEOUT", 600.0, minimum=0.5, maximum=7 * 86_400.0
+            ),
+            sse_max_lifetime=env.number(
+                "JOBPROGRESS_SSE_MAX_LIFETIME", 3600.0, minimum=1.0, maximum=7 * 86_400.0
+            ),
+            redis_pool_size=env.integer("JOBPROGRESS_REDIS_POOL_SIZE", 16, minimum=1, maximum=1000),
             web_dir=env.raw("JOBPROGRESS_WEB_DIR"),
         )
 

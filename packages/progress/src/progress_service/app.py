@@ -62,7 +62,7 @@ async def redirect_to_page(request: web.Request) -> web.Response:
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # The reader's blocking XREAD holds its connection: it gets a client of its own.
-    reader = create_redis(settings, block_ms=settings.reader_block_ms, max_connections=1)
+    reader = create_redis(settings, block_ms=settings.reader_block_ms, max_connections=1, role="hub-reader")
     hub = Hub(
         app[STORE], reader, app[KEYS], block_ms=settings.reader_block_ms, queue_size=settings.sse_queue_size
     )

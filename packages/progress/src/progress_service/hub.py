@@ -94,6 +94,8 @@ class Hub:
         self.subscribers: dict[str, set[Subscription]] = {}
         self.closing = False
         self.stopping = False
+        #: SSE streams this process serves (``JOBPROGRESS_MAX_STREAMS`` caps it).
+        self.streams = 0
         # A private stream the reader also waits on: an XADD to it wakes the reader up
         # when a new job stream must be added to its XREAD (no admin commands needed).
         self.wake_key = f"{keys.prefix}progress:wake:{uuid.uuid4().hex}"

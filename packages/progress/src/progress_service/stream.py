@@ -82,8 +82,21 @@ class SseWriter:
 
 async def progress_stream(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    store = request.app[STORE]
     hub = request.app[HUB]
+    if hub.streams >= settings.max_streams:
+        raise ServiceUnavailable(
+            f"This instance serves its maximum of {settings.max_streams} streams; try again shortly",
+            retry_after=5,
+        )
+    hub.streams += 1  # no await since the check: the limit holds exactly
+    try:
+        return await _stream(request, hub, settings)
+    finally:
+        hub.streams -= 1
+
+
+async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.StreamResponse:
+    store = request.app[STORE]
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
     job = await store.get(job_id) if valid_job_id(job_id) else None
@@ -106,13 +119,13 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
     writer.last_id = None if reset else last_id
     STREAMS_OPENED.inc()
     STREAMS_ACTIVE.inc()
-    reason = "completed"
+    reason = "error"
     try:
         await writer.write(f"retry: {settings.sse_retry_ms}\n\n".encode())
         if reset:
             await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
             EVENTS_SENT.labels(EventType.RESET.value).inc()
-        await _deliver(writer, store, hub, job_id, settings)
+        reason = await _deliver(writer, store, hub, job_id, settings)
     except Closed:
         reason = "shutdown"
     except TimeoutError:
@@ -123,7 +136,6 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         # Headers are sent: an error can only end the stream (the client resumes by its ID).
-        reason = "error"
         logger.exception("stream of job %s ended by an unexpected error", job_id)
     finally:
         STREAMS_ACTIVE.dec()
@@ -134,14 +146,21 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings) -> None:
-    """Catch up from the log, then follow live events, until the terminal event.
+async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings) -> str:
+    """Catch up from the log, then follow live events, until the terminal event, or until
+    the stream has been idle or open too long (the client then resumes by its last ID).
+    Returns why the stream ended.
 
     While Redis is unreachable the stream stays open with heartbeats and carries on from
     the client's last event once Redis is back, so an outage costs the client nothing.
     """
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + settings.sse_max_lifetime
+    idle_until = loop.time() + settings.sse_idle_timeout
     backoff = 0.1
     while True:
+        if loop.time() >= ends_at:
+            return "max_lifetime"
         try:
             subscription, cursor = await hub.subscribe(job_id)
         except REDIS_ERRORS as exc:
@@ -155,20 +174,30 @@ async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, se
                     await writer.event(event)
                     EVENTS_REPLAYED.inc()
                     if event.type.terminal:
-                        return
+                        return "completed"
+                if page:
+                    idle_until = loop.time() + settings.sse_idle_timeout
                 if len(page) < REPLAY_PAGE:
                     break
             backoff = 0.1
             while True:
-                live = await subscription.get(timeout=settings.sse_heartbeat_seconds)
+                now = loop.time()
+                if now >= ends_at:
+                    return "max_lifetime"
+                if now >= idle_until:
+                    return "idle_timeout"
+                wait = min(settings.sse_heartbeat_seconds, ends_at - now, idle_until - now)
+                live = await subscription.get(timeout=wait)
                 if live is None:
-                    await writer.write(HEARTBEAT)
+                    if loop.time() < min(ends_at, idle_until):
+                        await writer.write(HEARTBEAT)
                     continue
                 if writer.last_id is not None and not stream_id_after(live.id, writer.last_id):
                     continue
                 await writer.event(live)
+                idle_until = loop.time() + settings.sse_idle_timeout
                 if live.type.terminal:
-                    return
+                    return "completed"
         except Overflowed:
             logger.info("stream of job %s fell behind; catching up from the log", job_id)
         except REDIS_ERRORS as exc:

@@ -48,7 +48,7 @@ def load_handlers(path: str | None) -> HandlerRegistry:
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # The blocking XREADGROUP holds its connection for the whole wait: it gets its own.
-    reader = create_redis(settings, block_ms=settings.worker_block_ms, max_connections=1)
+    reader = create_redis(settings, block_ms=settings.worker_block_ms, max_connections=1, role="queue-reader")
     consumer = Consumer(
         app[STORE],
         reader,
