@@ -30,7 +30,7 @@ def consumer(store: JobStore, handlers: HandlerRegistry, name: str, visibility: 
 async def test_a_stale_entry_behind_many_fresh_ones_is_found(jobprogress_store: JobStore) -> None:
     store = jobprogress_store
     live = consumer(store, HandlerRegistry(), "live")
-    await live.ensure_group()
+    await live.claims.ensure_group()
     fresh = [await queued(store) for _ in range(15)]
     await store.redis.xreadgroup(QUEUE_GROUP, "live", {store.keys.queue: ">"}, count=15)
     stale = await queued(store)
@@ -45,9 +45,9 @@ async def test_a_stale_entry_behind_many_fresh_ones_is_found(jobprogress_store: 
     assert len(fresh) == 15
 
     claimer = consumer(store, HandlerRegistry(), "claimer")
-    [(_, fields)] = await claimer.claim_stale()
+    [(_, fields)] = await claimer.claims.take_stale()
     assert fields["jobId"] == stale.id
-    assert await claimer.claim_stale() == []  # the fresh ones stay with the live worker
+    assert await claimer.claims.take_stale() == []  # the fresh ones stay with the live worker
 
 
 async def test_handler_failures_are_not_taken_for_redis_outages(jobprogress_store: JobStore) -> None:
@@ -63,7 +63,7 @@ async def test_handler_failures_are_not_taken_for_redis_outages(jobprogress_stor
         raise errors[ctx.params["kind"]]
 
     worker = consumer(store, handlers, "w")
-    await worker.ensure_group()
+    await worker.claims.ensure_group()
     for kind, message in [("redis", "ResponseError: WRONGTYPE"), ("timeout", "TimeoutError: upstream slow")]:
         job = await queued(store, kind=kind)
         reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=1)
@@ -89,7 +89,7 @@ async def test_duplicate_entries_of_a_running_job_are_acknowledged(jobprogress_s
         return "ok"
 
     worker = consumer(store, handlers, "w", visibility=30)
-    await worker.ensure_group()
+    await worker.claims.ensure_group()
     job = await queued(store)
     await store.enqueue(job.id)  # a duplicate, as a retried XADD would make
     reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=2)
@@ -109,7 +109,7 @@ async def test_duplicate_entries_of_a_running_job_are_acknowledged(jobprogress_s
 async def test_a_requested_cancel_wins_over_the_attempt_limit(jobprogress_store: JobStore) -> None:
     store = jobprogress_store
     worker = consumer(store, HandlerRegistry(), "w")
-    await worker.ensure_group()
+    await worker.claims.ensure_group()
     job = await queued(store)
     await store.append(job.id, EventType.STATUS, {"status": "PROCESSING"}, status="PROCESSING", attempts=3)
     await store.append(job.id, EventType.LOG, {"line": "cancel"}, cancel_requested=1)

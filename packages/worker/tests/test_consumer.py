@@ -27,7 +27,7 @@ async def enqueue(store: JobStore, job_type: str = "build", **params: object) ->
 
 
 async def take(consumer: Consumer) -> tuple[str, str]:
-    await consumer.ensure_group()
+    await consumer.claims.ensure_group()
     reply = await consumer.reader.xreadgroup(QUEUE_GROUP, consumer.name, {consumer.keys.queue: ">"}, count=1)
     entry_id, fields = reply[0][1][0]
     return entry_id, fields["jobId"]
@@ -150,12 +150,12 @@ async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
 ) -> None:
     store = jobprogress_store
     consumer = consumer_for(store, builtin_handlers())
-    await consumer.ensure_group()
+    await consumer.claims.ensure_group()
     await enqueue(store)
     await store.redis.xreadgroup(QUEUE_GROUP, "gone-holding", {store.keys.queue: ">"}, count=1)
     await store.redis.xgroup_createconsumer(store.keys.queue, QUEUE_GROUP, "gone-idle")
-    monkeypatch.setattr("worker_service.consumer.DEAD_CONSUMER_IDLE_MS", -1)
-    assert await consumer.forget_dead_consumers() == 1
+    monkeypatch.setattr("worker_service.claims.DEAD_CONSUMER_IDLE_MS", -1)
+    assert await consumer.claims.forget_dead_consumers() == 1
     names = {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
     assert names == {"gone-holding"}  # still holds an entry: kept for reclaiming
 

@@ -39,7 +39,7 @@ async def run_job(store: JobStore, handlers: HandlerRegistry, **params: Any) -> 
     await store.create(job, {"status": "QUEUED"})
     await store.enqueue(job.id)
     consumer = Consumer(store, store.redis, store.keys, handlers)
-    await consumer.ensure_group()
+    await consumer.claims.ensure_group()
     reply = await store.redis.xreadgroup(QUEUE_GROUP, consumer.name, {store.keys.queue: ">"}, count=1)
     entry_id, fields = reply[0][1][0]
     await consumer.process(entry_id, fields["jobId"])

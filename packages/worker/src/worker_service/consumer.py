@@ -24,30 +24,25 @@ from dataclasses import dataclass
 from functools import partial
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from jobprogress_core.keys import QUEUE_GROUP, Keys
 from jobprogress_core.model import EventType, Job, JobStatus, now_iso
 from jobprogress_core.redis import (
     REDIS_ERRORS,
-    Entry,
-    claimed_entries,
-    range_entries,
     retry_while_unavailable,
     stop_reader,
     stream_entries,
 )
 from jobprogress_core.store import ClaimLost, JobStore
 
+from .claims import Claims
 from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError, ReportFailed
 
 logger = logging.getLogger(__name__)
 
-#: XAUTOCLAIM calls one look for a stale entry may take (each scans about ten entries).
-CLAIM_SCAN_CALLS = 50
-#: How often a worker looks for dead consumers in the group, and how idle they must be.
+#: How often a worker looks for dead consumers in the group.
 CONSUMER_SWEEP_SECONDS = 60.0
-DEAD_CONSUMER_IDLE_MS = 3_600_000
 
 
 def consumer_name() -> str:
@@ -94,7 +89,7 @@ class Consumer:
         self.refresher: asyncio.Task[None] | None = None
         self.stopping = False
         self.reading = False
-        self.claim_cursor = "0-0"
+        self.claims = Claims(store, keys, self.name, visibility_timeout=self.limits.visibility_timeout)
 
     @property
     def alive(self) -> bool:
@@ -108,13 +103,6 @@ class Consumer:
         self.refresher = asyncio.create_task(self.keep_claims_fresh(), name="worker-claims")
         self.refresher.add_done_callback(_log_crash)
 
-    async def ensure_group(self) -> None:
-        try:
-            await self.store.redis.xgroup_create(self.keys.queue, QUEUE_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def run(self) -> None:
         """Take jobs while there are free slots: stale ones first, then new ones."""
         slots = asyncio.Semaphore(self.concurrency)
@@ -124,10 +112,10 @@ class Consumer:
             await slots.acquire()
             try:
                 if not group_ready:
-                    await self.ensure_group()
+                    await self.claims.ensure_group()
                     group_ready = True
                 reclaimed = True
-                entries = await self.claim_stale()
+                entries = await self.claims.take_stale()
                 if not entries:
                     reclaimed = False
                     self.reading = True
@@ -166,22 +154,6 @@ class Consumer:
     def _forget(self, entry_id: str, _: asyncio.Task[None]) -> None:
         self.running.pop(entry_id, None)
 
-    async def claim_stale(self) -> list[Entry]:
-        """At most one entry that has been idle past the visibility timeout, now ours.
-
-        Each ``XAUTOCLAIM`` looks at a few pending entries only; the cursor is kept between
-        calls and followed, so a stale entry behind many fresh ones is still found."""
-        idle_ms = int(self.limits.visibility_timeout * 1000)
-        for _ in range(CLAIM_SCAN_CALLS):
-            reply = await self.store.redis.xautoclaim(
-                self.keys.queue, QUEUE_GROUP, self.name, idle_ms, self.claim_cursor, count=1
-            )
-            self.claim_cursor = str(reply[0]) if reply else "0-0"
-            entries = claimed_entries(reply)
-            if entries or self.claim_cursor == "0-0":
-                return entries
-        return []
-
     async def keep_claims_fresh(self) -> None:
         """Reset the idle time of the entries of running jobs, so nobody reclaims them; now
         and then, forget consumers of the group that died long ago and hold nothing."""
@@ -190,29 +162,14 @@ class Consumer:
         while True:
             await asyncio.sleep(period)
             waited += period
-            entry_ids: list[int | bytes | str | memoryview] = list(self.running)
+            entry_ids = list(self.running)
             try:
-                if entry_ids:
-                    await self.store.redis.xclaim(
-                        self.keys.queue, QUEUE_GROUP, self.name, 0, entry_ids, justid=True
-                    )
+                await self.claims.refresh(entry_ids)
                 if waited >= CONSUMER_SWEEP_SECONDS:
                     waited = 0.0
-                    await self.forget_dead_consumers()
+                    await self.claims.forget_dead_consumers()
             except RedisError as exc:
                 logger.warning("could not refresh %d claims: %s", len(entry_ids), exc)
-
-    async def forget_dead_consumers(self) -> int:
-        """Delete group consumers idle for an hour with nothing pending (every worker process
-        has a consumer name of its own, so the group would otherwise only grow)."""
-        consumers = await self.store.redis.xinfo_consumers(self.keys.queue, QUEUE_GROUP)
-        dead = [
-            c["name"] for c in consumers
-            if c["name"] != self.name and int(c["pending"]) == 0 and int(c["idle"]) > DEAD_CONSUMER_IDLE_MS
-        ]  # fmt: skip
-        for name in dead:
-            await self.store.redis.xgroup_delconsumer(self.keys.queue, QUEUE_GROUP, name)
-        return len(dead)
 
     async def process(self, entry_id: str, job_id: str, *, reclaimed: bool = False) -> None:
         job = await self.store.get(job_id)
@@ -221,7 +178,7 @@ class Consumer:
             logger.info("queue entry %s: job %s is %s; acknowledging", entry_id, job_id, state)
             await self.store.ack(entry_id)
             return
-        if job.status is JobStatus.PROCESSING and await self.held_elsewhere(job, entry_id):
+        if job.status is JobStatus.PROCESSING and await self.claims.held_elsewhere(job, entry_id):
             logger.info(
                 "queue entry %s: job %s runs under entry %s; acknowledging", entry_id, job_id, job.entry
             )
@@ -266,17 +223,6 @@ class Consumer:
         logger.info("job %s: %s", job.id, message)
         if await self.run_job(job, entry_id):
             await self.store.ack(entry_id)
-
-    async def held_elsewhere(self, job: Job, entry_id: str) -> bool:
-        """Whether another queue entry of this job is held by a live run (its claim is
-        fresh): then ``entry_id`` is a duplicate (a retried XADD, an interrupted hand-back)."""
-        if not job.entry or job.entry == entry_id:
-            return False
-        pending = await self.store.redis.xpending_range(
-            self.keys.queue, QUEUE_GROUP, min=job.entry, max=job.entry, count=1
-        )
-        idle_ms = int(pending[0]["time_since_delivered"]) if pending else None
-        return idle_ms is not None and idle_ms < self.limits.visibility_timeout * 1000
 
     async def run_job(self, job: Job, entry_id: str) -> bool:
         """Run the handler and record how the job ended; ``False`` when the entry must stay
@@ -357,19 +303,13 @@ class Consumer:
             "stopped: %d finished in the grace period, %d handed back", len(running) - len(left), handed
         )
         await self.release_unseen()
-        await self.leave_group()
 
     async def release_unseen(self) -> None:
         """Entries Redis gave this worker as it stopped reading (the reply never arrived)
-        go back to the queue at once rather than waiting out the visibility timeout."""
+        go back to the queue at once rather than waiting out the visibility timeout; then
+        the worker leaves the consumer group."""
         try:
-            pending = await self.store.redis.xpending_range(
-                self.keys.queue, QUEUE_GROUP, min="-", max="+", count=100, consumername=self.name
-            )
-            for item in pending:
-                entry_id = str(item["message_id"])
-                entries = range_entries(await self.store.redis.xrange(self.keys.queue, entry_id, entry_id))
-                job_id = entries[0][1].get("jobId", "") if entries else ""
+            for entry_id, job_id in await self.claims.held_by_me():
                 job = await self.store.get(job_id)
                 if job is not None and job.entry == entry_id:
                     await self.hand_back(entry_id, job_id)
@@ -378,18 +318,9 @@ class Consumer:
                     await self.store.enqueue(job_id)
                 await self.store.ack(entry_id)
                 logger.info("released unseen queue entry %s (job %s)", entry_id, job_id)
+            await self.claims.leave()
         except RedisError as exc:
-            logger.warning("could not release unseen entries: %s", exc)
-
-    async def leave_group(self) -> None:
-        """Remove this worker's consumer from the group, unless it still holds entries."""
-        try:
-            consumers = await self.store.redis.xinfo_consumers(self.keys.queue, QUEUE_GROUP)
-            mine = next((c for c in consumers if c["name"] == self.name), None)
-            if mine is not None and int(mine["pending"]) == 0:
-                await self.store.redis.xgroup_delconsumer(self.keys.queue, QUEUE_GROUP, self.name)
-        except RedisError as exc:
-            logger.warning("could not leave the consumer group: %s", exc)
+            logger.warning("could not release entries or leave the group: %s", exc)
 
     async def hand_back(self, entry_id: str, job_id: str) -> bool:
         """Put a job this worker holds back in the queue for another worker to continue."""
