@@ -99,3 +99,15 @@ async def test_close_all_ends_every_subscription(jobprogress_store: JobStore, hu
 async def test_get_times_out_with_none(jobprogress_store: JobStore, hub: Hub) -> None:
     subscription, _ = await hub.subscribe(await new_job(jobprogress_store))
     assert await subscription.get(timeout=0.05) is None
+
+
+async def test_each_event_is_decoded_and_encoded_once_for_all_subscribers(
+    jobprogress_store: JobStore, hub: Hub
+) -> None:
+    job_id = await new_job(jobprogress_store)
+    subscriptions = [(await hub.subscribe(job_id))[0] for _ in range(5)]
+    await jobprogress_store.append(job_id, EventType.LOG, {"line": "shared"})
+    received = [(await next_events(subscription, 1))[0] for subscription in subscriptions]
+    assert all(event is received[0] for event in received)  # one object, not five copies
+    first_bytes = received[0].sse
+    assert all(event.sse is first_bytes for event in received)  # encoded once, then reused
