@@ -1,0 +1,709 @@
+"""SSE fan-out: progress-service beside nchan (nginx), measured in the same run.
+
+Both servers run as child processes on this machine: progress-service (with a private
+redis-server and Consul, through ``jobprogress_core.stack``) and Debian's nginx with the
+nchan module (``bench/setup-nchan`` installs it), one worker, nchan's in-memory store. The
+clients are raw asyncio SSE connections in this process; they only split the body into lines
+and look at ``data:`` lines. Phases, run for one server after the other:
+
+- connect: N clients spread over the channels, each until it has its channel's first event
+  (at most 100 handshakes in flight, below both servers' listen backlogs); then, with the N
+  connections idle, server RSS and the Redis connections held by progress-service;
+- latency: clients x events/s each client receives (the producer publishes that rate on
+  every channel); the producer stamps ``sent`` into the data, the client takes receive-sent;
+  server CPU (utime+stime) per delivered event over the phase;
+- max rate: clients on one channel, the producer publishing as fast as it can from a second
+  process; delivered events per second (summed over the clients) and CPU per delivered event.
+
+    .venv/bin/python bench/fanout.py --clients 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import multiprocessing
+import os
+import re
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from jobprogress_core.keys import Keys
+from jobprogress_core.model import Job, now_iso
+from jobprogress_core.stack import Process, ServiceProcess, Stack, free_port, http_get
+from jobprogress_core.store import JobStore
+
+HOST = "127.0.0.1"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+CONNECTS_IN_FLIGHT = 100
+PUBLISHERS_AT_MAX_RATE = 4
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SENT = re.compile(rb'^data:.*"sent":\s*([0-9.]+)', re.MULTILINE)
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (nginx workers of their master)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Sum of VmRSS (KiB) of ``pids``."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Sum of utime+stime (seconds) of ``pids``."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+    return total / CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- SSE clients ------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What all clients of a phase received: events, and latencies of events sent after ``since``."""
+
+    latency: bool = False
+    since: float = 0.0
+    events: int = 0
+    unstamped: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def reset(self, *, latency: bool) -> None:
+        self.latency = latency
+        self.since = time.time()
+        self.events = self.unstamped = 0
+        self.latencies.clear()
+
+
+class SseClient:
+    """One SSE connection: a raw HTTP/1.1 GET, then the body read as lines.
+
+    The body is not de-chunked: nchan's is not chunked, and progress-service writes each
+    event as one chunk, so chunk-size lines sit between events and never start with
+    ``data:``. A data line without a ``sent`` stamp in a latency phase is counted as
+    ``unstamped`` (and reported), so a line split by a chunk boundary would show.
+    """
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self.pending = bytearray()
+        self.first_event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self, port: int, path: str) -> None:
+        """Connect, check the status, and return once the first event has arrived."""
+        reader, self.writer = await asyncio.open_connection(HOST, port)
+        self.writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        if status != b"200":
+            raise RuntimeError(f"GET {path}: HTTP {status.decode()}: {head[:200]!r}")
+        self.task = asyncio.create_task(self._read(reader))
+        await self.first_event.wait()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while data := await reader.read(262_144):
+            self._feed(data, time.time())
+
+    def _feed(self, data: bytes, received: float) -> None:
+        self.pending += data
+        end = self.pending.rfind(b"\n") + 1
+        if end == 0:
+            return
+        lines = bytes(self.pending[:end])  # starts at a line start: the rest waits in pending
+        del self.pending[:end]
+        count = lines.count(b"\ndata:") + lines.startswith(b"data:")
+        if not count:
+            return
+        self.first_event.set()
+        tally = self.tally
+        tally.events += count
+        if tally.latency:
+            stamps = [float(sent) for sent in SENT.findall(lines)]
+            tally.unstamped += count - len(stamps)
+            tally.latencies.extend(received - sent for sent in stamps if sent >= tally.since)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def connect_all(port: int, paths: list[str], tally: Tally) -> list[SseClient]:
+    """One client per path, at most :data:`CONNECTS_IN_FLIGHT` handshakes at a time."""
+    gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
+    clients = [SseClient(tally) for _ in paths]
+
+    async def connect(client: SseClient, path: str) -> None:
+        async with gate:
+            await asyncio.wait_for(client.open(port, path), 60)
+
+    try:
+        await asyncio.gather(*(connect(client, path) for client, path in zip(clients, paths, strict=True)))
+    except BaseException:
+        close_all(clients)
+        raise
+    return clients
+
+
+def close_all(clients: list[SseClient]) -> None:
+    for client in clients:
+        client.close()
+
+
+# --- servers ----------------------------------------------------------------------------
+
+
+class Publish(Protocol):
+    async def __call__(self, channel: str, data: str) -> None: ...
+
+
+Close = Callable[[], Awaitable[None]]
+#: Opens a publisher on a connection of its own: ``functools.partial`` of a module-level
+#: function, so it can be sent to the producer process.
+OpenPublisher = Callable[[], Awaitable[tuple[Publish, Close]]]
+
+
+def event_data(channel: str) -> str:
+    return json.dumps({"jobId": channel, "ts": now_iso(), "sent": time.time()})
+
+
+async def redis_publisher(redis_url: str, keys: Keys) -> tuple[Publish, Close]:
+    """progress-service's producer: XADD to the job's event stream."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+
+    async def publish(channel: str, data: str) -> None:
+        await redis.xadd(keys.events(channel), {"type": "log", "data": data})
+
+    return publish, redis.aclose
+
+
+async def nchan_publisher(port: int) -> tuple[Publish, Close]:
+    """nchan's producer: raw keep-alive HTTP/1.1 POSTs to ``/pub/<channel>``."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+
+    async def publish(channel: str, data: str) -> None:
+        body = data.encode()
+        writer.write(
+            f"POST /pub/{channel} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.split(b" ", 2)[1] not in (b"201", b"202"):
+            raise RuntimeError(f"nchan publish: {head[:200]!r}")
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+
+    async def close() -> None:
+        writer.close()
+
+    return publish, close
+
+
+class Target(Protocol):
+    """A server under test: where clients connect, how the producer publishes."""
+
+    name: str
+    port: int
+    publisher: OpenPublisher
+
+    def pids(self) -> list[int]: ...
+
+    async def new_channels(self, count: int) -> list[str]:
+        """Fresh channels (jobs), each holding one event already."""
+        ...
+
+    def path(self, channel: str) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ProgressTarget:
+    """progress-service: the producer appends to the job's Redis stream with XADD."""
+
+    name = "progress-service"
+
+    def __init__(self, service: ServiceProcess, redis_url: str) -> None:
+        self.service = service
+        self.port = service.port
+        keys = Keys()
+        self.publisher: OpenPublisher = functools.partial(redis_publisher, redis_url, keys)
+        self.redis = Redis.from_url(redis_url, decode_responses=True)
+        self.store = JobStore(self.redis, keys)
+
+    def pids(self) -> list[int]:
+        return [self.service.pid]
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    async def new_channels(self, count: int) -> list[str]:
+        channels = []
+        for _ in range(count):
+            job = Job.new("build", {}, owner="anonymous")
+            await self.store.create(job, {"status": "QUEUED", "sent": time.time()})
+            channels.append(job.id)
+        return channels
+
+    def path(self, channel: str) -> str:
+        return f"/api/progress/{channel}"
+
+    async def redis_connections(self) -> int:
+        """``CLIENT LIST`` entries named ``progress-service:<pid>...``."""
+        prefix = f"progress-service:{self.service.pid}"
+        return sum(
+            1 for client in await self.redis.client_list() if client.get("name", "").startswith(prefix)
+        )
+
+
+class NchanTarget:
+    """nchan in nginx (one worker, in-memory store): the producer POSTs to ``/pub/<channel>``."""
+
+    name = "nchan"
+
+    def __init__(self, nginx: Process, port: int) -> None:
+        self.nginx = nginx
+        self.port = port
+        self.publisher: OpenPublisher = functools.partial(nchan_publisher, port)
+
+    def pids(self) -> list[int]:
+        return [self.nginx.pid, *children_of(self.nginx.pid)]
+
+    async def aclose(self) -> None:
+        """Nothing to close: every publisher has its own connection."""
+
+    async def new_channels(self, count: int) -> list[str]:
+        channels = [uuid.uuid4().hex for _ in range(count)]
+        publish, close = await self.publisher()
+        try:
+            for channel in channels:
+                await publish(channel, event_data(channel))
+        finally:
+            await close()
+        return channels
+
+    def path(self, channel: str) -> str:
+        return f"/sub/{channel}"
+
+
+NGINX_CONF = """\
+{load_module}
+worker_processes 1;
+worker_rlimit_nofile {fds};
+pid {prefix}/nginx.pid;
+events {{ worker_connections {fds}; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen {host}:{port};
+        location = /health {{ return 200 "ok"; }}
+        location ~ ^/sub/(\\w+)$ {{
+            nchan_subscriber eventsource;
+            nchan_channel_id $1;
+            nchan_subscriber_first_message oldest;
+        }}
+        location ~ ^/pub/(\\w+)$ {{
+            nchan_publisher;
+            nchan_channel_id $1;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(workdir: Path, fds: int) -> tuple[Process, int]:
+    """nginx with nchan in the foreground, on a free port, as our child."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not NCHAN_MODULE.is_file():
+        raise SystemExit("nchan is not installed: run bench/setup-nchan")
+    prefix = workdir / "nginx"
+    prefix.mkdir(exist_ok=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            load_module=f"load_module {NCHAN_MODULE};", fds=fds, prefix=prefix, host=HOST, port=port
+        )
+    )
+    argv = [nginx, "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log"), "-g", "daemon off;"]
+    process = Process("nginx", argv, dict(os.environ), prefix / "stdout.log")
+    process.start()
+    process.wait_until(lambda: http_get(f"http://{HOST}:{port}/health")[0] == 200, 15, "answering")
+    return process, port
+
+
+# --- phases -----------------------------------------------------------------------------
+
+
+def spread(channels: list[str], clients: int) -> list[str]:
+    return [channels[i % len(channels)] for i in range(clients)]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class ConnectResult:
+    seconds: float
+    rss_per_connection_kib: float
+    redis_before: int | None  # Redis connections held with no client (None: no Redis)
+    redis_during: int | None  # and with the clients connected
+
+
+async def held_redis_connections(target: Target) -> int | None:
+    return await target.redis_connections() if isinstance(target, ProgressTarget) else None
+
+
+async def connect_phase(target: Target, clients: int, channels: int) -> ConnectResult:
+    ids = await target.new_channels(channels)
+    redis_before = await held_redis_connections(target)
+    rss_before = rss_kib(target.pids())
+    started = time.perf_counter()
+    connected = await connect_all(target.port, [target.path(c) for c in spread(ids, clients)], Tally())
+    seconds = time.perf_counter() - started
+    try:
+        await asyncio.sleep(2)  # let the server settle with idle connections
+        rss_after = rss_kib(target.pids())
+        redis_during = await held_redis_connections(target)
+    finally:
+        close_all(connected)
+    return ConnectResult(seconds, (rss_after - rss_before) / clients, redis_before, redis_during)
+
+
+@dataclass
+class DeliveryResult:
+    delivered: int
+    seconds: float
+    server_cpu: float
+    redis_cpu: float | None
+    own_cpu: float
+    published: int
+    latencies: list[float]
+    unstamped: int
+
+    def cpu_us_per_event(self, cpu: float | None) -> float | None:
+        return None if cpu is None or not self.delivered else cpu / self.delivered * 1e6
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the servers and of this process over a phase."""
+
+    target: Target
+    redis_pid: int | None
+    marks: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def read(self) -> tuple[float, float, float]:
+        redis = cpu_seconds([self.redis_pid]) if self.redis_pid else 0.0
+        return cpu_seconds(self.target.pids()), redis, own_cpu_seconds()
+
+    def start(self) -> None:
+        self.marks = self.read()
+
+    def stop(self) -> tuple[float, float, float]:
+        now = self.read()
+        server, redis, own = (after - before for after, before in zip(now, self.marks, strict=True))
+        return server, redis, own
+
+
+async def paced_producer(publisher: OpenPublisher, channels: list[str], rate: float, seconds: float) -> int:
+    """Publish ``rate`` events/s on every channel (round robin) for ``seconds``; events published."""
+    publish, close = await publisher()
+    loop = asyncio.get_running_loop()
+    interval = 1 / (rate * len(channels))
+    started = loop.time()
+    sent = 0
+    try:
+        while (due := started + sent * interval) < started + seconds:
+            if (delay := due - loop.time()) > 0:
+                await asyncio.sleep(delay)
+            channel = channels[sent % len(channels)]
+            await publish(channel, event_data(channel))
+            sent += 1
+    finally:
+        await close()
+    return sent
+
+
+async def flat_out_producer(publisher: OpenPublisher, channel: str, seconds: float) -> int:
+    """:data:`PUBLISHERS_AT_MAX_RATE` publishers on ``channel`` as fast as they can; events published."""
+    deadline = asyncio.get_running_loop().time() + seconds
+
+    async def one() -> int:
+        publish, close = await publisher()
+        sent = 0
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                await publish(channel, event_data(channel))
+                sent += 1
+        finally:
+            await close()
+        return sent
+
+    return sum(await asyncio.gather(*(one() for _ in range(PUBLISHERS_AT_MAX_RATE))))
+
+
+def run_flat_out_producer(publisher: OpenPublisher, channel: str, seconds: float) -> int:
+    """:func:`flat_out_producer` in the producer process."""
+    return asyncio.run(flat_out_producer(publisher, channel, seconds))
+
+
+async def delivery_phase(
+    target: Target,
+    meter: CpuMeter,
+    paths: list[str],
+    produce: Callable[[], Awaitable[int]],
+    *,
+    latency: bool,
+    drain: float,
+) -> DeliveryResult:
+    """Connect clients, then measure while ``produce`` runs and for ``drain`` seconds after.
+
+    Latencies exclude the first second (warm-up). With ``drain`` 0 (max rate) the count is
+    taken when the producer stops: events still queued then are not counted.
+    """
+    tally = Tally()
+    clients = await connect_all(target.port, paths, tally)
+    try:
+        await asyncio.sleep(0.5)
+        tally.reset(latency=latency)
+        tally.since += 1.0
+        meter.start()
+        started = time.perf_counter()
+        published = await produce()
+        await asyncio.sleep(drain)
+        delivered, seconds = tally.events, time.perf_counter() - started
+        server, redis, own = meter.stop()
+    finally:
+        close_all(clients)
+    await asyncio.sleep(1)  # let the server drop the closed connections before the next phase
+    return DeliveryResult(
+        delivered, seconds, server, redis if meter.redis_pid else None, own, published,
+        list(tally.latencies), tally.unstamped,
+    )  # fmt: skip
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+@dataclass
+class Measurements:
+    connect: ConnectResult
+    latency: dict[str, DeliveryResult]
+    max_rate: DeliveryResult
+
+
+def versions() -> str:
+    def run(argv: list[str]) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return (done.stdout + done.stderr).strip()
+
+    nginx = run(["nginx", "-v"]).rpartition("/")[2]
+    nchan = run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"])
+    redis = re.search(r"v=(\S+)", run(["redis-server", "--version"]))
+    return (
+        f"{os.cpu_count()} cores, python {sys.version.split()[0]}, nginx {nginx}, nchan {nchan}, "
+        f"redis {redis[1] if redis else '?'}"
+    )
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def table_rows(measured: Measurements, args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
+    """(metric, value, digits) of every table row, for one server."""
+    connect, top = measured.connect, measured.max_rate
+    rows: list[tuple[str, float | None, int]] = [
+        (f"connect {args.clients} clients (s)", connect.seconds, 2),
+        ("RSS per idle connection (KiB)", connect.rss_per_connection_kib, 1),
+    ]
+    for label, phase in measured.latency.items():
+        rows += [
+            (f"{label}: latency p50 (ms)", percentile(phase.latencies, 0.5) * 1000, 2),
+            (f"{label}: latency p99 (ms)", percentile(phase.latencies, 0.99) * 1000, 2),
+            (f"{label}: server CPU per delivered event (us)", phase.cpu_us_per_event(phase.server_cpu), 1),
+        ]
+    label = f"max rate, {args.max_clients} clients on 1 channel"
+    rows += [
+        (f"{label}: delivered events/s", top.delivered / top.seconds, 0),
+        (f"{label}: server CPU per delivered event (us)", top.cpu_us_per_event(top.server_cpu), 1),
+        (f"{label}: redis-server CPU per delivered event (us)", top.cpu_us_per_event(top.redis_cpu), 1),
+        (f"{label}: published events/s", top.published / top.seconds, 0),
+        (f"{label}: benchmark process CPU (% of a core)", top.own_cpu / top.seconds * 100, 0),
+        (f"Redis connections held with {args.clients} clients", connect.redis_during, 0),
+    ]
+    return rows
+
+
+def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> None:
+    print(f"command: {shlex.join(sys.orig_argv)}")
+    print(f"machine: {versions()}")
+    print(
+        "clients: raw asyncio SSE connections, all in the benchmark process; producer: in it for the "
+        "latency phases, in a second process for the max-rate phase"
+    )
+    print()
+    print("| metric | progress-service | nchan | progress / nchan |")
+    print("|---|---|---|---|")
+    progress_rows = table_rows(results["progress-service"], args)
+    nchan_rows = table_rows(results["nchan"], args)
+    for (label, progress, digits), (_, nchan, _) in zip(progress_rows, nchan_rows, strict=True):
+        ratio = f"{progress / nchan:.2f}" if progress is not None and nchan else "n/a"
+        print(f"| {label} | {fmt(progress, digits)} | {fmt(nchan, digits)} | {ratio} |")
+    held = results["progress-service"].connect
+    print(f"\nprogress-service Redis connections: {held.redis_before} idle, {held.redis_during} with clients")
+    for name, measured in results.items():
+        unstamped = sum(result.unstamped for result in measured.latency.values())
+        if unstamped:
+            print(f"{name}: {unstamped} data lines without a readable `sent` stamp")
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+async def measure(
+    make_target: Callable[[], Target], redis_pid: int | None, args: argparse.Namespace
+) -> Measurements:
+    """Every phase against one server, in a fresh event loop (``asyncio.run``)."""
+    target = make_target()
+    # The flat-out producer gets a process (and so a core) of its own, started before the phase.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as producer:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(producer, time.sleep, 0)
+        try:
+            return await measure_phases(target, CpuMeter(target, redis_pid), producer, args)
+        finally:
+            await target.aclose()
+
+
+async def measure_phases(
+    target: Target, meter: CpuMeter, producer: ProcessPoolExecutor, args: argparse.Namespace
+) -> Measurements:
+    connect = await connect_phase(target, args.clients, args.channels)
+    await asyncio.sleep(1)
+    latency = {}
+    for clients, rate in zip(args.latency_clients, args.latency_rates, strict=True):
+        ids = await target.new_channels(args.channels)
+        latency[f"{clients} clients x {rate:g} ev/s"] = await delivery_phase(
+            target, meter, [target.path(c) for c in spread(ids, clients)],
+            functools.partial(paced_producer, target.publisher, ids, rate, args.seconds),
+            latency=True, drain=1.0,
+        )  # fmt: skip
+    (channel,) = await target.new_channels(1)
+    loop = asyncio.get_running_loop()
+    flat_out = functools.partial(run_flat_out_producer, target.publisher, channel, args.max_seconds)
+    max_rate = await delivery_phase(
+        target, meter, [target.path(channel)] * args.max_clients,
+        lambda: loop.run_in_executor(producer, flat_out), latency=False, drain=0.0,
+    )  # fmt: skip
+    return Measurements(connect, latency, max_rate)
+
+
+def raise_fd_limit() -> int:
+    """Soft fd limit up to the hard one (children inherit it); the new limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=2000, help="idle clients of the connect phase")
+    parser.add_argument(
+        "--channels", type=int, default=10, help="jobs / nchan channels the clients spread over"
+    )
+    parser.add_argument("--latency-clients", type=int, nargs=2, default=[100, 1000])
+    parser.add_argument(
+        "--latency-rates", type=float, nargs=2, default=[20.0, 5.0], help="events/s per client"
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency phase")
+    parser.add_argument("--max-clients", type=int, default=200)
+    parser.add_argument("--max-seconds", type=float, default=5.0)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    fds = raise_fd_limit()
+    if fds < args.clients + 100:
+        raise SystemExit(f"fd limit {fds} too low for {args.clients} clients")
+    stack = Stack(env={"JOBPROGRESS_SECRET_KEY": "bench-secret-key-bench-secret-key"})
+    with stack.running():
+        service = stack.start_service(
+            "progress-service",
+            JOBPROGRESS_MAX_STREAMS="100000",
+            JOBPROGRESS_SSE_HEARTBEAT_SECONDS="15",
+            JOBPROGRESS_LOG_LEVEL="WARNING",
+        )
+        nginx, port = start_nginx(stack.workdir, fds)
+        try:
+            assert stack.redis is not None and stack.redis_url is not None
+            redis_url, redis_pid = stack.redis_url, stack.redis.pid
+            results = {
+                "progress-service": asyncio.run(
+                    measure(lambda: ProgressTarget(service, redis_url), redis_pid, args)
+                ),
+                "nchan": asyncio.run(measure(lambda: NchanTarget(nginx, port), None, args)),
+            }
+        finally:
+            nginx.stop()
+    print_report(results, args)
+
+
+if __name__ == "__main__":
+    main()
