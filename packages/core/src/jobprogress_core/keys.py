@@ -32,6 +32,10 @@ class Keys:
         """Sorted set of the owner's job ids, scored by creation time (ms)."""
         return f"{self.prefix}owner:{{{owner}}}:jobs"
 
+    def hub_wake(self, token: str) -> str:
+        """A progress process's private stream, written to wake its reader."""
+        return f"{self.prefix}progress:wake:{token}"
+
     def job_id_of_events(self, key: str) -> str:
         """The job id inside an event stream key (inverse of :meth:`events`)."""
         start = key.index("{") + 1

@@ -219,7 +219,7 @@ class Settings:
             consul_token=Secret(consul_token) if consul_token else None,
             host=host,
             port=env.integer("JOBPROGRESS_PORT", DEFAULT_PORTS[service], minimum=1, maximum=65535),
-            advertise_addr=env.text("JOBPROGRESS_ADVERTISE_ADDR", _advertisable(host)),
+            advertise_addr=env.raw("JOBPROGRESS_ADVERTISE_ADDR") or _advertisable(host),
             env=mode,
             secret_key=_secret_key(env, mode),
             key_prefix=_key_prefix(env),

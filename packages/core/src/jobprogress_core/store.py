@@ -138,9 +138,13 @@ class JobStore:
         *,
         result: str | None = None,
         error: str | None = None,
+        progress: int | None = None,
         holder: str | None = None,
+        token: str | None = None,
     ) -> Event | None:
-        """End a job with its terminal event (``complete``, ``failed`` or ``cancelled``)."""
+        """End a job with its terminal event (``complete``, ``failed`` or ``cancelled``).
+        ``progress`` is the job's progress when it failed or was cancelled (read from the job
+        when not given); pass the same ``token`` when retrying the call."""
         status = TERMINAL_STATUS_OF[event_type]
         data: dict[str, Any] = {"status": status.value}
         fields: dict[str, str | int | None] = {"status": status.value, "finished_at": now_iso()}
@@ -148,10 +152,12 @@ class JobStore:
             data.update(progress=100, result=result)
             fields.update(progress=100, result=result, message="Completed")
         else:
-            job = await self.get(job_id)
-            data.update(progress=job.progress if job else 0, error=error)
+            if progress is None:
+                job = await self.get(job_id)
+                progress = job.progress if job else 0
+            data.update(progress=progress, error=error)
             fields.update(error=error, message=status.value.capitalize())
-        return await self.append(job_id, event_type, data, token=None, holder=holder, **fields)
+        return await self.append(job_id, event_type, data, token=token, holder=holder, **fields)
 
     async def cancel_requested(self, job_id: str) -> bool:
         flag = await self.redis.hget(self.keys.job(job_id), "cancel_requested")
@@ -214,6 +220,15 @@ class JobStore:
         start = f"({after}" if after else "-"
         reply = await self.redis.xrange(self.keys.events(job_id), start, until, count=count)
         return [Event.from_entry(entry_id, fields) for entry_id, fields in range_entries(reply)]
+
+    async def get_with_first_event(self, job_id: str) -> tuple[Job | None, str | None]:
+        """The job and the ID of its oldest retained event, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.xrange(self.keys.events(job_id), "-", "+", count=1)
+            fields, first = await pipe.execute()
+        entries = range_entries(first)
+        return (Job.from_hash(fields) if fields else None), (entries[0][0] if entries else None)
 
     async def first_event_id(self, job_id: str) -> str | None:
         reply = range_entries(await self.redis.xrange(self.keys.events(job_id), "-", "+", count=1))

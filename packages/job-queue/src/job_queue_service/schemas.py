@@ -74,19 +74,6 @@ class JobRequestSchema(Schema):
                 raise ValidationError("Not a valid number.", field_name=key)
 
 
-class JobLinksSchema(Schema):
-    self = fields.String(required=True)
-    progress = fields.String(required=True)
-
-
-class JobAcceptedSchema(Schema):
-    """``202`` answer to ``POST /api/jobs``."""
-
-    jobId = fields.String(required=True)
-    status = fields.String(required=True)
-    links = fields.Nested(JobLinksSchema, required=True)
-
-
 class HistoryCursorField(fields.Field[HistoryCursor]):
     """The ``before`` cursor of ``GET /api/jobs`` (as given in the previous page's ``next``)."""
 

@@ -98,7 +98,7 @@ class Hub:
         self.streams = 0
         # A private stream the reader also waits on: an XADD to it wakes the reader up
         # when a new job stream must be added to its XREAD (no admin commands needed).
-        self.wake_key = f"{keys.prefix}progress:wake:{uuid.uuid4().hex}"
+        self.wake_key = keys.hub_wake(uuid.uuid4().hex)
         self._wake_cursor = "0-0"
         self._reading = False
         self._woken = False
@@ -108,11 +108,15 @@ class Hub:
     def subscriber_count(self) -> int:
         return sum(len(subs) for subs in self.subscribers.values())
 
-    async def subscribe(self, job_id: str) -> tuple[Subscription, str]:
-        """A new subscription and the cursor that separates log from live events."""
+    async def subscribe(self, job_id: str, hint: str | None = None) -> tuple[Subscription, str]:
+        """A new subscription and the cursor that separates log from live events.
+
+        For a stream the hub does not follow yet, ``hint`` (any ID at or before the stream's
+        last entry, such as the job's ``last_event_id``) saves looking the last entry up:
+        the reader then delivers everything after it through the subscription."""
         new_stream = False
         if job_id not in self.cursors:
-            last = await self.store.last_event_id(job_id) or "0-0"
+            last = hint or await self.store.last_event_id(job_id) or "0-0"
             if job_id not in self.cursors:
                 self.cursors[job_id] = last
                 self.subscribers[job_id] = set()
@@ -146,8 +150,10 @@ class Hub:
             return
         self._woken = True
         try:
-            await self.store.redis.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
-            await self.store.redis.expire(self.wake_key, 3600)
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                pipe.expire(self.wake_key, 3600)
+                await pipe.execute()
         except REDIS_ERRORS as exc:
             logger.warning("could not wake the hub reader: %s", exc)
 

@@ -99,7 +99,11 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
     store = request.app[STORE]
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
-    job = await store.get(job_id) if valid_job_id(job_id) else None
+    job, first_id = None, None
+    if valid_job_id(job_id):
+        job, first_id = (
+            await store.get_with_first_event(job_id) if last_id else (await store.get(job_id), None)
+        )
     if job is None:
         raise NotFound(f"No job {job_id[:64]!r}")
     if hub.closing:
@@ -109,7 +113,6 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         raise BadRequest("Last-Event-ID is ahead of this job's events", details={"lastEventId": last_id[:64]})
     if job.status.terminal and last_id == job.last_event_id:
         return web.Response(status=204)
-    first_id = await store.first_event_id(job_id) if last_id else None
     reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
 
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
@@ -125,7 +128,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         if reset:
             await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
             EVENTS_SENT.labels(EventType.RESET.value).inc()
-        reason = await _deliver(writer, store, hub, job_id, settings)
+        reason = await _deliver(writer, store, hub, job_id, settings, job.last_event_id)
     except Closed:
         reason = "shutdown"
     except TimeoutError:
@@ -146,7 +149,9 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
     return response
 
 
-async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings) -> str:
+async def _deliver(
+    writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings, hint: str | None
+) -> str:
     """Catch up from the log, then follow live events, until the terminal event, or until
     the stream has been idle or open too long (the client then resumes by its last ID).
     Returns why the stream ended.
@@ -162,7 +167,7 @@ async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, se
         if loop.time() >= ends_at:
             return "max_lifetime"
         try:
-            subscription, cursor = await hub.subscribe(job_id)
+            subscription, cursor = await hub.subscribe(job_id, writer.last_id or hint)
         except REDIS_ERRORS as exc:
             backoff = await _ride_out_outage(writer, job_id, exc, backoff)
             continue

@@ -261,9 +261,18 @@ class Consumer:
                 logger.exception("job %s: handler raised", job.id)
                 ending = (EventType.FAILED, None, f"{type(exc).__name__}: {exc}")
         event_type, result, error = ending
+        token = uuid.uuid4().hex  # one for every retry of this write
         try:
             await retry_while_unavailable(
-                lambda: self.store.finish(job.id, event_type, result=result, error=error, holder=entry_id),
+                lambda: self.store.finish(
+                    job.id,
+                    event_type,
+                    result=result,
+                    error=error,
+                    progress=context.progress_percent,
+                    holder=entry_id,
+                    token=token,
+                ),
                 grace=self.limits.outage_grace,
             )
         except ClaimLost:
