@@ -102,6 +102,8 @@ async def test_a_stalled_client_is_cut_off_while_others_get_every_event(
         await stack_store.finish(job_id, EventType.COMPLETE, result="ok")
         events = await follower
         assert len(events) == 1 + 1500 + 1 and events[-1].event == "complete"
+        log = await stack_store.events(job_id, count=5000)
+        assert [e.id for e in events] == [e.id for e in log]  # nothing lost, nothing twice, in order
         cut_off = 'jobprogress_sse_disconnects_total{reason="send_timeout"} 1.0'
         for _ in range(100):  # the stalled stream is cut at its first write that cannot finish
             async with http.get(f"{progress.url}/metrics") as response:

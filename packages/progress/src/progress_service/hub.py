@@ -108,15 +108,15 @@ class Hub:
     def subscriber_count(self) -> int:
         return sum(len(subs) for subs in self.subscribers.values())
 
-    async def subscribe(self, job_id: str, hint: str | None = None) -> tuple[Subscription, str]:
+    async def subscribe(self, job_id: str) -> tuple[Subscription, str]:
         """A new subscription and the cursor that separates log from live events.
 
-        For a stream the hub does not follow yet, ``hint`` (any ID at or before the stream's
-        last entry, such as the job's ``last_event_id``) saves looking the last entry up:
-        the reader then delivers everything after it through the subscription."""
+        For a stream the hub does not follow yet, the cursor is the stream's last entry,
+        looked up now: a reply the reader already has in flight can only hold entries up to
+        that one or after it, so nothing falls between the log and the live events."""
         new_stream = False
         if job_id not in self.cursors:
-            last = hint or await self.store.last_event_id(job_id) or "0-0"
+            last = await self.store.last_event_id(job_id) or "0-0"
             if job_id not in self.cursors:
                 self.cursors[job_id] = last
                 self.subscribers[job_id] = set()

@@ -128,7 +128,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         if reset:
             await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
             EVENTS_SENT.labels(EventType.RESET.value).inc()
-        reason = await _deliver(writer, store, hub, job_id, settings, job.last_event_id)
+        reason = await _deliver(writer, store, hub, job_id, settings)
     except Closed:
         reason = "shutdown"
     except TimeoutError:
@@ -149,9 +149,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
     return response
 
 
-async def _deliver(
-    writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings, hint: str | None
-) -> str:
+async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings) -> str:
     """Catch up from the log, then follow live events, until the terminal event, or until
     the stream has been idle or open too long (the client then resumes by its last ID).
     Returns why the stream ended.
@@ -167,7 +165,7 @@ async def _deliver(
         if loop.time() >= ends_at:
             return "max_lifetime"
         try:
-            subscription, cursor = await hub.subscribe(job_id, writer.last_id or hint)
+            subscription, cursor = await hub.subscribe(job_id)
         except REDIS_ERRORS as exc:
             backoff = await _ride_out_outage(writer, job_id, exc, backoff)
             continue
