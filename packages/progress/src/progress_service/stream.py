@@ -30,7 +30,7 @@ from jobprogress_core.store import JobStore
 from jobprogress_core.web import SETTINGS, STORE
 
 from .hub import Closed, Hub, Overflowed
-from .metrics import EVENTS_REPLAYED, EVENTS_SENT, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
+from .metrics import EVENTS_REPLAYED, EVENTS_SENT_BY_TYPE, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SseWriter:
     async def event(self, event: Event) -> None:
         await self.write(event.sse)
         self.last_id = event.id
-        EVENTS_SENT.labels(event.type.value).inc()
+        EVENTS_SENT_BY_TYPE[event.type].inc()
 
 
 async def progress_stream(request: web.Request) -> web.StreamResponse:
@@ -127,7 +127,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         await writer.write(f"retry: {settings.sse_retry_ms}\n\n".encode())
         if reset:
             await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
-            EVENTS_SENT.labels(EventType.RESET.value).inc()
+            EVENTS_SENT_BY_TYPE[EventType.RESET].inc()
         reason = await _deliver(writer, store, hub, job_id, settings)
     except Closed:
         reason = "shutdown"
