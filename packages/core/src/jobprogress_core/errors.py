@@ -65,6 +65,10 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
+def api_error_response(exc: ApiError) -> web.Response:
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -84,7 +88,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return api_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -93,12 +97,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, code, exc.reason, headers=headers)
     except REDIS_ERRORS as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
-        return error_response(
-            503,
-            "service_unavailable",
-            "Redis is unavailable, try again shortly",
-            headers={"Retry-After": "5"},
-        )
+        return api_error_response(ServiceUnavailable("Redis is unavailable, try again shortly"))
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Internal server error")

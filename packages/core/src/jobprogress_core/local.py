@@ -31,6 +31,10 @@ def main() -> int:
     try:
         redis_url = env.redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
         consul_host, consul_port, _ = env.host_port("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
+        ports = {
+            service: env.integer(f"{service.upper().replace('-', '_')}_PORT", port, minimum=1, maximum=65535)
+            for service, port in DEFAULT_PORTS.items()
+        }
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -57,8 +61,7 @@ def main() -> int:
             print(f"starting consul agent -dev on 127.0.0.1:{consul_port}")
             stack.consul = ConsulAgent(workdir, http_port=consul_port)
             stack.consul.start()
-        for service, default_port in DEFAULT_PORTS.items():
-            port = int(os.environ.get(f"{service.upper().replace('-', '_')}_PORT", default_port))
+        for service, port in ports.items():
             stack.start_service(service, port=port)
         try:
             stack.wait_passing()

@@ -83,6 +83,16 @@ def consul_answers(address: str, timeout: float = 1.0) -> bool:
     return status == 200 and body.strip() not in (b"", b'""')
 
 
+def consul_health(address: str, service: str, *, passing: bool = False) -> list[dict[str, Any]]:
+    """Consul's health entries of a service (only passing instances with ``passing``)."""
+    query = "?passing=1" if passing else ""
+    status, body = http_get(f"http://{address}/v1/health/service/{service}{query}")
+    if status != 200:
+        raise StackError(f"consul health query failed: {status} {body[:200]!r}")
+    result: list[dict[str, Any]] = json.loads(body)
+    return result
+
+
 class Process:
     """A child process in its own session, its output in a log file."""
 
@@ -213,12 +223,7 @@ class ConsulAgent(Process):
         self.wait_until(lambda: consul_answers(self.address), 30, "electing itself leader")
 
     def health(self, service: str, passing: bool = False) -> list[dict[str, Any]]:
-        query = "?passing=1" if passing else ""
-        status, body = http_get(f"http://{self.address}/v1/health/service/{service}{query}")
-        if status != 200:
-            raise StackError(f"consul health query failed: {status} {body[:200]!r}")
-        result: list[dict[str, Any]] = json.loads(body)
-        return result
+        return consul_health(self.address, service, passing=passing)
 
 
 class ServiceProcess(Process):
@@ -317,8 +322,12 @@ class Stack:
             time.sleep(0.1)
 
     def _passing(self, process: ServiceProcess) -> bool:
-        status, body = http_get(f"http://{self.consul_addr}/v1/health/service/{process.service}?passing=1")
-        return status == 200 and any(entry["Service"]["Port"] == process.port for entry in json.loads(body))
+        assert self.consul_addr is not None
+        try:
+            entries = consul_health(self.consul_addr, process.service, passing=True)
+        except StackError:
+            return False
+        return any(entry["Service"]["Port"] == process.port for entry in entries)
 
     def logs(self) -> str:
         parts = []

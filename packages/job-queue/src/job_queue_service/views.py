@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from jobprogress_core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from jobprogress_core.model import EventType, Job, JobStatus, valid_job_id
@@ -39,17 +39,23 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest("Request body is not valid JSON", details={"reason": str(exc)[:200]}) from None
 
 
+def load(schema: Schema, data: Any, message: str) -> dict[str, Any]:
+    """``schema.load``, its errors answered 422 with the offending fields."""
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ValidationError as exc:
+        details = exc.normalized_messages()  # type: ignore[no-untyped-call]
+        raise ValidationFailed(message, details=details) from None
+    return loaded
+
+
 def job_links(job_id: str) -> dict[str, str]:
     return {"self": f"/api/jobs/{job_id}", "progress": f"/api/progress/{job_id}"}
 
 
 async def submit_job(request: web.Request) -> web.Response:
     payload = await read_json(request)
-    try:
-        params = request.app[REQUEST_SCHEMA].load(payload)
-    except ValidationError as exc:
-        details = exc.normalized_messages()  # type: ignore[no-untyped-call]
-        raise ValidationFailed("Invalid job request", details=details) from None
+    params = load(request.app[REQUEST_SCHEMA], payload, "Invalid job request")
 
     job = Job.new(
         params["type"],
@@ -102,11 +108,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     """The caller's jobs, newest first: ``?limit=`` (1-100, default 20) and ``?before=``
     (the ``next`` cursor of the previous page)."""
-    try:
-        query = _list_schema.load(dict(request.query))
-    except ValidationError as exc:
-        details = exc.normalized_messages()  # type: ignore[no-untyped-call]
-        raise ValidationFailed("Invalid query", details=details) from None
+    query = load(_list_schema, dict(request.query), "Invalid query")
     limit = query["limit"]
     jobs, cursor = await request.app[STORE].history(owner_of(request), limit=limit, before=query["before"])
     body: dict[str, Any] = {"jobs": [job_view(job) for job in jobs], "next": None}
