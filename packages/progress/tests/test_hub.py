@@ -1,9 +1,11 @@
-"""The fan-out hub on a real redis-server: one reader, the log/live seam, bounded buffers."""
+"""The fan-out hub on a real redis-server and real TCP connections: one reader, the log/live
+seam, bounded buffers, direct writes."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -11,7 +13,9 @@ from jobprogress_core.model import Event, EventType, Job
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
-from progress_service.hub import Closed, Hub, Overflowed
+from progress_service.hub import COMPLETED, Closed, Gone, Hub, Overflowed, Subscription
+
+Connect = Callable[..., Awaitable[tuple[asyncio.Transport, asyncio.StreamReader]]]
 
 
 async def new_job(store: JobStore) -> str:
@@ -20,37 +24,95 @@ async def new_job(store: JobStore) -> str:
     return job.id
 
 
+def make_hub(store: JobStore, settings: Settings, **options: int) -> Hub:
+    reader = create_redis(settings, block_ms=5000, max_connections=1)
+    return Hub(store, reader, store.keys, block_ms=5000, **{"queue_size": 8, **options})
+
+
 @pytest.fixture
 async def hub(
     jobprogress_store: JobStore, jobprogress_settings: Callable[..., Settings]
 ) -> AsyncIterator[Hub]:
-    reader = create_redis(jobprogress_settings(), block_ms=5000, max_connections=1)
-    hub = Hub(jobprogress_store, reader, jobprogress_store.keys, block_ms=5000, queue_size=8)
+    hub = make_hub(jobprogress_store, jobprogress_settings(), buffer_bytes=1024)
     task = asyncio.create_task(hub.run())
     yield hub
     await hub.stop(task)
     assert task.done()
 
 
-async def next_events(subscription: object, count: int) -> list[Event]:
-    events = []
-    for _ in range(count):
-        event = await subscription.get(timeout=5)  # type: ignore[attr-defined]
-        assert event is not None
-        events.append(event)
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Real TCP connections on 127.0.0.1: the transport the hub writes to, and a reader of
+    what arrives at the other end."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    opened: list[tuple[asyncio.Transport, asyncio.StreamWriter]] = []
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def open_one(send_buffer: int | None = None) -> tuple[asyncio.Transport, asyncio.StreamReader]:
+        transport, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol, "127.0.0.1", port)
+        if send_buffer is not None:
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        reader, writer = await accepted.get()
+        opened.append((transport, writer))
+        return transport, reader
+
+    yield open_one
+    for transport, writer in opened:
+        transport.close()
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def buffered(subscription: Subscription, count: int, timeout: float = 5) -> list[Event]:
+    """The next ``count`` events the hub buffered for a subscription still catching up."""
+    events: list[Event] = []
+    async with asyncio.timeout(timeout):
+        while len(events) < count:
+            event = subscription.pop()
+            if event is None:
+                await asyncio.sleep(0.005)
+            else:
+                events.append(event)
     return events
 
 
-async def test_log_up_to_cursor_then_live_with_no_gap(jobprogress_store: JobStore, hub: Hub) -> None:
+async def test_log_up_to_cursor_then_buffered_live_events_with_no_gap(
+    jobprogress_store: JobStore, hub: Hub
+) -> None:
     store = jobprogress_store
     job_id = await new_job(store)
     await store.append(job_id, EventType.LOG, {"line": "before"})
     subscription, cursor = await hub.subscribe(job_id)
     # A new stream wakes the reader at once, though its block time is 5 s.
     live = [await store.append(job_id, EventType.LOG, {"line": str(n)}) for n in range(3)]
-    received = await asyncio.wait_for(next_events(subscription, 3), 3)
-    assert received == live
+    assert await buffered(subscription, 3, timeout=3) == live
     assert [e.data.get("line") for e in await store.events(job_id, until=cursor)] == [None, "before"]
+
+
+async def test_live_events_are_written_to_the_transport_as_chunks(
+    jobprogress_store: JobStore, hub: Hub, connect: Connect
+) -> None:
+    store = jobprogress_store
+    job_id = await new_job(store)
+    chunked, plain = await connect(), await connect()
+    subs = [(await hub.subscribe(job_id))[0] for _ in range(2)]
+    hub.go_live(subs[0], chunked[0], chunked=True, last_id=None)
+    hub.go_live(subs[1], plain[0], chunked=False, last_id=None)
+    log = await store.append(job_id, EventType.LOG, {"line": "x"})
+    done = await store.append(job_id, EventType.COMPLETE, {"status": "COMPLETED"})
+    for (_, reader), expected in ((chunked, log.chunk + done.chunk), (plain, log.sse + done.sse)):
+        assert await asyncio.wait_for(reader.readexactly(len(expected)), 3) == expected
+    assert log.chunk == b"%x\r\n%b\r\n" % (len(log.sse), log.sse)
+    for subscription in subs:
+        assert await subscription.wait(1) == COMPLETED
+        assert subscription.last_id == done.id
+    assert hub.subscribers[job_id] == set()  # ended subscriptions leave the hub
 
 
 async def test_second_subscriber_gets_the_shared_cursor(jobprogress_store: JobStore, hub: Hub) -> None:
@@ -58,18 +120,18 @@ async def test_second_subscriber_gets_the_shared_cursor(jobprogress_store: JobSt
     job_id = await new_job(store)
     first, _ = await hub.subscribe(job_id)
     event = await store.append(job_id, EventType.LOG, {"line": "x"})
-    assert await next_events(first, 1) == [event]
+    assert await buffered(first, 1) == [event]
     second, cursor = await hub.subscribe(job_id)
     assert cursor == event.id
     later = await store.append(job_id, EventType.LOG, {"line": "y"})
-    assert await next_events(first, 1) == await next_events(second, 1) == [later]
+    assert await buffered(first, 1) == await buffered(second, 1) == [later]
     assert hub.subscriber_count == 2
     hub.unsubscribe(first)
     hub.unsubscribe(second)
     assert hub.cursors == {} and hub.subscriber_count == 0
 
 
-async def test_a_full_buffer_overflows_without_holding_back_others(
+async def test_a_full_catch_up_buffer_overflows_without_holding_back_others(
     jobprogress_store: JobStore, hub: Hub
 ) -> None:
     store = jobprogress_store
@@ -79,26 +141,80 @@ async def test_a_full_buffer_overflows_without_holding_back_others(
     received: list[Event] = []
     for n in range(20):
         await store.append(job_id, EventType.LOG, {"line": str(n)})
-        received += await next_events(fast, 1)
+        received += await buffered(fast, 1)
     assert [e.data["line"] for e in received] == [str(n) for n in range(20)]
     with pytest.raises(Overflowed):
-        await slow.get(timeout=1)
+        slow.pop()
     assert slow not in hub.subscribers[job_id]
+
+
+async def test_a_live_client_that_stops_reading_is_cut_loose_and_others_get_everything(
+    jobprogress_store: JobStore, hub: Hub, connect: Connect
+) -> None:
+    store = jobprogress_store
+    job_id = await new_job(store)
+    stalled_transport, _ = await connect(send_buffer=4096)  # its reader never reads
+    reading_transport, reader = await connect()
+    stalled, _ = await hub.subscribe(job_id)
+    reading, _ = await hub.subscribe(job_id)
+    hub.go_live(stalled, stalled_transport, chunked=False, last_id=None)
+    hub.go_live(reading, reading_transport, chunked=False, last_id=None)
+    line = "z" * 1000
+    events = [await store.append(job_id, EventType.LOG, {"line": line, "n": n}) for n in range(400)]
+    expected = b"".join(event.sse for event in events)
+    assert await asyncio.wait_for(reader.readexactly(len(expected)), 10) == expected
+    with pytest.raises(Overflowed):
+        await stalled.wait(1)
+    # What it was written stays bounded, and it knows where to resume from the log.
+    assert stalled_transport.get_write_buffer_size() <= 1024 + len(events[0].sse)
+    assert stalled.last_id is not None and stalled.last_id != events[-1].id
+    assert hub.subscribers[job_id] == {reading}
+
+
+async def test_a_client_ahead_of_the_reader_skips_what_it_has(
+    jobprogress_store: JobStore, jobprogress_settings: Callable[..., Settings], connect: Connect
+) -> None:
+    store = jobprogress_store
+    hub = make_hub(store, jobprogress_settings())  # its reader is not running: dispatch by hand
+    job_id = await new_job(store)
+    subscription, cursor = await hub.subscribe(job_id)
+    seen = await store.append(job_id, EventType.LOG, {"line": "seen elsewhere"})
+    new = await store.append(job_id, EventType.LOG, {"line": "new"})
+    transport, reader = await connect()
+    hub.go_live(subscription, transport, chunked=False, last_id=seen.id)  # ahead of the cursor
+    assert subscription.skip_until == seen.id and hub.cursors[job_id] == cursor
+    hub.dispatch(job_id, [seen, new], now=0.0)
+    assert await asyncio.wait_for(reader.readexactly(len(new.sse)), 3) == new.sse
+    assert subscription.last_id == new.id and subscription.skip_until is None
+    await hub.reader.aclose()
+
+
+async def test_a_closed_connection_ends_its_subscription(
+    jobprogress_store: JobStore, hub: Hub, connect: Connect
+) -> None:
+    job_id = await new_job(jobprogress_store)
+    transport, _ = await connect()
+    subscription, _ = await hub.subscribe(job_id)
+    hub.go_live(subscription, transport, chunked=True, last_id=None)
+    transport.close()
+    await jobprogress_store.append(job_id, EventType.LOG, {"line": "nobody there"})
+    with pytest.raises(Gone):
+        await subscription.wait(3)
 
 
 async def test_close_all_ends_every_subscription(jobprogress_store: JobStore, hub: Hub) -> None:
     job_id = await new_job(jobprogress_store)
     subscription, _ = await hub.subscribe(job_id)
-    waiter = asyncio.create_task(subscription.get(timeout=10))
+    waiter = asyncio.create_task(subscription.wait(10))
     await asyncio.sleep(0)
     hub.close_all()
     with pytest.raises(Closed):
         await asyncio.wait_for(waiter, 1)
 
 
-async def test_get_times_out_with_none(jobprogress_store: JobStore, hub: Hub) -> None:
+async def test_wait_times_out_with_none(jobprogress_store: JobStore, hub: Hub) -> None:
     subscription, _ = await hub.subscribe(await new_job(jobprogress_store))
-    assert await subscription.get(timeout=0.05) is None
+    assert await subscription.wait(0.05) is None
 
 
 async def test_each_event_is_decoded_and_encoded_once_for_all_subscribers(
@@ -107,7 +223,7 @@ async def test_each_event_is_decoded_and_encoded_once_for_all_subscribers(
     job_id = await new_job(jobprogress_store)
     subscriptions = [(await hub.subscribe(job_id))[0] for _ in range(5)]
     await jobprogress_store.append(job_id, EventType.LOG, {"line": "shared"})
-    received = [(await next_events(subscription, 1))[0] for subscription in subscriptions]
+    received = [(await buffered(subscription, 1))[0] for subscription in subscriptions]
     assert all(event is received[0] for event in received)  # one object, not five copies
-    first_bytes = received[0].sse
-    assert all(event.sse is first_bytes for event in received)  # encoded once, then reused
+    first_bytes, first_chunk = received[0].sse, received[0].chunk
+    assert all(event.sse is first_bytes and event.chunk is first_chunk for event in received)

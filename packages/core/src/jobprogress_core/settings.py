@@ -186,6 +186,7 @@ class Settings:
     sse_heartbeat_seconds: float
     sse_send_timeout: float
     sse_queue_size: int
+    sse_buffer_bytes: int
     reader_block_ms: int
     max_streams: int
     sse_idle_timeout: float
@@ -262,6 +263,9 @@ class Settings:
             ),
             sse_send_timeout=env.number("JOBPROGRESS_SSE_SEND_TIMEOUT", 10.0, minimum=0.1, maximum=600.0),
             sse_queue_size=env.integer("JOBPROGRESS_SSE_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
+            sse_buffer_bytes=env.integer(
+                "JOBPROGRESS_SSE_BUFFER_BYTES", 256 * 1024, minimum=1024, maximum=64 * 1024 * 1024
+            ),
             reader_block_ms=env.integer("JOBPROGRESS_READER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
             max_streams=env.integer("JOBPROGRESS_MAX_STREAMS", 20_000, minimum=1, maximum=1_000_000),
             sse_idle_timeout=env.number(

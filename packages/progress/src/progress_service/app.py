@@ -64,7 +64,12 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     # The reader's blocking XREAD holds its connection: it gets a client of its own.
     reader = create_redis(settings, block_ms=settings.reader_block_ms, max_connections=1, role="hub-reader")
     hub = Hub(
-        app[STORE], reader, app[KEYS], block_ms=settings.reader_block_ms, queue_size=settings.sse_queue_size
+        app[STORE],
+        reader,
+        app[KEYS],
+        block_ms=settings.reader_block_ms,
+        queue_size=settings.sse_queue_size,
+        buffer_bytes=settings.sse_buffer_bytes,
     )
     app[HUB] = hub
 

@@ -3,8 +3,14 @@
 The reader issues one ``XREAD BLOCK`` over the event streams of every job that has a
 subscriber, so the Redis connections of a process stay constant whatever the number of
 clients. Each event is decoded and encoded once, then handed to every subscriber of its
-job. A subscriber's buffer is bounded: one that falls behind is cut loose (``overflowed``)
-and catches up from the log by its own last ID, so nobody else waits for it.
+job.
+
+A subscription has two phases. While its stream catches up from the log, live events are
+buffered for it (bounded: past ``queue_size`` it is cut loose). Once it has written the log
+and that buffer, it goes *live*: the hub then writes each event's bytes straight to the
+client's transport, with no task switch and no copy per subscriber. A live client whose
+unsent bytes pass ``buffer_bytes`` is cut loose too. A subscriber cut loose (``Overflowed``)
+catches up from the log by its own last ID, so nobody else waits for it and nothing is lost.
 
 Seam: :meth:`Hub.subscribe` returns the hub's cursor for the job. Everything up to the
 cursor is in the log (read it with XRANGE); everything after it arrives through the
@@ -27,6 +33,8 @@ from jobprogress_core.model import Event, stream_id_after
 from jobprogress_core.redis import REDIS_ERRORS, stop_reader, stream_entries
 from jobprogress_core.store import JobStore
 
+from .metrics import EVENTS_SENT_BY_TYPE
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,58 +46,115 @@ class Closed(Exception):
     """The hub is shutting down; the client should reconnect (to any instance)."""
 
 
+class Gone(ConnectionResetError):
+    """The client's connection closed while the hub was writing to it."""
+
+
+#: How a subscription ended: its terminal event was written.
+COMPLETED = "completed"
+
+
 class Subscription:
-    __slots__ = ("_events", "_ready", "capacity", "closed", "job_id", "overflowed")
+    """One SSE stream's place in the hub: a bounded buffer while it catches up, then a
+    transport the hub writes to directly."""
+
+    __slots__ = (
+        "_buffer",
+        "_ended",
+        "capacity",
+        "chunked",
+        "job_id",
+        "last_id",
+        "last_sent",
+        "outcome",
+        "skip_until",
+        "transport",
+    )
 
     def __init__(self, job_id: str, capacity: int) -> None:
         self.job_id = job_id
         self.capacity = capacity
-        self.overflowed = False
-        self.closed = False
-        self._events: deque[Event] = deque()
-        self._ready = asyncio.Event()
+        self._buffer: deque[Event] = deque()
+        self._ended = asyncio.Event()
+        #: ``None`` while catching up; the client's transport once live.
+        self.transport: asyncio.Transport | None = None
+        self.chunked = True
+        #: The last event the hub wrote to the client (live phase).
+        self.last_id: str | None = None
+        #: Loop time of that write.
+        self.last_sent = 0.0
+        #: A client's own ID the hub's cursor has not reached yet: events up to it are skipped.
+        self.skip_until: str | None = None
+        #: ``COMPLETED``, or the exception the stream's task raises (Overflowed, Closed, Gone).
+        self.outcome: str | Exception | None = None
+
+    # -- catching up ------------------------------------------------------------------
 
     def push(self, event: Event) -> bool:
-        """Buffer an event; ``False`` (and the buffer dropped) when it is full."""
-        if len(self._events) >= self.capacity:
-            self.overflowed = True
-            self._events.clear()
-            self._ready.set()
+        """Buffer an event while catching up; ``False`` (and cut loose) when full."""
+        if len(self._buffer) >= self.capacity:
+            self._buffer.clear()
+            self.end(Overflowed())
             return False
-        self._events.append(event)
-        self._ready.set()
+        self._buffer.append(event)
         return True
 
-    def close(self) -> None:
-        self.closed = True
-        self._ready.set()
+    def pop(self) -> Event | None:
+        """The next buffered event, or ``None``; raises how the subscription ended, if it did."""
+        if self._buffer:
+            return self._buffer.popleft()
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return None
 
-    async def get(self, timeout: float) -> Event | None:
-        """The next event, or ``None`` after ``timeout`` seconds without one."""
-        while True:
-            if self.closed:
-                raise Closed
-            if self._events:
-                return self._events.popleft()
-            if self.overflowed:
-                raise Overflowed
-            self._ready.clear()
-            try:
+    def go_live(
+        self, transport: asyncio.Transport, *, chunked: bool, last_id: str | None, now: float
+    ) -> None:
+        """From now on the hub writes to ``transport``. Call with the buffer drained and no
+        ``await`` since, so no event falls between the buffer and the live writes."""
+        if self._buffer:
+            raise RuntimeError("go_live with buffered events")
+        self.transport = transport
+        self.chunked = chunked
+        self.last_id = last_id
+        self.last_sent = now
+
+    # -- ending -------------------------------------------------------------------------
+
+    def end(self, outcome: str | Exception) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self._ended.set()
+
+    async def wait(self, timeout: float) -> str | None:
+        """Until the subscription ends (``COMPLETED``; the others raise) or ``timeout``
+        seconds pass (``None``)."""
+        if self.outcome is None:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await self._ready.wait()
-            except TimeoutError:
-                return None
+                    await self._ended.wait()
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
 
 
 class Hub:
     def __init__(
-        self, store: JobStore, reader: Redis, keys: Keys, *, block_ms: int = 5000, queue_size: int = 256
+        self,
+        store: JobStore,
+        reader: Redis,
+        keys: Keys,
+        *,
+        block_ms: int = 5000,
+        queue_size: int = 256,
+        buffer_bytes: int = 256 * 1024,
     ) -> None:
         self.store = store
         self.reader = reader
         self.keys = keys
         self.block_ms = block_ms
         self.queue_size = queue_size
+        self.buffer_bytes = buffer_bytes
         self.cursors: dict[str, str] = {}
         self.subscribers: dict[str, set[Subscription]] = {}
         self.closing = False
@@ -128,6 +193,18 @@ class Hub:
             await self._wake()
         return subscription, cursor
 
+    def go_live(
+        self, subscription: Subscription, transport: asyncio.Transport, *, chunked: bool, last_id: str | None
+    ) -> None:
+        """The stream has written the log and its buffer: from now on the hub writes to
+        ``transport`` (framed as HTTP/1.1 chunks when ``chunked``). Events up to ``last_id``
+        that the reader has not dispatched yet are skipped for this client."""
+        now = asyncio.get_running_loop().time()
+        subscription.go_live(transport, chunked=chunked, last_id=last_id, now=now)
+        cursor = self.cursors.get(subscription.job_id)
+        if last_id is not None and cursor is not None and stream_id_after(last_id, cursor):
+            subscription.skip_until = last_id
+
     def unsubscribe(self, subscription: Subscription) -> None:
         subs = self.subscribers.get(subscription.job_id)
         if subs is None:
@@ -142,7 +219,7 @@ class Hub:
         self.closing = True
         for subs in self.subscribers.values():
             for subscription in subs:
-                subscription.close()
+                subscription.end(Closed())
 
     async def _wake(self) -> None:
         self._changed.set()
@@ -157,16 +234,69 @@ class Hub:
         except REDIS_ERRORS as exc:
             logger.warning("could not wake the hub reader: %s", exc)
 
-    def dispatch(self, job_id: str, event: Event) -> None:
+    def dispatch(self, job_id: str, events: list[Event], now: float) -> None:
+        """Hand ``events`` (new, in order, of one job) to its subscribers: written at once to
+        the live ones (all of them in one write each), buffered for those catching up."""
         subs = self.subscribers.get(job_id)
         if not subs:
             return
-        for subscription in list(subs):
-            if not subscription.push(event):
-                subs.discard(subscription)
+        last = events[-1]
+        if len(events) == 1:
+            chunk, plain = last.chunk, last.sse
+        else:
+            chunk = b"".join(event.chunk for event in events)
+            plain = b"".join(event.sse for event in events)
+        ended: list[Subscription] = []
+        written = 0
+        for sub in subs:
+            if sub.transport is None or sub.skip_until is not None:
+                self._one_by_one(sub, events, now)
+            elif self._write(sub, chunk, plain, last, now):
+                written += 1
+            if sub.outcome is not None:
+                ended.append(sub)
+        for sub in ended:
+            subs.discard(sub)
+        if written:
+            for event in events:
+                EVENTS_SENT_BY_TYPE[event.type].inc(written)
+
+    def _one_by_one(self, sub: Subscription, events: list[Event], now: float) -> None:
+        """The slow path of :meth:`dispatch`: buffer while catching up, or skip what the
+        client already has."""
+        for event in events:
+            if sub.outcome is not None:
+                return
+            if sub.transport is None:
+                sub.push(event)
+                continue
+            if sub.skip_until is not None:
+                if not stream_id_after(event.id, sub.skip_until):
+                    continue
+                sub.skip_until = None
+            if self._write(sub, event.chunk, event.sse, event, now):
+                EVENTS_SENT_BY_TYPE[event.type].inc()
+
+    def _write(self, sub: Subscription, chunk: bytes, plain: bytes, last: Event, now: float) -> bool:
+        """Write to a live subscriber, or end it when its client is gone or too far behind."""
+        transport = sub.transport
+        assert transport is not None
+        if transport.is_closing():
+            sub.end(Gone())
+            return False
+        if transport.get_write_buffer_size() > self.buffer_bytes:
+            sub.end(Overflowed())
+            return False
+        transport.write(chunk if sub.chunked else plain)
+        sub.last_id = last.id
+        sub.last_sent = now
+        if last.type.terminal:
+            sub.end(COMPLETED)
+        return True
 
     async def run(self) -> None:
         """The reader loop; one per process."""
+        loop = asyncio.get_running_loop()
         backoff = 0.1
         while not self.stopping:
             if not self.cursors:
@@ -190,17 +320,23 @@ class Hub:
                 continue
             finally:
                 self._reading = False
+            now = loop.time()
             for stream, entries in stream_entries(reply):
                 if stream == self.wake_key:
                     self._wake_cursor = entries[-1][0]
                     continue
                 job_id = self.keys.job_id_of_events(stream)
-                for entry_id, fields in entries:
-                    cursor = self.cursors.get(job_id)
-                    if cursor is None or not stream_id_after(entry_id, cursor):
-                        continue
-                    self.cursors[job_id] = entry_id
-                    self.dispatch(job_id, Event.from_entry(entry_id, fields))
+                cursor = self.cursors.get(job_id)
+                if cursor is None:
+                    continue
+                events = [
+                    Event.from_entry(entry_id, fields)
+                    for entry_id, fields in entries
+                    if stream_id_after(entry_id, cursor)
+                ]
+                if events:
+                    self.cursors[job_id] = events[-1].id
+                    self.dispatch(job_id, events, now)
 
     async def stop(self, task: asyncio.Task[None]) -> None:
         """End every stream and the reader loop ``task``."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.model import (
@@ -29,7 +29,7 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_core.web import SETTINGS, STORE
 
-from .hub import Closed, Hub, Overflowed
+from .hub import COMPLETED, Closed, Hub, Overflowed, Subscription
 from .metrics import EVENTS_REPLAYED, EVENTS_SENT_BY_TYPE, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
 
 logger = logging.getLogger(__name__)
@@ -63,21 +63,30 @@ def requested_last_id(request: web.Request) -> str | None:
 
 
 class SseWriter:
-    """Writes to one client with a send timeout, counting what goes out."""
+    """Writes to one client with a send timeout, counting what goes out and when."""
 
-    def __init__(self, response: web.StreamResponse, send_timeout: float) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, send_timeout: float) -> None:
+        self.request = request
         self.response = response
         self.send_timeout = send_timeout
         self.last_id: str | None = None
+        self.last_event_at = self.last_write_at = asyncio.get_running_loop().time()
 
     async def write(self, data: bytes) -> None:
         async with asyncio.timeout(self.send_timeout):
             await self.response.write(data)
+        self.last_write_at = asyncio.get_running_loop().time()
 
     async def event(self, event: Event) -> None:
         await self.write(event.sse)
         self.last_id = event.id
+        self.last_event_at = self.last_write_at
         EVENTS_SENT_BY_TYPE[event.type].inc()
+
+    async def drain(self) -> None:
+        """Wait, at most the send timeout, until the client has taken what it was sent."""
+        async with asyncio.timeout(self.send_timeout):
+            await self.request.writer.drain()
 
 
 async def progress_stream(request: web.Request) -> web.StreamResponse:
@@ -116,9 +125,11 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
     reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
 
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-    response.enable_chunked_encoding()
+    chunked = request.version >= HttpVersion11  # HTTP/1.0: the body ends with the connection
+    if chunked:
+        response.enable_chunked_encoding()
     await response.prepare(request)
-    writer = SseWriter(response, settings.sse_send_timeout)
+    writer = SseWriter(request, response, settings.sse_send_timeout)
     writer.last_id = None if reset else last_id
     STREAMS_OPENED.inc()
     STREAMS_ACTIVE.inc()
@@ -128,7 +139,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         if reset:
             await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
             EVENTS_SENT_BY_TYPE[EventType.RESET].inc()
-        reason = await _deliver(writer, store, hub, job_id, settings)
+        reason = await _deliver(writer, store, hub, job_id, settings, chunked=chunked)
     except Closed:
         reason = "shutdown"
     except TimeoutError:
@@ -149,17 +160,19 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
     return response
 
 
-async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings) -> str:
+async def _deliver(
+    writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings, *, chunked: bool
+) -> str:
     """Catch up from the log, then follow live events, until the terminal event, or until
     the stream has been idle or open too long (the client then resumes by its last ID).
     Returns why the stream ended.
 
-    While Redis is unreachable the stream stays open with heartbeats and carries on from
-    the client's last event once Redis is back, so an outage costs the client nothing.
+    A client that falls behind is given the send timeout to take what it has, then catches
+    up from the log again. While Redis is unreachable the stream stays open with heartbeats
+    and carries on from the client's last event once Redis is back.
     """
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + settings.sse_max_lifetime
-    idle_until = loop.time() + settings.sse_idle_timeout
     backoff = 0.1
     while True:
         if loop.time() >= ends_at:
@@ -170,43 +183,63 @@ async def _deliver(writer: SseWriter, store: JobStore, hub: Hub, job_id: str, se
             backoff = await _ride_out_outage(writer, job_id, exc, backoff)
             continue
         try:
-            # Log up to the hub's cursor; everything after it comes through the subscription.
-            while True:
-                page = await store.events(job_id, writer.last_id, until=cursor, count=REPLAY_PAGE)
-                for event in page:
-                    await writer.event(event)
-                    EVENTS_REPLAYED.inc()
-                    if event.type.terminal:
-                        return "completed"
-                if page:
-                    idle_until = loop.time() + settings.sse_idle_timeout
-                if len(page) < REPLAY_PAGE:
-                    break
+            if await _catch_up(writer, store, subscription, cursor):
+                return "completed"
             backoff = 0.1
-            while True:
-                now = loop.time()
-                if now >= ends_at:
-                    return "max_lifetime"
-                if now >= idle_until:
-                    return "idle_timeout"
-                wait = min(settings.sse_heartbeat_seconds, ends_at - now, idle_until - now)
-                live = await subscription.get(timeout=wait)
-                if live is None:
-                    if loop.time() < min(ends_at, idle_until):
-                        await writer.write(HEARTBEAT)
-                    continue
-                if writer.last_id is not None and not stream_id_after(live.id, writer.last_id):
-                    continue
-                await writer.event(live)
-                idle_until = loop.time() + settings.sse_idle_timeout
-                if live.type.terminal:
-                    return "completed"
+            transport = writer.request.transport
+            if transport is None:
+                raise ConnectionResetError("client gone")
+            hub.go_live(subscription, transport, chunked=chunked, last_id=writer.last_id)
+            return await _follow(writer, subscription, settings, ends_at)
         except Overflowed:
             logger.info("stream of job %s fell behind; catching up from the log", job_id)
+            writer.last_id = subscription.last_id or writer.last_id
+            await writer.drain()
         except REDIS_ERRORS as exc:
             backoff = await _ride_out_outage(writer, job_id, exc, backoff)
         finally:
             hub.unsubscribe(subscription)
+
+
+async def _catch_up(writer: SseWriter, store: JobStore, subscription: Subscription, cursor: str) -> bool:
+    """Write the log after the client's last ID up to ``cursor``, then what the hub buffered
+    meanwhile. ``True`` when the terminal event went out."""
+    job_id = subscription.job_id
+    while True:
+        page = await store.events(job_id, writer.last_id, until=cursor, count=REPLAY_PAGE)
+        for event in page:
+            await writer.event(event)
+            EVENTS_REPLAYED.inc()
+            if event.type.terminal:
+                return True
+        if len(page) < REPLAY_PAGE:
+            break
+    while (buffered := subscription.pop()) is not None:
+        if writer.last_id is not None and not stream_id_after(buffered.id, writer.last_id):
+            continue
+        await writer.event(buffered)
+        if buffered.type.terminal:
+            return True
+    return False
+
+
+async def _follow(writer: SseWriter, subscription: Subscription, settings: Settings, ends_at: float) -> str:
+    """Live: the hub writes the events; this task keeps the heartbeat, the idle timeout and
+    the lifetime, and learns how the subscription ended."""
+    loop = asyncio.get_running_loop()
+    while True:
+        now = loop.time()
+        if now >= ends_at:
+            return "max_lifetime"
+        idle_until = max(writer.last_event_at, subscription.last_sent) + settings.sse_idle_timeout
+        if now >= idle_until:
+            return "idle_timeout"
+        beat_at = max(writer.last_write_at, subscription.last_sent) + settings.sse_heartbeat_seconds
+        if now >= beat_at:
+            await writer.write(HEARTBEAT)
+            continue
+        if await subscription.wait(min(beat_at, idle_until, ends_at) - now) == COMPLETED:
+            return "completed"
 
 
 async def _ride_out_outage(writer: SseWriter, job_id: str, exc: Exception, backoff: float) -> float:
