@@ -174,10 +174,11 @@ class SseClient:
             self.writer.close()
 
 
-async def connect_all(port: int, paths: list[str], tally: Tally) -> list[SseClient]:
-    """One client per path, at most :data:`CONNECTS_IN_FLIGHT` handshakes at a time."""
+async def connect_all(port: int, paths: list[str], tally: Tally | None) -> list[SseClient]:
+    """One client per path, at most :data:`CONNECTS_IN_FLIGHT` handshakes at a time; all
+    count into ``tally``, or each into a tally of its own with ``None``."""
     gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
-    clients = [SseClient(tally) for _ in paths]
+    clients = [SseClient(tally or Tally()) for _ in paths]
 
     async def connect(client: SseClient, path: str) -> None:
         async with gate:
@@ -654,11 +655,19 @@ async def measure_phases(
     return Measurements(connect, latency, max_rate)
 
 
-def raise_fd_limit() -> int:
-    """Soft fd limit up to the hard one (children inherit it); the new limit."""
+def raise_fd_limit(connections: int) -> int:
+    """Soft fd limit up to the hard one (children inherit it); the new limit. Exits when it
+    cannot hold ``connections`` and some room besides."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < connections + 200:
+        raise SystemExit(f"fd limit {hard} too low for {connections} connections")
     return hard
+
+
+def bench_stack() -> Stack:
+    """The stack the benchmarks start: private redis-server and Consul."""
+    return Stack(env={"JOBPROGRESS_SECRET_KEY": "bench-secret-key-bench-secret-key"})
 
 
 def parse_args() -> argparse.Namespace:
@@ -679,10 +688,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    fds = raise_fd_limit()
-    if fds < args.clients + 100:
-        raise SystemExit(f"fd limit {fds} too low for {args.clients} clients")
-    stack = Stack(env={"JOBPROGRESS_SECRET_KEY": "bench-secret-key-bench-secret-key"})
+    fds = raise_fd_limit(args.clients)
+    stack = bench_stack()
     with stack.running():
         service = stack.start_service(
             "progress-service",

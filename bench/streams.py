@@ -17,18 +17,15 @@ import sys
 import time
 
 from fanout import (
-    CONNECTS_IN_FLIGHT,
     ProgressTarget,
-    SseClient,
-    Tally,
+    bench_stack,
     close_all,
+    connect_all,
     event_data,
     raise_fd_limit,
     rss_kib,
     spread,
 )
-
-from jobprogress_core.stack import Stack
 
 
 async def run(target: ProgressTarget, args: argparse.Namespace) -> bool:
@@ -36,15 +33,8 @@ async def run(target: ProgressTarget, args: argparse.Namespace) -> bool:
     rss_before = rss_kib(target.pids())
     redis_before = await target.redis_connections()
     paths = [target.path(job) for job in spread(jobs, args.streams)]
-    clients = [SseClient(Tally()) for _ in paths]
-    gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
-
-    async def connect(client: SseClient, path: str) -> None:
-        async with gate:
-            await asyncio.wait_for(client.open(target.port, path), 120)
-
     started = time.perf_counter()
-    await asyncio.gather(*(connect(client, path) for client, path in zip(clients, paths, strict=True)))
+    clients = await connect_all(target.port, paths, None)  # a tally per client
     connect_seconds = time.perf_counter() - started
     try:
         publish, close = await target.publisher()
@@ -87,10 +77,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20, help="events appended to every job")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for delivery")
     args = parser.parse_args()
-    fds = raise_fd_limit()
-    if fds < args.streams + 200:
-        raise SystemExit(f"fd limit {fds} too low for {args.streams} streams")
-    stack = Stack(env={"JOBPROGRESS_SECRET_KEY": "bench-secret-key-bench-secret-key"})
+    raise_fd_limit(args.streams)
+    stack = bench_stack()
     with stack.running():
         service = stack.start_service(
             "progress-service",
