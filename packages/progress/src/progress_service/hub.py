@@ -24,13 +24,12 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from typing import Any
 
 from redis.asyncio import Redis
 
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import Event, stream_id_after
-from jobprogress_core.redis import REDIS_ERRORS, stop_reader, stream_entries
+from jobprogress_core.redis import REDIS_ERRORS, StreamReader, stop_reader
 from jobprogress_core.store import JobStore
 
 from .metrics import EVENTS_SENT_BY_TYPE
@@ -151,6 +150,7 @@ class Hub:
     ) -> None:
         self.store = store
         self.reader = reader
+        self._reads = StreamReader(reader)
         self.keys = keys
         self.block_ms = block_ms
         self.queue_size = queue_size
@@ -303,13 +303,13 @@ class Hub:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            streams: dict[Any, Any] = {self.keys.events(job): cursor for job, cursor in self.cursors.items()}
+            streams = {self.keys.events(job): cursor for job, cursor in self.cursors.items()}
             streams[self.wake_key] = self._wake_cursor
             self._changed.clear()
             self._woken = False
             self._reading = True
             try:
-                reply = await self.reader.xread(streams, block=self.block_ms, count=500)
+                reply = await self._reads.xread(streams, block_ms=self.block_ms, count=500)
                 backoff = 0.1
             except REDIS_ERRORS as exc:
                 if self.stopping:
@@ -321,7 +321,7 @@ class Hub:
             finally:
                 self._reading = False
             now = loop.time()
-            for stream, entries in stream_entries(reply):
+            for stream, entries in reply:
                 if stream == self.wake_key:
                     self._wake_cursor = entries[-1][0]
                     continue
