@@ -4,18 +4,19 @@ Both servers run as child processes on this machine: progress-service (with a pr
 redis-server and Consul, through ``jobprogress_core.stack``) and Debian's nginx with the
 nchan module (``bench/setup-nchan`` installs it), one worker, nchan's in-memory store. The
 clients are raw asyncio SSE connections in this process; they only split the body into lines
-and look at ``data:`` lines. Phases, run for one server after the other:
+and look at ``data:`` lines. Phases:
 
 - connect: N clients spread over the channels, each until it has its channel's first event
   (at most 100 handshakes in flight, below both servers' listen backlogs); then, with the N
   connections idle, server RSS and the Redis connections held by progress-service;
 - latency: clients x events/s each client receives (the producer publishes that rate on
   every channel); the producer stamps ``sent`` into the data, the client takes receive-sent;
-  server CPU (utime+stime) per delivered event over the phase;
+  server CPU (utime+stime) per delivered event over the phase. Run ``--rounds`` times with
+  the servers taking turns, the rounds of each server pooled;
 - max rate: clients on one channel, the producer publishing as fast as it can from a second
   process; delivered events per second (summed over the clients) and CPU per delivered event.
 
-    .venv/bin/python bench/fanout.py --clients 2000
+    .venv/bin/python bench/fanout.py --clients 10000
 """
 
 from __future__ import annotations
@@ -542,9 +543,32 @@ async def delivery_phase(
 
 
 @dataclass
+class Rounds:
+    """The rounds of one latency phase against one server: pooled, and each on its own."""
+
+    each: list[DeliveryResult] = field(default_factory=list)
+
+    def add(self, result: DeliveryResult) -> None:
+        self.each.append(result)
+
+    @property
+    def latencies(self) -> list[float]:
+        return [latency for result in self.each for latency in result.latencies]
+
+    @property
+    def unstamped(self) -> int:
+        return sum(result.unstamped for result in self.each)
+
+    def cpu_us_per_event(self) -> float | None:
+        delivered = sum(result.delivered for result in self.each)
+        cpu = sum(result.server_cpu for result in self.each)
+        return cpu / delivered * 1e6 if delivered else None
+
+
+@dataclass
 class Measurements:
     connect: ConnectResult
-    latency: dict[str, DeliveryResult]
+    latency: dict[str, Rounds]
     max_rate: DeliveryResult
 
 
@@ -577,7 +601,7 @@ def table_rows(measured: Measurements, args: argparse.Namespace) -> list[tuple[s
         rows += [
             (f"{label}: latency p50 (ms)", percentile(phase.latencies, 0.5) * 1000, 2),
             (f"{label}: latency p99 (ms)", percentile(phase.latencies, 0.99) * 1000, 2),
-            (f"{label}: server CPU per delivered event (us)", phase.cpu_us_per_event(phase.server_cpu), 1),
+            (f"{label}: server CPU per delivered event (us)", phase.cpu_us_per_event(), 1),
         ]
     label = f"max rate, {args.max_clients} clients on 1 channel"
     rows += [
@@ -606,6 +630,14 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
     for (label, progress, digits), (_, nchan, _) in zip(progress_rows, nchan_rows, strict=True):
         ratio = f"{progress / nchan:.2f}" if progress is not None and nchan else "n/a"
         print(f"| {label} | {fmt(progress, digits)} | {fmt(nchan, digits)} | {ratio} |")
+    print()
+    for label in results["progress-service"].latency:
+        by_server = (
+            f"{name} "
+            + " ".join(fmt(percentile(r.latencies, 0.99) * 1000, 2) for r in measured.latency[label].each)
+            for name, measured in results.items()
+        )
+        print(f"{label}, p99 of each round (ms, in order): {'; '.join(by_server)}")
     held = results["progress-service"].connect
     print(f"\nprogress-service Redis connections: {held.redis_before} idle, {held.redis_during} with clients")
     for name, measured in results.items():
@@ -618,41 +650,63 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
 
 
 async def measure(
-    make_target: Callable[[], Target], redis_pid: int | None, args: argparse.Namespace
-) -> Measurements:
-    """Every phase against one server, in a fresh event loop (``asyncio.run``)."""
-    target = make_target()
+    targets: dict[str, Callable[[], Target]], redis_pid: int | None, args: argparse.Namespace
+) -> dict[str, Measurements]:
+    """Every phase against every server, in one event loop (``asyncio.run``).
+
+    The latency phases run ``--rounds`` times, taking the servers in turns (A B, B A, A B,
+    ...), so a noisy minute on this shared machine falls on both; each server's rounds are
+    pooled. The connect and max-rate phases run once per server."""
     # The flat-out producer gets a process (and so a core) of its own, started before the phase.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as producer:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(producer, time.sleep, 0)
+        made = {name: make() for name, make in targets.items()}
         try:
-            return await measure_phases(target, CpuMeter(target, redis_pid), producer, args)
+            meters = {
+                name: CpuMeter(target, redis_pid if isinstance(target, ProgressTarget) else None)
+                for name, target in made.items()
+            }
+            return await measure_phases(made, meters, producer, args)
         finally:
-            await target.aclose()
+            for target in made.values():
+                await target.aclose()
 
 
 async def measure_phases(
-    target: Target, meter: CpuMeter, producer: ProcessPoolExecutor, args: argparse.Namespace
-) -> Measurements:
-    connect = await connect_phase(target, args.clients, args.channels)
-    await asyncio.sleep(1)
-    latency = {}
+    targets: dict[str, Target],
+    meters: dict[str, CpuMeter],
+    producer: ProcessPoolExecutor,
+    args: argparse.Namespace,
+) -> dict[str, Measurements]:
+    connect = {}
+    for name, target in targets.items():
+        connect[name] = await connect_phase(target, args.clients, args.channels)
+        await asyncio.sleep(1)
+    latency: dict[str, dict[str, Rounds]] = {name: {} for name in targets}
     for clients, rate in zip(args.latency_clients, args.latency_rates, strict=True):
-        ids = await target.new_channels(args.channels)
-        latency[f"{clients} clients x {rate:g} ev/s"] = await delivery_phase(
-            target, meter, [target.path(c) for c in spread(ids, clients)],
-            functools.partial(paced_producer, target.publisher, ids, rate, args.seconds),
-            latency=True, drain=1.0,
+        label = f"{clients} clients x {rate:g} ev/s"
+        for turn in range(args.rounds):
+            for name in list(targets)[:: 1 if turn % 2 == 0 else -1]:
+                target = targets[name]
+                ids = await target.new_channels(args.channels)
+                result = await delivery_phase(
+                    target, meters[name], [target.path(c) for c in spread(ids, clients)],
+                    functools.partial(paced_producer, target.publisher, ids, rate, args.seconds),
+                    latency=True, drain=1.0,
+                )  # fmt: skip
+                latency[name].setdefault(label, Rounds()).add(result)
+    measured = {}
+    for name, target in targets.items():
+        (channel,) = await target.new_channels(1)
+        flat_out = functools.partial(run_flat_out_producer, target.publisher, channel, args.max_seconds)
+        max_rate = await delivery_phase(
+            target, meters[name], [target.path(channel)] * args.max_clients,
+            functools.partial(asyncio.get_running_loop().run_in_executor, producer, flat_out),
+            latency=False, drain=0.0,
         )  # fmt: skip
-    (channel,) = await target.new_channels(1)
-    loop = asyncio.get_running_loop()
-    flat_out = functools.partial(run_flat_out_producer, target.publisher, channel, args.max_seconds)
-    max_rate = await delivery_phase(
-        target, meter, [target.path(channel)] * args.max_clients,
-        lambda: loop.run_in_executor(producer, flat_out), latency=False, drain=0.0,
-    )  # fmt: skip
-    return Measurements(connect, latency, max_rate)
+        measured[name] = Measurements(connect[name], latency[name], max_rate)
+    return measured
 
 
 def raise_fd_limit(connections: int) -> int:
@@ -672,7 +726,7 @@ def bench_stack() -> Stack:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=2000, help="idle clients of the connect phase")
+    parser.add_argument("--clients", type=int, default=10000, help="idle clients of the connect phase")
     parser.add_argument(
         "--channels", type=int, default=10, help="jobs / nchan channels the clients spread over"
     )
@@ -680,7 +734,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--latency-rates", type=float, nargs=2, default=[20.0, 5.0], help="events/s per client"
     )
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency phase")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each latency round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="latency rounds per server, the servers taking turns"
+    )
     parser.add_argument("--max-clients", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=5.0)
     return parser.parse_args()
@@ -701,12 +758,11 @@ def main() -> None:
         try:
             assert stack.redis is not None and stack.redis_url is not None
             redis_url, redis_pid = stack.redis_url, stack.redis.pid
-            results = {
-                "progress-service": asyncio.run(
-                    measure(lambda: ProgressTarget(service, redis_url), redis_pid, args)
-                ),
-                "nchan": asyncio.run(measure(lambda: NchanTarget(nginx, port), None, args)),
+            targets: dict[str, Callable[[], Target]] = {
+                "progress-service": lambda: ProgressTarget(service, redis_url),
+                "nchan": lambda: NchanTarget(nginx, port),
             }
+            results = asyncio.run(measure(targets, redis_pid, args))
         finally:
             nginx.stop()
     print_report(results, args)
