@@ -45,6 +45,7 @@ from redis.asyncio import Redis
 
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import Job, now_iso
+from jobprogress_core.security import Audience, Tokens, new_identity
 from jobprogress_core.stack import Process, ServiceProcess, Stack, free_port, http_get
 from jobprogress_core.store import JobStore
 
@@ -53,6 +54,7 @@ NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 CONNECTS_IN_FLIGHT = 100
 PUBLISHERS_AT_MAX_RATE = 4
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BENCH_SECRET_KEY = "bench-secret-key-bench-secret-key"
 SENT = re.compile(rb'^data:.*"sent":\s*([0-9.]+)', re.MULTILINE)
 
 
@@ -267,7 +269,9 @@ class Target(Protocol):
 
 
 class ProgressTarget:
-    """progress-service: the producer appends to the job's Redis stream with XADD."""
+    """progress-service: the producer appends to the job's Redis stream with XADD. The
+    clients open each job's stream through a share link (``?share=``), as a page given the
+    link would; the jobs belong to one identity of the benchmark's."""
 
     name = "progress-service"
 
@@ -278,6 +282,9 @@ class ProgressTarget:
         self.publisher: OpenPublisher = functools.partial(redis_publisher, redis_url, keys)
         self.redis = Redis.from_url(redis_url, decode_responses=True)
         self.store = JobStore(self.redis, keys)
+        self.tokens = Tokens(BENCH_SECRET_KEY)
+        self.owner = new_identity()
+        self.shares: dict[str, str] = {}
 
     def pids(self) -> list[int]:
         return [self.service.pid]
@@ -288,13 +295,14 @@ class ProgressTarget:
     async def new_channels(self, count: int) -> list[str]:
         channels = []
         for _ in range(count):
-            job = Job.new("build", {}, owner="anonymous")
+            job = Job.new("build", {}, owner=self.owner)
             await self.store.create(job, {"status": "QUEUED", "sent": time.time()})
+            self.shares[job.id], _ = self.tokens.issue(Audience.SHARE, self.owner, ttl=86_400, job=job.id)
             channels.append(job.id)
         return channels
 
     def path(self, channel: str) -> str:
-        return f"/api/progress/{channel}"
+        return f"/api/progress/{channel}?share={self.shares[channel]}"
 
     async def redis_connections(self) -> int:
         """``CLIENT LIST`` entries named ``progress-service:<pid>...``."""
@@ -721,7 +729,7 @@ def raise_fd_limit(connections: int) -> int:
 
 def bench_stack() -> Stack:
     """The stack the benchmarks start: private redis-server and Consul."""
-    return Stack(env={"JOBPROGRESS_SECRET_KEY": "bench-secret-key-bench-secret-key"})
+    return Stack(env={"JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY})
 
 
 def parse_args() -> argparse.Namespace:

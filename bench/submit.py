@@ -1,7 +1,8 @@
 """POST /api/jobs requests per second: job-queue-service beside a bare aiohttp handler.
 
 Both servers run as separate processes on this machine, measured in the same run by the same
-raw aiohttp client (keep-alive, fixed concurrency). job-queue-service validates with
+raw aiohttp client (keep-alive, fixed concurrency, a bearer token on every request).
+job-queue-service checks the token's signature, validates with
 marshmallow, writes the job hash and first event in one Lua script, and adds the queue entry:
 two Redis round trips, against a private redis-server. No worker runs, so the queue only grows
 (the private Redis is thrown away at the end).
@@ -20,7 +21,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+from fanout import BENCH_SECRET_KEY
 
+from jobprogress_core.security import Audience, Tokens, new_identity
 from jobprogress_core.stack import Process, Stack, free_port, http_get
 
 BODY = {"type": "build", "steps": 4, "durationSeconds": 120}
@@ -30,7 +33,9 @@ async def load(url: str, requests: int, concurrency: int) -> tuple[float, list[f
     latencies: list[float] = []
     remaining = requests
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    token, _ = Tokens(BENCH_SECRET_KEY).issue(Audience.API, new_identity(), ttl=3600)
+    headers = {"Authorization": f"Bearer {token}"}  # the bare handler ignores it
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
 
         async def one_client() -> None:
             nonlocal remaining
@@ -66,7 +71,7 @@ def main() -> None:
 
     stack = Stack(
         env={
-            "JOBPROGRESS_SECRET_KEY": "bench-secret-key-bench-secret-key",
+            "JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY,
             "JOBPROGRESS_LOG_LEVEL": "WARNING",
         }
     )

@@ -35,11 +35,12 @@ async def stack_store(jobprogress_stack: Stack) -> AsyncIterator[JobStore]:
 
 
 @pytest.fixture
-def new_job(stack_store: JobStore) -> Callable[[], Awaitable[str]]:
-    """Create a job no worker will take (it is never queued): the test plays the worker."""
+def new_job(stack_store: JobStore, jobprogress_identity: str) -> Callable[[], Awaitable[str]]:
+    """Create a job no worker will take (it is never queued): the test plays the worker. It
+    belongs to the identity of the ``http`` client."""
 
     async def make() -> str:
-        job = Job.new("build", {}, owner="anonymous")
+        job = Job.new("build", {}, owner=jobprogress_identity)
         await stack_store.create(job, {"status": "QUEUED", "message": "test"})
         return job.id
 

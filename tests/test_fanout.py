@@ -89,7 +89,10 @@ async def test_a_stalled_client_is_cut_off_while_others_get_every_event(
     stalled.setblocking(False)
     await asyncio.get_running_loop().sock_connect(stalled, ("127.0.0.1", progress.port))
     reader, writer = await asyncio.open_connection(sock=stalled)
-    writer.write(f"GET /api/progress/{job_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    authorization = http.headers["Authorization"]
+    writer.write(
+        f"GET /api/progress/{job_id} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n\r\n".encode()
+    )
     await writer.drain()
     await reader.readuntil(b"retry: 3000\n\n")  # then never read again
     try:

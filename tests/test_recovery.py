@@ -222,7 +222,7 @@ async def test_time_limit_fails_an_overrunning_job(
 
 
 async def test_retention_ttl_capped_streams_short_queue_and_paginated_history(
-    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession, jobprogress_identity: str
 ) -> None:
     stack = jobprogress_make_stack(
         JOBPROGRESS_RETENTION_SECONDS="120", JOBPROGRESS_EVENT_STREAM_MAXLEN="100", **FAST
@@ -259,8 +259,8 @@ async def test_retention_ttl_capped_streams_short_queue_and_paginated_history(
         async with http.get(f"{queue}/api/jobs?limit=10") as response:
             listed = [job["jobId"] for job in (await response.json())["jobs"]]
         assert listed == [small[3], small[1], small[0], big]
-        assert await redis.zscore(keys.history("anonymous"), small[2]) is None  # pruned
-        assert await redis.ttl(keys.history("anonymous")) > 0
+        assert await redis.zscore(keys.history(jobprogress_identity), small[2]) is None  # pruned
+        assert await redis.ttl(keys.history(jobprogress_identity)) > 0
         async with http.get(f"{queue}/api/jobs?limit=0&before=nonsense") as response:
             assert response.status == 422
             assert set((await response.json())["error"]["details"]) == {"limit", "before"}

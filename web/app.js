@@ -63,15 +63,27 @@ function describeError(answer, response) {
   return details.length ? `${error.message} (${details.join("; ")})` : error.message;
 }
 
+// A share link (?share=...) opens someone else's job read-only: the token goes along.
+function shareQuery() {
+  const share = new URL(window.location.href).searchParams.get("share");
+  return share ? `?share=${encodeURIComponent(share)}` : "";
+}
+
 async function watch(jobId) {
   stopWatching();
   resetView(jobId);
   setConnection("connecting");
-  // The stream answers 404 before it starts, which EventSource cannot show: ask first.
+  // The stream answers 404 or 403 before it starts, which EventSource cannot show: ask first.
   try {
-    const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}`, { headers: { Accept: "application/json" } });
-    if (response.status === 404) {
-      showOutcome(`No job ${jobId}: it never existed or has expired.`, "failure");
+    const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}${shareQuery()}`, {
+      headers: { Accept: "application/json" },
+    });
+    if (response.status === 404 || response.status === 403) {
+      const answer = await response.json().catch(() => null);
+      const text = response.status === 404
+        ? `No job ${jobId}: it never existed, has expired, or is not yours.`
+        : (answer && answer.error ? answer.error.message : describeError(answer, response));
+      showOutcome(text, "failure");
       setConnection("closed");
       return;
     }
@@ -82,7 +94,7 @@ async function watch(jobId) {
 }
 
 function openStream(jobId) {
-  source = new EventSource(`/api/progress/${encodeURIComponent(jobId)}`);
+  source = new EventSource(`/api/progress/${encodeURIComponent(jobId)}${shareQuery()}`);
   const on = (type, handler) =>
     source.addEventListener(type, (event) => handler(JSON.parse(event.data)));
   source.onopen = () => setConnection("live");
@@ -134,6 +146,7 @@ async function startJob(event) {
     if (!response.ok) throw new Error(describeError(answer, response));
     const url = new URL(window.location.href);
     url.searchParams.set("job", answer.jobId);
+    url.searchParams.delete("share");
     history.pushState({ job: answer.jobId }, "", url);
     watch(answer.jobId);
   } catch (err) {

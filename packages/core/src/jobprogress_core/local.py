@@ -8,6 +8,7 @@ three services on their ports, prints where to look, and stops everything on Ctr
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -26,6 +27,20 @@ from .stack import (
 )
 
 
+def local_secret(workdir: Path) -> str:
+    """The signing key the local services share when ``JOBPROGRESS_SECRET_KEY`` is not set:
+    made once and kept in ``workdir`` (readable by this user only), so the page's identity
+    and its share links outlive a restart."""
+    path = workdir / "secret-key"
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+        print(f"JOBPROGRESS_SECRET_KEY is not set: the services share a key kept in {path}")
+    return path.read_text().strip()
+
+
 def main() -> int:
     env = Environ()
     try:
@@ -41,8 +56,10 @@ def main() -> int:
     workdir = Path(os.environ.get("JOBPROGRESS_RUN_DIR", ".run")).resolve()
     ServiceProcess.inherit_output = True  # service logs on the terminal; Redis and Consul in .run/
     # Consul checks /health this often; short, so the page can reach a job-queue at once.
-    check = {"JOBPROGRESS_CONSUL_CHECK_INTERVAL": os.environ.get("JOBPROGRESS_CONSUL_CHECK_INTERVAL", "2")}
-    stack = Stack(workdir, redis_url=redis_url, consul_addr=f"{consul_host}:{consul_port}", env=check)
+    shared = {"JOBPROGRESS_CONSUL_CHECK_INTERVAL": os.environ.get("JOBPROGRESS_CONSUL_CHECK_INTERVAL", "2")}
+    if not os.environ.get("JOBPROGRESS_SECRET_KEY"):
+        shared["JOBPROGRESS_SECRET_KEY"] = local_secret(workdir)
+    stack = Stack(workdir, redis_url=redis_url, consul_addr=f"{consul_host}:{consul_port}", env=shared)
 
     redis_host, redis_port = urlsplit(redis_url).hostname or "127.0.0.1", urlsplit(redis_url).port or 6379
     stop = threading.Event()

@@ -65,7 +65,16 @@ _UINT64_MAX = 2**64 - 1
 
 def now_iso() -> str:
     """UTC timestamp with milliseconds, as every event's ``ts`` carries it."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_time(datetime.now(UTC))
+
+
+def epoch_iso(seconds: float) -> str:
+    """A Unix time as :func:`now_iso` writes timestamps."""
+    return iso_time(datetime.fromtimestamp(seconds, UTC))
+
+
+def iso_time(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def stream_id_after(left: str, right: str) -> bool:

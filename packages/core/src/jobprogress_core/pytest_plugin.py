@@ -18,6 +18,7 @@ import pytest
 
 from .keys import Keys
 from .redis import create_redis
+from .security import Audience, Tokens, new_identity
 from .settings import Settings
 from .stack import SERVICE_MODULES, ConsulAgent, RedisServer, Stack
 from .store import JobStore
@@ -129,13 +130,32 @@ async def jobprogress_store(jobprogress_settings: Callable[..., Settings]) -> As
     await redis.aclose()
 
 
+def bearer_headers(identity: str | None = None) -> dict[str, str]:
+    """``Authorization`` for ``identity`` (a new one by default), signed with the stack's
+    secret, as ``POST /api/tokens`` would issue it."""
+    token, _ = Tokens(TEST_ENV["JOBPROGRESS_SECRET_KEY"]).issue(
+        Audience.API, identity or new_identity(), ttl=3600
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
+def jobprogress_identity() -> str:
+    """The identity the ``http`` client acts as (a new one per test)."""
+    return new_identity()
+
+
+@pytest.fixture
+async def http(jobprogress_identity: str) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client without a total timeout (SSE streams are long; tests set their own)
-    and without a cap on open connections."""
+    and without a cap on open connections. It acts as one identity of its own (a bearer
+    token on every request): ``jobprogress_identity``. Another identity is
+    ``headers=bearer_headers()``."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
     connector = aiohttp.TCPConnector(limit=0)  # SSE streams hold their connections: no cap
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, headers=bearer_headers(jobprogress_identity)
+    ) as session:
         yield session
 
 

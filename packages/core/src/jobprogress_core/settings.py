@@ -162,6 +162,11 @@ class Settings:
     log_level: str
     log_json: bool
     shutdown_timeout: float
+    # identities and share links
+    identity_cookie_days: int
+    token_ttl: int
+    share_ttl: int
+    share_max_ttl: int
     # Consul registration
     consul_check_interval: float
     consul_deregister_after: str
@@ -193,6 +198,13 @@ class Settings:
     sse_max_lifetime: float
     redis_pool_size: int
     web_dir: str | None
+
+    def __post_init__(self) -> None:
+        if self.share_ttl > self.share_max_ttl:
+            raise ConfigError(
+                f"JOBPROGRESS_SHARE_TTL_SECONDS={self.share_ttl} is above "
+                f"JOBPROGRESS_SHARE_MAX_TTL_SECONDS={self.share_max_ttl}"
+            )
 
     @property
     def redis_url_masked(self) -> str:
@@ -227,6 +239,16 @@ class Settings:
             log_level=env.choice("JOBPROGRESS_LOG_LEVEL", "INFO", LOG_LEVELS),
             log_json=env.flag("JOBPROGRESS_LOG_JSON", False),
             shutdown_timeout=env.number("JOBPROGRESS_SHUTDOWN_TIMEOUT", 10.0, minimum=0.0, maximum=600.0),
+            identity_cookie_days=env.integer(
+                "JOBPROGRESS_IDENTITY_COOKIE_DAYS", 365, minimum=1, maximum=3650
+            ),
+            token_ttl=env.integer(
+                "JOBPROGRESS_TOKEN_TTL_SECONDS", 30 * 86_400, minimum=60, maximum=3650 * 86_400
+            ),
+            share_ttl=env.integer("JOBPROGRESS_SHARE_TTL_SECONDS", 86_400, minimum=60, maximum=365 * 86_400),
+            share_max_ttl=env.integer(
+                "JOBPROGRESS_SHARE_MAX_TTL_SECONDS", 7 * 86_400, minimum=60, maximum=365 * 86_400
+            ),
             consul_check_interval=env.number(
                 "JOBPROGRESS_CONSUL_CHECK_INTERVAL", 10.0, minimum=0.5, maximum=3600.0
             ),

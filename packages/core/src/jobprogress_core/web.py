@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from .errors import Handler, error_middleware
 from .keys import Keys
 from .redis import REDIS_ERRORS, create_redis
+from .security import same_origin_middleware, setup_security
 from .settings import Settings
 from .store import JobStore
 
@@ -74,12 +75,14 @@ def http_metrics_middleware(service: str) -> Middleware:
 
 def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> web.Application:
     """The application every service starts from: settings, error and metrics middleware,
-    the Redis client as a cleanup context, ``/health`` and ``/metrics``."""
+    identities and the same-origin rule (:mod:`.security`), the Redis client as a cleanup
+    context, ``/health`` and ``/metrics``."""
     app = web.Application(
-        middlewares=[http_metrics_middleware(settings.service), error_middleware],
+        middlewares=[http_metrics_middleware(settings.service), error_middleware, same_origin_middleware],
         client_max_size=client_max_size,
     )
     app[SETTINGS] = settings
+    setup_security(app, settings)
     app[KEYS] = Keys(settings.key_prefix)
     app[STOP_HOOKS] = []
     app[HEALTH_CHECKS] = {}

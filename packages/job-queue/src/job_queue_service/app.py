@@ -9,7 +9,7 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.web import create_base_app
 
 from . import views
-from .schemas import JobRequestSchema
+from .schemas import JobRequestSchema, ShareRequestSchema
 
 SERVICE = "job-queue-service"
 
@@ -17,9 +17,12 @@ SERVICE = "job-queue-service"
 def create_app(settings: Settings) -> web.Application:
     app = create_base_app(settings)
     app[views.REQUEST_SCHEMA] = JobRequestSchema(settings.job_types)
+    app[views.SHARE_SCHEMA] = ShareRequestSchema(settings.share_ttl, settings.share_max_ttl)
     app.router.add_post("/api/jobs", views.submit_job, name="submit_job")
     app.router.add_get("/api/jobs", views.list_jobs, name="list_jobs")
     app.router.add_get("/api/jobs/{job_id}", views.get_job, name="get_job")
     app.router.add_post("/api/jobs/{job_id}/cancel", views.cancel_job, name="cancel_job")
+    app.router.add_post("/api/jobs/{job_id}/share", views.share_job, name="share_job")
+    app.router.add_post("/api/tokens", views.issue_token, name="issue_token")
     app.cleanup_ctx.append(consul_ctx)
     return app

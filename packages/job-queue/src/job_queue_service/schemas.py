@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from jobprogress_core.model import BUILTIN_JOB_TYPES
 from jobprogress_core.store import HistoryCursor
@@ -89,3 +89,22 @@ class JobListQuerySchema(Schema):
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PAGE))
     before = HistoryCursorField(load_default=None)
+
+
+class ShareRequestSchema(Schema):
+    """``POST /api/jobs/{id}/share`` body (optional): how long the link works."""
+
+    expires_in_seconds = fields.Integer(
+        data_key="expiresInSeconds", strict=True, load_default=None, allow_none=True
+    )
+
+    def __init__(self, default_ttl: int, max_ttl: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.default_ttl = default_ttl
+        self.fields["expires_in_seconds"].validators = [validate.Range(min=60, max=max_ttl)]
+
+    @post_load
+    def with_default(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if data["expires_in_seconds"] is None:
+            data["expires_in_seconds"] = self.default_ttl
+        return data

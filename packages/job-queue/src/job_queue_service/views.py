@@ -8,22 +8,31 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from marshmallow import Schema, ValidationError
 
 from jobprogress_core.errors import BadRequest, Conflict, NotFound, ValidationFailed
-from jobprogress_core.model import EventType, Job, JobStatus, valid_job_id
+from jobprogress_core.model import EventType, Job, JobStatus, epoch_iso, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
-from jobprogress_core.web import STORE
+from jobprogress_core.security import (
+    SHARE_PARAMETER,
+    TOKENS,
+    Audience,
+    Permission,
+    Unauthorized,
+    authorize,
+    identity_of,
+    new_identity,
+    require_identity,
+)
+from jobprogress_core.web import SETTINGS, STORE
 
-from .schemas import JobListQuerySchema, JobRequestSchema
+from .schemas import JobListQuerySchema, JobRequestSchema, ShareRequestSchema
 
 logger = logging.getLogger(__name__)
 
-#: Until identities arrive (cookie / bearer token), every job belongs to this owner.
-ANONYMOUS = "anonymous"
-
 REQUEST_SCHEMA = web.AppKey("request_schema", JobRequestSchema)
+SHARE_SCHEMA = web.AppKey("share_schema", ShareRequestSchema)
 _list_schema = JobListQuerySchema()
 
 
@@ -54,6 +63,7 @@ def job_links(job_id: str) -> dict[str, str]:
 
 
 async def submit_job(request: web.Request) -> web.Response:
+    owner = await require_identity(request)
     payload = await read_json(request)
     params = load(request.app[REQUEST_SCHEMA], payload, "Invalid job request")
 
@@ -65,7 +75,7 @@ async def submit_job(request: web.Request) -> web.Response:
             "failAtStep": params["fail_at_step"],
             "timeLimitSeconds": params["time_limit_seconds"],
         },
-        owner=owner_of(request),
+        owner=owner,
         name=params["name"],
         total_steps=params["steps"],
     )
@@ -85,16 +95,15 @@ async def submit_job(request: web.Request) -> web.Response:
     return web.json_response(body, status=202, headers={"Location": links["self"]})
 
 
-async def find_job(request: web.Request) -> Job:
+async def find_job(request: web.Request, permission: Permission) -> Job:
+    """The job of the URL, if the caller may ``permission`` it; 404 as if it did not exist
+    otherwise."""
     job_id = request.match_info["job_id"]
     job = await request.app[STORE].get(job_id) if valid_job_id(job_id) else None
-    if job is None or job.owner != owner_of(request):
+    if job is None:
         raise NotFound(f"No job {job_id[:64]!r}")
+    await authorize(request, permission, owner=job.owner, job_id=job.id)
     return job
-
-
-def owner_of(request: web.Request) -> str:
-    return ANONYMOUS
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -102,15 +111,16 @@ def job_view(job: Job) -> dict[str, Any]:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return web.json_response(job_view(await find_job(request)))
+    return web.json_response(job_view(await find_job(request, Permission.READ)))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     """The caller's jobs, newest first: ``?limit=`` (1-100, default 20) and ``?before=``
     (the ``next`` cursor of the previous page)."""
+    owner = await require_identity(request)
     query = load(_list_schema, dict(request.query), "Invalid query")
     limit = query["limit"]
-    jobs, cursor = await request.app[STORE].history(owner_of(request), limit=limit, before=query["before"])
+    jobs, cursor = await request.app[STORE].history(owner, limit=limit, before=query["before"])
     body: dict[str, Any] = {"jobs": [job_view(job) for job in jobs], "next": None}
     if cursor is not None:
         body["next"] = f"/api/jobs?{urlencode({'limit': limit, 'before': str(cursor)})}"
@@ -120,7 +130,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     """Ask for a job to be cancelled. A queued job ends at once; a running one at its next
     step. Repeating the request is harmless; a job that ended otherwise answers 409."""
-    job = await find_job(request)
+    job = await find_job(request, Permission.CANCEL)
     store = request.app[STORE]
     if job.status is JobStatus.QUEUED:
         await store.finish(job.id, EventType.CANCELLED)
@@ -136,3 +146,41 @@ async def cancel_job(request: web.Request) -> web.Response:
     logger.info("job %s: cancellation requested (now %s)", job.id, job.status.value)
     status = 200 if job.status is JobStatus.CANCELLED else 202
     return web.json_response(job_view(job), status=status)
+
+
+async def share_job(request: web.Request) -> web.Response:
+    """A signed, expiring, read-only link to one job, for its owner to hand out: it grants
+    the job's status and stream, never cancelling, and nothing about other jobs."""
+    job = await find_job(request, Permission.SHARE)
+    body = await request.read()
+    payload = await read_json(request) if body.strip() else {}
+    params = load(request.app[SHARE_SCHEMA], payload, "Invalid share request")
+    token, expires = request.app[TOKENS].issue(
+        Audience.SHARE, job.owner, ttl=params["expires_in_seconds"], job=job.id
+    )
+    query = urlencode({SHARE_PARAMETER: token})
+    links = {
+        "page": f"/client/index.html?{urlencode({'job': job.id, SHARE_PARAMETER: token})}",
+        "self": f"/api/jobs/{job.id}?{query}",
+        "progress": f"/api/progress/{job.id}?{query}",
+    }
+    logger.info("job %s: share link issued, valid for %ds", job.id, params["expires_in_seconds"])
+    return web.json_response(
+        {"jobId": job.id, "token": token, "expiresAt": epoch_iso(expires), "links": links}, status=201
+    )
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """A bearer token for the caller's identity (from the page's cookie, or a token about to
+    expire), or for a new identity when the caller sends none."""
+    identity = await identity_of(request)
+    if identity is None and hdrs.AUTHORIZATION in request.headers:
+        # Not a new identity: the caller would lose sight of its jobs without noticing.
+        raise Unauthorized("The bearer token is not valid or has expired; send none to get a new identity")
+    created = identity is None
+    if identity is None:
+        identity = new_identity()
+    token, expires = request.app[TOKENS].issue(Audience.API, identity, ttl=request.app[SETTINGS].token_ttl)
+    logger.info("bearer token issued (%s identity)", "new" if created else "existing")
+    body = {"token": token, "tokenType": "Bearer", "identity": identity, "expiresAt": epoch_iso(expires)}
+    return web.json_response(body, status=201)

@@ -7,10 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp_security import remember
 
 from jobprogress_core.consul import consul_ctx
+from jobprogress_core.errors import Handler
 from jobprogress_core.redis import create_redis
+from jobprogress_core.security import identity_of, new_identity
 from jobprogress_core.settings import ConfigError, Settings
 from jobprogress_core.web import KEYS, SETTINGS, STOP_HOOKS, STORE, create_base_app
 
@@ -38,10 +41,12 @@ def find_web_dir(configured: str | None) -> Path:
 
 def create_app(settings: Settings, web_dir: Path | None = None) -> web.Application:
     app = create_base_app(settings)
+    app.middlewares.append(page_identity_middleware)
     web_dir = web_dir or find_web_dir(settings.web_dir)
     app.router.add_get("/api/progress/{job_id}", progress_stream, name="progress_stream")
     app.router.add_route("*", "/api/jobs", forward_job_call, name="jobs_forward")
     app.router.add_route("*", "/api/jobs/{tail:.*}", forward_job_call, name="job_forward")
+    app.router.add_route("*", "/api/tokens", forward_job_call, name="tokens_forward")
     app.router.add_get("/", redirect_to_page)
     app.router.add_get("/client", redirect_to_page)
     app.router.add_get("/client/", redirect_to_page)
@@ -50,6 +55,17 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> web.Applicati
     app.cleanup_ctx.append(consul_ctx)
     app.cleanup_ctx.append(forward_ctx)
     return app
+
+
+@web.middleware
+async def page_identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The page hands each browser its identity cookie, and renews it on every load (so it
+    lasts ``JOBPROGRESS_IDENTITY_COOKIE_DAYS`` after the last visit)."""
+    response = await handler(request)
+    page = request.method == "GET" and response.status == 200 and request.path.endswith(".html")
+    if page and hdrs.AUTHORIZATION not in request.headers:
+        await remember(request, response, await identity_of(request) or new_identity())
+    return response
 
 
 async def redirect_to_page(request: web.Request) -> web.Response:

@@ -1,6 +1,9 @@
-"""The page's job calls (``/api/jobs…``) on the page's own origin, forwarded to a healthy
-job-queue-service instance found in Consul. No address is configured: a lost instance is
-skipped and the next passing one is tried."""
+"""The page's job calls (``/api/jobs…``, ``/api/tokens``) on the page's own origin,
+forwarded to a healthy job-queue-service instance found in Consul. No address is
+configured: a lost instance is skipped and the next passing one is tried.
+
+The caller's identity travels as a bearer token minted here for a minute (the cookie and
+``Origin`` stay behind: this service has already applied the same-origin rule to them)."""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from jobprogress_core.consul import CONSUL, CONSUL_ERRORS, ServiceLookup
 from jobprogress_core.errors import ServiceUnavailable
+from jobprogress_core.security import TOKENS, Audience, identity_of
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +23,10 @@ JOB_QUEUE_SERVICE = "job-queue-service"
 LOOKUP = web.AppKey("job_queue_lookup", ServiceLookup)
 CLIENT = web.AppKey("forward_client", aiohttp.ClientSession)
 
-REQUEST_HEADERS = ("Content-Type", "Accept", "Authorization", "Cookie", "Origin", "X-Request-Id")
-RESPONSE_HEADERS = ("Content-Type", "Location", "Retry-After", "Set-Cookie", "Allow")
+REQUEST_HEADERS = ("Content-Type", "Accept", "X-Request-Id")
+#: Lifetime of the bearer token a forwarded call carries.
+FORWARD_TOKEN_SECONDS = 60
+RESPONSE_HEADERS = ("Content-Type", "Location", "Retry-After", "Allow", "WWW-Authenticate")
 
 
 async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -42,6 +48,12 @@ async def forward_job_call(request: web.Request) -> web.Response:
         raise ServiceUnavailable(f"No healthy {JOB_QUEUE_SERVICE} instance, try again shortly")
     body = await request.read()
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
+    identity = await identity_of(request)
+    if identity is not None:
+        token, _ = request.app[TOKENS].issue(Audience.API, identity, ttl=FORWARD_TOKEN_SECONDS)
+        headers[hdrs.AUTHORIZATION] = f"Bearer {token}"
+    elif hdrs.AUTHORIZATION in request.headers:  # not valid here: job-queue-service says why
+        headers[hdrs.AUTHORIZATION] = request.headers[hdrs.AUTHORIZATION]
     forwarded_for = request.headers.get("X-Forwarded-For")
     peer = request.remote or ""
     headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer

@@ -25,6 +25,7 @@ from jobprogress_core.model import (
     valid_job_id,
 )
 from jobprogress_core.redis import REDIS_ERRORS
+from jobprogress_core.security import Permission, authorize
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_core.web import SETTINGS, STORE
@@ -115,6 +116,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         )
     if job is None:
         raise NotFound(f"No job {job_id[:64]!r}")
+    await authorize(request, Permission.READ, owner=job.owner, job_id=job.id)
     if hub.closing:
         raise ServiceUnavailable("This instance is shutting down; reconnect", retry_after=1)
     if last_id and job.last_event_id and stream_id_after(last_id, job.last_event_id):

@@ -1,0 +1,276 @@
+"""Who may see and touch a job, over HTTP as users would: identities (cookie, bearer),
+share links, and the same-origin rule. One test per defence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+
+from jobprogress_core.client import collect_events
+from jobprogress_core.pytest_plugin import TEST_ENV, bearer_headers
+from jobprogress_core.security import IDENTITY_COOKIE, Audience, Tokens
+from jobprogress_core.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+QUICK_JOB = {"type": "build", "steps": 2, "durationSeconds": 0.2}
+SLOW_JOB = {"type": "build", "steps": 4, "durationSeconds": 600}
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with http.request(method, url, **kwargs) as response:
+        body = await response.read()
+        return response.status, json.loads(body) if body else None, response
+
+
+async def submit(http: aiohttp.ClientSession, base: str, params: dict[str, Any], **kwargs: Any) -> str:
+    status, body, _ = await call(http, "POST", f"{base}/api/jobs", json=params, **kwargs)
+    assert status == 202, body
+    return str(body["jobId"])
+
+
+@pytest.fixture
+async def browser(progress_url: str) -> Any:
+    """A browser-like client: no bearer token, a cookie jar, the page loaded once."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(f"{progress_url}/client/index.html") as page:
+            assert page.status == 200
+        yield session
+
+
+def same_origin(progress_url: str) -> dict[str, str]:
+    return {"Origin": progress_url}
+
+
+async def test_another_identity_gets_404_on_status_stream_cancel_and_list(
+    http: aiohttp.ClientSession, queue_url: str, progress_url: str
+) -> None:
+    job_id = await submit(http, queue_url, SLOW_JOB)
+    stranger = bearer_headers()
+    for base in (queue_url, progress_url):  # directly, and through the page's forwarding
+        status, body, _ = await call(http, "GET", f"{base}/api/jobs/{job_id}", headers=stranger)
+        assert (status, body["error"]["code"]) == (404, "not_found")
+        status, body, _ = await call(http, "POST", f"{base}/api/jobs/{job_id}/cancel", headers=stranger)
+        assert (status, body["error"]["code"]) == (404, "not_found")
+        status, body, _ = await call(http, "POST", f"{base}/api/jobs/{job_id}/share", headers=stranger)
+        assert status == 404
+        status, body, _ = await call(http, "GET", f"{base}/api/jobs", headers=stranger)
+        assert (status, body["jobs"]) == (200, [])
+    status, body, _ = await call(http, "GET", f"{progress_url}/api/progress/{job_id}", headers=stranger)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    # The 404 is the same as for a job that does not exist at all.
+    status, missing, _ = await call(http, "GET", f"{queue_url}/api/jobs/{'0' * 32}", headers=stranger)
+    assert status == 404 and set(missing["error"]) == set(body["error"])
+
+    # The owner still sees it, and it was not cancelled.
+    status, body, _ = await call(http, "GET", f"{queue_url}/api/jobs/{job_id}")
+    assert status == 200 and body["status"] in ("QUEUED", "PROCESSING") and not body["cancelRequested"]
+    status, body, _ = await call(http, "GET", f"{queue_url}/api/jobs")
+    assert [job["jobId"] for job in body["jobs"]] == [job_id]
+    await call(http, "POST", f"{queue_url}/api/jobs/{job_id}/cancel")
+
+
+async def test_no_identity_is_401_for_submit_and_list_and_404_for_a_job(
+    queue_url: str, progress_url: str, http: aiohttp.ClientSession
+) -> None:
+    job_id = await submit(http, queue_url, QUICK_JOB)
+    async with aiohttp.ClientSession() as anonymous:
+        for base in (queue_url, progress_url):
+            status, body, response = await call(anonymous, "POST", f"{base}/api/jobs", json=QUICK_JOB)
+            assert (status, body["error"]["code"]) == (401, "unauthorized")
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            status, body, _ = await call(anonymous, "GET", f"{base}/api/jobs")
+            assert status == 401
+            status, body, _ = await call(anonymous, "GET", f"{base}/api/jobs/{job_id}")
+            assert status == 404
+        tampered = bearer_headers()["Authorization"] + "x"
+        for bad in ("Bearer nonsense", "Basic dXNlcjpwYXNz", "Bearer ", tampered):
+            status, body, _ = await call(
+                anonymous, "POST", f"{queue_url}/api/jobs", json=QUICK_JOB, headers={"Authorization": bad}
+            )
+            assert status == 401, bad
+
+
+async def test_the_page_cookie_is_a_stable_identity_the_stream_accepts(
+    browser: aiohttp.ClientSession, progress_url: str
+) -> None:
+    [cookie] = [c for c in browser.cookie_jar if c.key == IDENTITY_COOKIE]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+    assert int(cookie["max-age"]) >= 86400
+
+    job_id = await submit(browser, progress_url, QUICK_JOB, headers=same_origin(progress_url))
+    events = await collect_events(browser, f"{progress_url}/api/progress/{job_id}", timeout=30)
+    assert events[-1].event == "complete"
+
+    # A reload renews the cookie for the same identity: the job is still this browser's.
+    async with browser.get(f"{progress_url}/client/index.html") as page:
+        assert IDENTITY_COOKIE in page.cookies
+    status, body, _ = await call(browser, "GET", f"{progress_url}/api/jobs")
+    assert [job["jobId"] for job in body["jobs"]] == [job_id]
+
+    # Another browser is another identity.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        await other.get(f"{progress_url}/client/index.html")
+        status, body, _ = await call(other, "GET", f"{progress_url}/api/jobs")
+        assert (status, body["jobs"]) == (200, [])
+        status, _, _ = await call(other, "GET", f"{progress_url}/api/progress/{job_id}")
+        assert status == 404
+
+
+async def test_tokens_carry_the_identity_they_were_issued_for(
+    browser: aiohttp.ClientSession, progress_url: str, queue_url: str
+) -> None:
+    job_id = await submit(browser, progress_url, QUICK_JOB, headers=same_origin(progress_url))
+    status, issued, _ = await call(
+        browser, "POST", f"{progress_url}/api/tokens", headers=same_origin(progress_url)
+    )
+    assert status == 201 and issued["tokenType"] == "Bearer"
+    bearer = {"Authorization": f"Bearer {issued['token']}"}
+    async with aiohttp.ClientSession(headers=bearer) as script:  # the same person, from a script
+        status, body, _ = await call(script, "GET", f"{queue_url}/api/jobs")
+        assert [job["jobId"] for job in body["jobs"]] == [job_id]
+
+    async with aiohttp.ClientSession() as newcomer:
+        status, fresh, _ = await call(newcomer, "POST", f"{queue_url}/api/tokens")
+        assert status == 201 and fresh["identity"] != issued["identity"]
+        status, body, _ = await call(
+            newcomer, "GET", f"{queue_url}/api/jobs", headers={"Authorization": f"Bearer {fresh['token']}"}
+        )
+        assert (status, body["jobs"]) == (200, [])
+        # An invalid token does not quietly become a new identity.
+        status, body, _ = await call(
+            newcomer, "POST", f"{queue_url}/api/tokens", headers={"Authorization": "Bearer expired.or.forged"}
+        )
+        assert status == 401
+
+
+async def share(http: aiohttp.ClientSession, base: str, job_id: str, **body: Any) -> dict[str, Any]:
+    status, answer, _ = await call(http, "POST", f"{base}/api/jobs/{job_id}/share", json=body or None)
+    assert status == 201, answer
+    return dict(answer)
+
+
+async def test_a_share_link_streams_and_reads_one_job_but_never_cancels(
+    http: aiohttp.ClientSession, queue_url: str, progress_url: str
+) -> None:
+    job_id = await submit(http, queue_url, QUICK_JOB)
+    other_job = await submit(http, queue_url, SLOW_JOB)
+    link = await share(http, queue_url, job_id, expiresInSeconds=600)
+    assert link["links"]["page"].startswith(f"/client/index.html?job={job_id}&share=")
+    expires = time.time() + 600
+    assert link["expiresAt"][:16] == time.strftime("%Y-%m-%dT%H:%M", time.gmtime(expires))[:16]
+
+    async with aiohttp.ClientSession() as viewer:  # no identity at all
+        events = await collect_events(viewer, f"{progress_url}{link['links']['progress']}", timeout=30)
+        assert [e.event for e in events][-1] == "complete"
+        status, body, _ = await call(viewer, "GET", f"{queue_url}{link['links']['self']}")
+        assert (status, body["jobId"]) == (200, job_id)
+        token = link["token"]
+        status, body, _ = await call(viewer, "POST", f"{queue_url}/api/jobs/{job_id}/cancel?share={token}")
+        assert (status, body["error"]["code"]) == (403, "forbidden")
+        status, body, _ = await call(viewer, "POST", f"{queue_url}/api/jobs/{job_id}/share?share={token}")
+        assert status == 403
+        # One job only: the same token says nothing about another job of the same owner.
+        for url in (f"{queue_url}/api/jobs/{other_job}", f"{progress_url}/api/progress/{other_job}"):
+            status, body, _ = await call(viewer, "GET", f"{url}?share={token}")
+            assert status == 404
+        status, body, _ = await call(viewer, "POST", f"{queue_url}/api/jobs/{other_job}/cancel?share={token}")
+        assert status == 404
+    status, body, _ = await call(http, "GET", f"{queue_url}/api/jobs/{other_job}")
+    assert body["status"] in ("QUEUED", "PROCESSING") and not body["cancelRequested"]
+    await call(http, "POST", f"{queue_url}/api/jobs/{other_job}/cancel")
+
+
+def forged(claims: dict[str, Any], key: str = TEST_ENV["JOBPROGRESS_SECRET_KEY"]) -> str:
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+async def test_a_share_link_stops_working_when_expired_or_tampered(
+    http: aiohttp.ClientSession, queue_url: str, progress_url: str, jobprogress_identity: str
+) -> None:
+    job_id = await submit(http, queue_url, QUICK_JOB)
+    token = (await share(http, queue_url, job_id))["token"]
+    now = int(time.time())
+    base = {"aud": Audience.SHARE.value, "sub": jobprogress_identity, "job": job_id, "iat": now}
+    header, payload, signature = token.split(".")
+    bad = {
+        "expired": forged({**base, "iat": now - 120, "exp": now - 60}),
+        "signature": f"{header}.{payload}.{signature[:-4]}AAAA",
+        "other key": forged({**base, "exp": now + 600}, key="some-other-secret-key-of-enough-length"),
+        "bearer as share": Tokens(TEST_ENV["JOBPROGRESS_SECRET_KEY"]).issue(
+            Audience.API, jobprogress_identity, ttl=600
+        )[0],
+        "no expiry": forged(base),
+        "alg none": jwt.encode({**base, "exp": now + 600}, key=None, algorithm="none"),
+        "garbage": "not-a-token",
+    }
+    async with aiohttp.ClientSession() as viewer:
+        for name, value in bad.items():
+            for url in (f"{progress_url}/api/progress/{job_id}", f"{queue_url}/api/jobs/{job_id}"):
+                status, body, _ = await call(viewer, "GET", url, params={"share": value})
+                assert status == 403, (name, url)
+                expected = "share_expired" if name == "expired" else "share_invalid"
+                assert body["error"]["details"]["reason"] == expected, name
+        # The genuine token still works; the bounds on its lifetime are validated.
+        status, _, _ = await call(viewer, "GET", f"{queue_url}/api/jobs/{job_id}", params={"share": token})
+        assert status == 200
+    for seconds in (10, 10**9, "600", True):
+        status, body, _ = await call(
+            http, "POST", f"{queue_url}/api/jobs/{job_id}/share", json={"expiresInSeconds": seconds}
+        )
+        assert (status, list(body["error"]["details"])) == (422, ["expiresInSeconds"]), seconds
+
+
+async def test_a_cross_origin_post_is_refused_and_changes_nothing(
+    browser: aiohttp.ClientSession, progress_url: str, http: aiohttp.ClientSession, queue_url: str
+) -> None:
+    refused = [
+        {"Origin": "http://evil.example"},
+        {"Origin": progress_url.replace("127.0.0.1", "localhost")},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {},  # the cookie, with no word from the browser on where the request comes from
+    ]
+    for headers in refused:
+        status, body, _ = await call(
+            browser, "POST", f"{progress_url}/api/jobs", json=QUICK_JOB, headers=headers
+        )
+        assert (status, body["error"]["details"]["reason"]) == (403, "cross_site"), headers
+    job_id = await submit(browser, progress_url, SLOW_JOB, headers={"Sec-Fetch-Site": "same-origin"})
+    status, body, _ = await call(
+        browser, "POST", f"{progress_url}/api/jobs/{job_id}/cancel", headers={"Origin": "http://evil.example"}
+    )
+    assert status == 403
+    status, body, _ = await call(browser, "GET", f"{progress_url}/api/jobs")
+    assert [(job["jobId"], job["cancelRequested"]) for job in body["jobs"]] == [(job_id, False)]
+    await call(browser, "POST", f"{progress_url}/api/jobs/{job_id}/cancel", headers=same_origin(progress_url))
+
+    # Scripts with a bearer token send no Origin, and need none.
+    await submit(http, queue_url, QUICK_JOB)
+    await submit(http, progress_url, QUICK_JOB)
+
+
+async def test_tokens_never_reach_the_logs(
+    http: aiohttp.ClientSession, queue_url: str, progress_url: str, jobprogress_stack: Stack
+) -> None:
+    job_id = await submit(http, queue_url, QUICK_JOB)
+    link = await share(http, queue_url, job_id)
+    async with aiohttp.ClientSession() as viewer:
+        await collect_events(viewer, f"{progress_url}{link['links']['progress']}", timeout=30)
+        status, issued, _ = await call(viewer, "POST", f"{queue_url}/api/tokens")
+        assert status == 201
+    await asyncio.sleep(0.5)
+    bearer = http.headers["Authorization"].split()[1]
+    logs = "".join(path.read_text(errors="replace") for path in jobprogress_stack.workdir.glob("*.log"))
+    assert "share link issued" in logs  # the log is there, and says what happened
+    for secret in (link["token"], issued["token"], bearer):
+        assert secret not in logs
+        assert secret.split(".")[2] not in logs
