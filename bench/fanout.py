@@ -759,6 +759,7 @@ def main() -> None:
         service = stack.start_service(
             "progress-service",
             JOBPROGRESS_MAX_STREAMS="100000",
+            JOBPROGRESS_STREAMS_PER_IDENTITY="100000",  # the clients share one address
             JOBPROGRESS_SSE_HEARTBEAT_SECONDS="15",
             JOBPROGRESS_LOG_LEVEL="WARNING",
         )

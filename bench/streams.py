@@ -83,6 +83,7 @@ def main() -> None:
         service = stack.start_service(
             "progress-service",
             JOBPROGRESS_MAX_STREAMS=str(args.streams + 100),
+            JOBPROGRESS_STREAMS_PER_IDENTITY=str(args.streams + 100),  # the clients share one address
             JOBPROGRESS_LOG_LEVEL="WARNING",
         )
         assert stack.redis_url is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from playwright.async_api import Page, async_playwright
 
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import Job
@@ -12,6 +13,8 @@ from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.stack import Stack
 from jobprogress_core.store import JobStore
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
@@ -45,3 +48,17 @@ def new_job(stack_store: JobStore, jobprogress_identity: str) -> Callable[[], Aw
         return job.id
 
     return make
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    """A tab of a real headless Chromium (Debian's, installed by scripts/bootstrap)."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            context = await browser.new_context()
+            yield await context.new_page()
+        finally:
+            await browser.close()

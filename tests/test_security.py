@@ -13,9 +13,11 @@ import jwt
 import pytest
 
 from jobprogress_core.client import collect_events
+from jobprogress_core.model import Job
 from jobprogress_core.pytest_plugin import TEST_ENV, bearer_headers
-from jobprogress_core.security import IDENTITY_COOKIE, Audience, Tokens
+from jobprogress_core.security import IDENTITY_COOKIE, Audience, Tokens, new_identity
 from jobprogress_core.stack import Stack
+from jobprogress_core.store import JobStore
 
 pytestmark = pytest.mark.stack
 
@@ -274,3 +276,113 @@ async def test_tokens_never_reach_the_logs(
     for secret in (link["token"], issued["token"], bearer):
         assert secret not in logs
         assert secret.split(".")[2] not in logs
+
+
+async def test_submissions_per_identity_are_limited_across_instances(
+    jobprogress_stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    limit = {"JOBPROGRESS_SUBMISSIONS_PER_MINUTE": "3"}
+    first = jobprogress_stack.start_service("job-queue-service", **limit)
+    second = jobprogress_stack.start_service("job-queue-service", **limit)
+    try:
+        for base in (first.url, second.url, first.url):
+            await submit(http, base, QUICK_JOB)
+        for base in (first.url, second.url):  # the count is shared through Redis
+            status, body, response = await call(http, "POST", f"{base}/api/jobs", json=QUICK_JOB)
+            assert (status, body["error"]["code"]) == (429, "too_many_requests")
+            retry_after = int(response.headers["Retry-After"])
+            assert 1 <= retry_after <= 20  # one submission per 20 s at 3 a minute
+            assert body["error"]["details"]["retryAfter"] == retry_after
+        status, body, _ = await call(http, "GET", f"{first.url}/api/jobs")
+        assert len(body["jobs"]) == 3  # the refused ones left nothing behind
+        await submit(http, second.url, QUICK_JOB, headers=bearer_headers())  # others are not held up
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def test_new_identities_per_address_are_limited(jobprogress_stack: Stack) -> None:
+    queue = jobprogress_stack.start_service("job-queue-service", JOBPROGRESS_NEW_IDENTITIES_PER_MINUTE="2")
+    try:
+        async with aiohttp.ClientSession() as newcomer:
+            identities = set()
+            for _ in range(2):
+                status, body, _ = await call(newcomer, "POST", f"{queue.url}/api/tokens")
+                assert status == 201
+                identities.add(body["identity"])
+                token = body["token"]
+            assert len(identities) == 2
+            status, body, response = await call(newcomer, "POST", f"{queue.url}/api/tokens")
+            assert status == 429 and int(response.headers["Retry-After"]) >= 1
+            # Renewing the token of an identity one has is not a new identity.
+            status, body, _ = await call(
+                newcomer, "POST", f"{queue.url}/api/tokens", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert status == 201 and body["identity"] in identities
+    finally:
+        queue.stop()
+
+
+async def test_concurrent_streams_per_identity_are_limited_across_instances(
+    jobprogress_stack: Stack, http: aiohttp.ClientSession, new_job: Any, stack_store: JobStore
+) -> None:
+    limit = {"JOBPROGRESS_STREAMS_PER_IDENTITY": "2"}
+    first = jobprogress_stack.start_service("progress-service", **limit)
+    second = jobprogress_stack.start_service("progress-service", **limit)
+    job_id = await new_job()
+    opened: list[aiohttp.ClientResponse] = []
+    try:
+        for base in (first.url, second.url):
+            response = await http.get(f"{base}/api/progress/{job_id}")
+            assert response.status == 200
+            await response.content.readuntil(b"\n\n")
+            opened.append(response)
+        for base in (first.url, second.url):
+            status, body, response = await call(http, "GET", f"{base}/api/progress/{job_id}")
+            assert (status, body["error"]["code"]) == (429, "too_many_requests")
+            assert int(response.headers["Retry-After"]) >= 1
+        # Another identity is not held up...
+        other = new_identity()
+        other_job = Job.new("build", {}, owner=other)
+        await stack_store.create(other_job, {"status": "QUEUED"})
+        async with http.get(
+            f"{first.url}/api/progress/{other_job.id}", headers=bearer_headers(other)
+        ) as theirs:
+            assert theirs.status == 200
+        # ...and a stream that ends gives its place back.
+        opened.pop().close()
+        for _ in range(50):
+            async with http.get(f"{second.url}/api/progress/{job_id}") as response:
+                if response.status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the closed stream's place was never given back")
+    finally:
+        for response in opened:
+            response.close()
+        first.stop()
+        second.stop()
+
+
+async def test_every_response_carries_the_page_hardening_headers(
+    http: aiohttp.ClientSession, progress_url: str, queue_url: str, new_job: Any
+) -> None:
+    job_id = await new_job()
+    responses = [
+        http.get(f"{progress_url}/client/index.html"),
+        http.get(f"{progress_url}/client/app.js"),
+        http.get(f"{queue_url}/api/jobs"),
+        http.get(f"{queue_url}/api/jobs/nope"),
+        http.get(f"{progress_url}/health"),
+    ]
+    for request in responses:
+        async with request as response:
+            csp = response.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
+            assert "frame-ancestors 'none'" in csp
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["Referrer-Policy"] == "no-referrer"  # share tokens stay in the URL bar
+    async with http.get(f"{progress_url}/api/progress/{job_id}") as stream:
+        assert stream.status == 200 and stream.headers["X-Content-Type-Options"] == "nosniff"
+        assert stream.headers["Content-Type"] == "text/event-stream"

@@ -32,6 +32,16 @@ class Keys:
         """Sorted set of the owner's job ids, scored by creation time (ms)."""
         return f"{self.prefix}owner:{{{owner}}}:jobs"
 
+    def rate(self, limit: str, subject: str) -> str:
+        """A rate limit's state for one subject (identity or client address): the GCRA
+        theoretical arrival time, in ms of Redis's clock."""
+        return f"{self.prefix}limit:{limit}:{{{subject}}}"
+
+    def stream_leases(self, subject: str) -> str:
+        """Sorted set of the open SSE streams of one subject, on every instance: member
+        ``<instance>:<stream>``, score the lease's expiry (ms of Redis's clock)."""
+        return f"{self.prefix}streams:{{{subject}}}"
+
     def hub_wake(self, token: str) -> str:
         """A progress process's private stream, written to wake its reader."""
         return f"{self.prefix}progress:wake:{token}"

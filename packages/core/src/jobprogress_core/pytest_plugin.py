@@ -33,6 +33,11 @@ TEST_ENV = {
     "JOBPROGRESS_READER_BLOCK_MS": "2000",
     "JOBPROGRESS_SHUTDOWN_TIMEOUT": "5",
     "JOBPROGRESS_LOG_LEVEL": "INFO",
+    # Tests run many clients from one address and identity; the limits' own tests start
+    # instances with low ones.
+    "JOBPROGRESS_SUBMISSIONS_PER_MINUTE": "100000",
+    "JOBPROGRESS_NEW_IDENTITIES_PER_MINUTE": "100000",
+    "JOBPROGRESS_STREAMS_PER_IDENTITY": "100000",
 }
 
 _STACKS: list[Stack] = []

@@ -167,6 +167,11 @@ class Settings:
     token_ttl: int
     share_ttl: int
     share_max_ttl: int
+    # limits, shared by all instances through Redis
+    submissions_per_minute: int
+    new_identities_per_minute: int
+    streams_per_identity: int
+    trusted_proxy_hops: int
     # Consul registration
     consul_check_interval: float
     consul_deregister_after: str
@@ -249,6 +254,16 @@ class Settings:
             share_max_ttl=env.integer(
                 "JOBPROGRESS_SHARE_MAX_TTL_SECONDS", 7 * 86_400, minimum=60, maximum=365 * 86_400
             ),
+            submissions_per_minute=env.integer(
+                "JOBPROGRESS_SUBMISSIONS_PER_MINUTE", 60, minimum=1, maximum=1_000_000
+            ),
+            new_identities_per_minute=env.integer(
+                "JOBPROGRESS_NEW_IDENTITIES_PER_MINUTE", 20, minimum=1, maximum=1_000_000
+            ),
+            streams_per_identity=env.integer(
+                "JOBPROGRESS_STREAMS_PER_IDENTITY", 20, minimum=1, maximum=1_000_000
+            ),
+            trusted_proxy_hops=env.integer("JOBPROGRESS_TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10),
             consul_check_interval=env.number(
                 "JOBPROGRESS_CONSUL_CHECK_INTERVAL", 10.0, minimum=0.5, maximum=3600.0
             ),

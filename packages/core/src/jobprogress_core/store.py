@@ -41,7 +41,8 @@ class ClaimLost(Exception):
     """Another run (another worker or queue entry) has taken the job over; stop working on it."""
 
 
-def _script(name: str) -> str:
+def load_script(name: str) -> str:
+    """The text of a Lua script of ``lua/``."""
     return (files(__package__) / "lua" / name).read_text(encoding="utf-8")
 
 
@@ -60,8 +61,8 @@ class JobStore:
         self.stream_maxlen = stream_maxlen
         self.retention_seconds = retention_seconds
         self.history_limit = history_limit
-        self._create = redis.register_script(_script("create_job.lua"))
-        self._apply = redis.register_script(_script("apply_event.lua"))
+        self._create = redis.register_script(load_script("create_job.lua"))
+        self._apply = redis.register_script(load_script("apply_event.lua"))
 
     async def create(self, job: Job, event_data: dict[str, Any]) -> str | None:
         """Store a new job with its first ``status`` event; ``None`` if the id is taken."""

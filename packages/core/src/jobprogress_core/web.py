@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from .errors import Handler, error_middleware
 from .keys import Keys
 from .redis import REDIS_ERRORS, create_redis
-from .security import same_origin_middleware, setup_security
+from .security import add_security_headers, same_origin_middleware, setup_security
 from .settings import Settings
 from .store import JobStore
 
@@ -83,6 +83,7 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
     )
     app[SETTINGS] = settings
     setup_security(app, settings)
+    app.on_response_prepare.append(add_security_headers)
     app[KEYS] = Keys(settings.key_prefix)
     app[STOP_HOOKS] = []
     app[HEALTH_CHECKS] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from jobprogress_core.consul import consul_ctx
+from jobprogress_core.limits import rate_limits_ctx
 from jobprogress_core.settings import Settings
 from jobprogress_core.web import create_base_app
 
@@ -24,5 +25,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/jobs/{job_id}/cancel", views.cancel_job, name="cancel_job")
     app.router.add_post("/api/jobs/{job_id}/share", views.share_job, name="share_job")
     app.router.add_post("/api/tokens", views.issue_token, name="issue_token")
+    app.cleanup_ctx.append(rate_limits_ctx)
     app.cleanup_ctx.append(consul_ctx)
     return app

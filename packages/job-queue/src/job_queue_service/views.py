@@ -12,6 +12,7 @@ from aiohttp import hdrs, web
 from marshmallow import Schema, ValidationError
 
 from jobprogress_core.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from jobprogress_core.limits import SUBMISSIONS, mint_identity
 from jobprogress_core.model import EventType, Job, JobStatus, epoch_iso, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import (
@@ -22,7 +23,6 @@ from jobprogress_core.security import (
     Unauthorized,
     authorize,
     identity_of,
-    new_identity,
     require_identity,
 )
 from jobprogress_core.web import SETTINGS, STORE
@@ -66,6 +66,7 @@ async def submit_job(request: web.Request) -> web.Response:
     owner = await require_identity(request)
     payload = await read_json(request)
     params = load(request.app[REQUEST_SCHEMA], payload, "Invalid job request")
+    await request.app[SUBMISSIONS].hit(owner, "job submissions")
 
     job = Job.new(
         params["type"],
@@ -179,7 +180,7 @@ async def issue_token(request: web.Request) -> web.Response:
         raise Unauthorized("The bearer token is not valid or has expired; send none to get a new identity")
     created = identity is None
     if identity is None:
-        identity = new_identity()
+        identity = await mint_identity(request)
     token, expires = request.app[TOKENS].issue(Audience.API, identity, ttl=request.app[SETTINGS].token_ttl)
     logger.info("bearer token issued (%s identity)", "new" if created else "existing")
     body = {"token": token, "tokenType": "Bearer", "identity": identity, "expiresAt": epoch_iso(expires)}

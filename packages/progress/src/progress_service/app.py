@@ -12,8 +12,9 @@ from aiohttp_security import remember
 
 from jobprogress_core.consul import consul_ctx
 from jobprogress_core.errors import Handler
+from jobprogress_core.limits import TooManyRequests, mint_identity, rate_limits_ctx, stream_leases_ctx
 from jobprogress_core.redis import create_redis
-from jobprogress_core.security import identity_of, new_identity
+from jobprogress_core.security import identity_of
 from jobprogress_core.settings import ConfigError, Settings
 from jobprogress_core.web import KEYS, SETTINGS, STOP_HOOKS, STORE, create_base_app
 
@@ -51,6 +52,8 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> web.Applicati
     app.router.add_get("/client", redirect_to_page)
     app.router.add_get("/client/", redirect_to_page)
     app.router.add_static("/client", web_dir, name="client")
+    app.cleanup_ctx.append(rate_limits_ctx)
+    app.cleanup_ctx.append(stream_leases_ctx)
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(consul_ctx)
     app.cleanup_ctx.append(forward_ctx)
@@ -64,7 +67,15 @@ async def page_identity_middleware(request: web.Request, handler: Handler) -> we
     response = await handler(request)
     page = request.method == "GET" and response.status == 200 and request.path.endswith(".html")
     if page and hdrs.AUTHORIZATION not in request.headers:
-        await remember(request, response, await identity_of(request) or new_identity())
+        identity = await identity_of(request)
+        if identity is None:
+            try:
+                identity = await mint_identity(request)
+            except TooManyRequests:
+                # The page still loads; its calls will say that it has no identity.
+                logger.warning("no new identity for %s: too many from that address", request.remote)
+                return response
+        await remember(request, response, identity)
     return response
 
 

@@ -15,9 +15,11 @@ import logging
 from aiohttp import HttpVersion11, web
 
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
+from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.model import (
     Event,
     EventType,
+    Job,
     dumps,
     encode_sse,
     parse_stream_id,
@@ -25,7 +27,7 @@ from jobprogress_core.model import (
     valid_job_id,
 )
 from jobprogress_core.redis import REDIS_ERRORS
-from jobprogress_core.security import Permission, authorize
+from jobprogress_core.security import Permission, authorize, identity_of
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_core.web import SETTINGS, STORE
@@ -125,7 +127,24 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
     if job.status.terminal and last_id == job.last_event_id:
         return web.Response(status=204)
     reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
+    async with request.app[STREAM_LEASES].hold(await stream_subject(request, settings)):
+        return await _serve(request, job, last_id, reset, hub, settings)
 
+
+async def stream_subject(request: web.Request, settings: Settings) -> str:
+    """Whose streams this one counts among: the caller's identity, or for someone holding
+    only a share link, the client's address."""
+    identity = await identity_of(request)
+    return (
+        identity if identity is not None else f"addr:{client_address(request, settings.trusted_proxy_hops)}"
+    )
+
+
+async def _serve(
+    request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: Settings
+) -> web.StreamResponse:
+    store = request.app[STORE]
+    job_id = job.id
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
     chunked = request.version >= HttpVersion11  # HTTP/1.0: the body ends with the connection
     if chunked:
