@@ -10,6 +10,7 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.web import create_base_app
 
 from . import views
+from .openapi import OPENAPI, build_spec, openapi_json
 from .schemas import JobRequestSchema, ShareRequestSchema
 
 SERVICE = "job-queue-service"
@@ -25,6 +26,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/jobs/{job_id}/cancel", views.cancel_job, name="cancel_job")
     app.router.add_post("/api/jobs/{job_id}/share", views.share_job, name="share_job")
     app.router.add_post("/api/tokens", views.issue_token, name="issue_token")
+    app[OPENAPI] = build_spec(settings)
+    app.router.add_get("/api/openapi.json", openapi_json, name="openapi")
     app.cleanup_ctx.append(rate_limits_ctx)
     app.cleanup_ctx.append(consul_ctx)
     return app

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from jobprogress_core.model import BUILTIN_JOB_TYPES
+from jobprogress_core.model import BUILTIN_JOB_TYPES, JobStatus
 from jobprogress_core.store import HistoryCursor
 
 MAX_STEPS = 100
@@ -108,3 +108,78 @@ class ShareRequestSchema(Schema):
         if data["expires_in_seconds"] is None:
             data["expires_in_seconds"] = self.default_ttl
         return data
+
+
+# --- responses (the OpenAPI description; the views build these bodies) -------------------
+
+
+class JobLinksSchema(Schema):
+    self = fields.String(required=True)
+    progress = fields.String(required=True)
+
+
+class JobSchema(Schema):
+    """A job's state, as ``GET /api/jobs/{id}`` answers it."""
+
+    job_id = fields.String(data_key="jobId", required=True)
+    type = fields.String(required=True)
+    name = fields.String(required=True)
+    params = fields.Dict(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]))
+    progress = fields.Integer(required=True, validate=validate.Range(min=0, max=100))
+    message = fields.String(required=True)
+    step = fields.Integer(required=True)
+    total_steps = fields.Integer(data_key="totalSteps", required=True)
+    result = fields.String(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+    created_at = fields.String(data_key="createdAt", required=True)
+    started_at = fields.String(data_key="startedAt", required=True, allow_none=True)
+    finished_at = fields.String(data_key="finishedAt", required=True, allow_none=True)
+    worker = fields.String(required=True, allow_none=True)
+    attempts = fields.Integer(required=True)
+    last_event_id = fields.String(data_key="lastEventId", required=True, allow_none=True)
+    cancel_requested = fields.Boolean(data_key="cancelRequested", required=True)
+    links = fields.Nested(JobLinksSchema, required=True)
+
+
+class JobSubmittedSchema(Schema):
+    job_id = fields.String(data_key="jobId", required=True)
+    status = fields.String(required=True, validate=validate.Equal("QUEUED"))
+    links = fields.Nested(JobLinksSchema, required=True)
+
+
+class JobListSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema), required=True)
+    next = fields.String(required=True, allow_none=True)
+
+
+class ShareLinksSchema(Schema):
+    page = fields.String(required=True)
+    self = fields.String(required=True)
+    progress = fields.String(required=True)
+
+
+class ShareLinkSchema(Schema):
+    job_id = fields.String(data_key="jobId", required=True)
+    token = fields.String(required=True)
+    expires_at = fields.String(data_key="expiresAt", required=True)
+    links = fields.Nested(ShareLinksSchema, required=True)
+
+
+class TokenSchema(Schema):
+    token = fields.String(required=True)
+    token_type = fields.String(data_key="tokenType", required=True, validate=validate.Equal("Bearer"))
+    identity = fields.String(required=True)
+    expires_at = fields.String(data_key="expiresAt", required=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Raw(required=True, allow_none=True)
+
+
+class ErrorSchema(Schema):
+    """Every error: ``{"error": {"code", "message", "details"}}``."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)

@@ -48,6 +48,7 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> web.Applicati
     app.router.add_route("*", "/api/jobs", forward_job_call, name="jobs_forward")
     app.router.add_route("*", "/api/jobs/{tail:.*}", forward_job_call, name="job_forward")
     app.router.add_route("*", "/api/tokens", forward_job_call, name="tokens_forward")
+    app.router.add_get("/api/openapi.json", forward_job_call, name="openapi_forward")
     app.router.add_get("/", redirect_to_page)
     app.router.add_get("/client", redirect_to_page)
     app.router.add_get("/client/", redirect_to_page)

@@ -1,0 +1,193 @@
+"""The OpenAPI 3.1 description of the job API, built from the marshmallow schemas
+(apispec's MarshmallowPlugin) and served at ``GET /api/openapi.json``."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from jobprogress_core.security import IDENTITY_COOKIE, SHARE_PARAMETER
+from jobprogress_core.settings import Settings
+
+from .schemas import (
+    ErrorSchema,
+    HistoryCursorField,
+    JobListQuerySchema,
+    JobListSchema,
+    JobRequestSchema,
+    JobSchema,
+    JobSubmittedSchema,
+    ShareLinkSchema,
+    ShareRequestSchema,
+    TokenSchema,
+)
+
+OPENAPI = web.AppKey("openapi", dict)
+
+SIGNED_IN: list[dict[str, list[str]]] = [{"bearer": []}, {"cookie": []}]
+JOB_ID = {
+    "name": "jobId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+SHARE = {
+    "name": SHARE_PARAMETER,
+    "in": "query",
+    "required": False,
+    "description": "A share link's token: reading this one job without being its owner.",
+    "schema": {"type": "string"},
+}
+
+
+def error(description: str, **headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": "Error"}},
+    }
+    if headers:
+        response["headers"] = {name: {"schema": {"type": kind}} for name, kind in headers.items()}
+    return response
+
+
+def body(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": error("Malformed JSON"),
+    "401": error("No identity (send a bearer token, or use the page)", **{"WWW-Authenticate": "string"}),
+    "403": error("Cross-site request, or a share link that is forged, expired or read-only"),
+    "404": error("No such job, or not the caller's"),
+    "413": error("Body over 64 KiB"),
+    "422": error("Invalid fields; details name each"),
+    "429": error("A limit was reached", **{"Retry-After": "integer"}),
+    "503": error("Redis is unavailable", **{"Retry-After": "integer"}),
+}
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): ERRORS[str(status)] for status in statuses}
+
+
+def build_spec(settings: Settings) -> dict[str, Any]:
+    marshmallow = MarshmallowPlugin()
+    spec = APISpec(
+        title="jobprogress job API",
+        version=version("jobprogress-job-queue"),
+        openapi_version="3.1.0",
+        plugins=[marshmallow],
+        info={
+            "description": (
+                "Submit long-running jobs, read their state, cancel and share them. Live progress "
+                "is streamed by progress-service at GET /api/progress/{jobId} (Server-Sent Events)."
+            )
+        },
+    )
+    marshmallow.map_to_openapi_type(HistoryCursorField, "string", None)  # type: ignore[no-untyped-call]
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme("cookie", {"type": "apiKey", "in": "cookie", "name": IDENTITY_COOKIE})
+    spec.components.schema("JobRequest", schema=JobRequestSchema(settings.job_types))
+    spec.components.schema(
+        "ShareRequest", schema=ShareRequestSchema(settings.share_ttl, settings.share_max_ttl)
+    )
+    for name, schema in {
+        "Job": JobSchema,
+        "JobSubmitted": JobSubmittedSchema,
+        "JobList": JobListSchema,
+        "ShareLink": ShareLinkSchema,
+        "Token": TokenSchema,
+        "Error": ErrorSchema,
+    }.items():
+        spec.components.schema(name, schema=schema)
+
+    spec.path(
+        path="/api/jobs",
+        operations={
+            "post": {
+                "operationId": "submitJob",
+                "summary": "Submit a job",
+                "security": SIGNED_IN,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": "JobRequest"}}},
+                "responses": {
+                    "202": {
+                        **body("JobSubmitted", "Queued"),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **errors(400, 401, 403, 413, 422, 429, 503),
+                },
+            },
+            "get": {
+                "operationId": "listJobs",
+                "summary": "The caller's jobs, newest first",
+                "security": SIGNED_IN,
+                "parameters": [{"in": "query", "schema": JobListQuerySchema}],
+                "responses": {"200": body("JobList", "A page of jobs"), **errors(401, 422, 503)},
+            },
+        },
+    )
+    spec.path(
+        path="/api/jobs/{jobId}",
+        operations={
+            "get": {
+                "operationId": "getJob",
+                "summary": "A job's state",
+                "security": SIGNED_IN,
+                "parameters": [JOB_ID, SHARE],
+                "responses": {"200": body("Job", "The job"), **errors(403, 404, 503)},
+            }
+        },
+    )
+    spec.path(
+        path="/api/jobs/{jobId}/cancel",
+        operations={
+            "post": {
+                "operationId": "cancelJob",
+                "summary": "Ask for a job to be cancelled (idempotent)",
+                "security": SIGNED_IN,
+                "parameters": [JOB_ID],
+                "responses": {
+                    "200": body("Job", "Cancelled"),
+                    "202": body("Job", "Running: it stops at its next check"),
+                    "409": error("The job already ended otherwise"),
+                    **errors(403, 404, 503),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/jobs/{jobId}/share",
+        operations={
+            "post": {
+                "operationId": "shareJob",
+                "summary": "A signed, expiring, read-only link to one job (owner only)",
+                "security": SIGNED_IN,
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": "ShareRequest"}},
+                },
+                "responses": {"201": body("ShareLink", "The link"), **errors(400, 403, 404, 413, 422, 503)},
+            }
+        },
+    )
+    spec.path(
+        path="/api/tokens",
+        operations={
+            "post": {
+                "operationId": "issueToken",
+                "summary": "A bearer token for the caller's identity, or for a new one",
+                "security": [*SIGNED_IN, {}],
+                "responses": {"201": body("Token", "The token"), **errors(401, 403, 429, 503)},
+            }
+        },
+    )
+    return spec.to_dict()
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])

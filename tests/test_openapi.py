@@ -1,0 +1,74 @@
+"""The OpenAPI description at /api/openapi.json, and the API fuzzed against it by
+schemathesis: no 5xx, no response outside the description, bad input always refused."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from jobprogress_core.pytest_plugin import bearer_headers
+
+pytestmark = pytest.mark.stack
+
+SCHEMATHESIS = Path(sys.executable).with_name("st")
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+        "negative_data_rejection",
+    ]
+)
+
+
+async def test_the_description_is_generated_from_the_schemas(
+    http: aiohttp.ClientSession, queue_url: str, progress_url: str
+) -> None:
+    for base in (queue_url, progress_url):  # the page's origin forwards it too
+        async with http.get(f"{base}/api/openapi.json") as response:
+            assert response.status == 200
+            spec = await response.json()
+        assert spec["openapi"] == "3.1.0"
+        assert set(spec["paths"]) == {
+            "/api/jobs",
+            "/api/jobs/{jobId}",
+            "/api/jobs/{jobId}/cancel",
+            "/api/jobs/{jobId}/share",
+            "/api/tokens",
+        }
+        request = spec["components"]["schemas"]["JobRequest"]
+        assert request["additionalProperties"] is False
+        assert request["properties"]["steps"] == {
+            "type": "integer",
+            "default": 4,
+            "minimum": 1,
+            "maximum": 100,
+        }
+        assert set(spec["components"]["securitySchemes"]) == {"bearer", "cookie"}
+
+
+async def test_schemathesis_finds_no_server_error_and_nothing_off_the_description(queue_url: str) -> None:
+    """Bounded: 15 examples per operation and a minute for the coverage and fuzzing phases."""
+    command = [
+        str(SCHEMATHESIS), "run", f"{queue_url}/api/openapi.json",
+        "--phases", "coverage,fuzzing", "--max-examples", "15", "--max-time", "60",
+        "--checks", CHECKS, "--header", f"Authorization: {bearer_headers()['Authorization']}",
+        "--seed", "20261127", "--continue-on-failure", "--no-color",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    report = output.decode(errors="replace")
+    assert process.returncode == 0, report[-8000:]
+    assert "No issues found" in report and " passed" in report, report[-8000:]
