@@ -1,0 +1,124 @@
+"""The stream's inputs fuzzed: odd, huge, unicode and path-tricky job IDs and Last-Event-IDs
+(as the header and as the query parameter) get an answer at once: a 4xx, or for the caller's
+own finished job and a well-formed ID its stream or 204. Never a 5xx, never a hung request.
+
+The requests are plain ``http.client`` calls, so the bytes sent are exactly the ones chosen."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobprogress_core.model import EventType
+from jobprogress_core.pytest_plugin import bearer_headers
+from jobprogress_core.store import JobStore
+
+pytestmark = pytest.mark.stack
+
+TRICKY_IDS = [
+    "",
+    ".",
+    "..",
+    "../../etc/passwd",
+    "%2e%2e%2f",
+    "0" * 32,
+    "f" * 31 + "g",
+    "F" * 32,
+    "a" * 5000,
+    "\u202e" + "0" * 31,
+    "𝔧𝔬𝔟",
+    " " * 32,
+    "null",
+    "{job}",
+    "*",
+    "job:{x}:events",
+]
+TRICKY_LAST_IDS = [
+    "0-0",
+    "-",
+    "1-",
+    "-1",
+    "1--1",
+    "18446744073709551616-0",
+    "18446744073709551615-18446744073709551615",
+    "1" * 4000 + "-0",
+    "9999999999999-0",
+    "1.5-0",
+    "0x10-0",
+    "１２３-０",
+    "1-0 ",
+    " ",
+    "$",
+    "+",
+    "*",
+    ">",
+    "1-0,2-0",
+]
+SAFE_TEXT = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\x00"), max_size=200)
+
+
+@pytest.fixture
+async def finished_job(new_job: Callable[[], Awaitable[str]], stack_store: JobStore) -> str:
+    job_id = await new_job()
+    for n in range(3):
+        await stack_store.append(job_id, EventType.LOG, {"line": f"line {n}"})
+    await stack_store.finish(job_id, EventType.COMPLETE, result="ok")
+    return job_id
+
+
+def get(url: str, path: str, headers: dict[str, Any]) -> int:
+    """One GET on a fresh connection, reading the whole answer; at most 5 s for anything."""
+    target = urlsplit(url)
+    connection = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    job_id=st.one_of(st.sampled_from(TRICKY_IDS), SAFE_TEXT, st.none()),
+    last_id=st.one_of(st.none(), st.sampled_from(TRICKY_LAST_IDS), SAFE_TEXT),
+    as_header=st.booleans(),
+)
+def test_stream_inputs_get_an_answer_never_a_5xx_or_a_hang(
+    progress_url: str,
+    finished_job: str,
+    jobprogress_identity: str,
+    job_id: str | None,
+    last_id: str | None,
+    as_header: bool,
+) -> None:
+    job_id = finished_job if job_id is None else job_id  # also the real job, with odd IDs
+    path = f"/api/progress/{quote(job_id, safe='')}"
+    headers: dict[str, Any] = bearer_headers(jobprogress_identity)
+    if last_id is not None:
+        if as_header:
+            headers["Last-Event-ID"] = last_id.encode()
+        else:
+            path += f"?lastEventId={quote(last_id, safe='')}"
+    try:
+        status = get(progress_url, path, headers)
+    except TimeoutError:
+        raise AssertionError(f"no answer within 5 s: {path[:200]!r} {last_id!r:.200}") from None
+    assert status < 500, (status, path[:200], last_id)
+    if status < 400:
+        assert job_id == finished_job and status in (200, 204), (status, path[:200], last_id)
