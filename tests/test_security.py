@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -386,3 +388,25 @@ async def test_every_response_carries_the_page_hardening_headers(
     async with http.get(f"{progress_url}/api/progress/{job_id}") as stream:
         assert stream.status == 200 and stream.headers["X-Content-Type-Options"] == "nosniff"
         assert stream.headers["Content-Type"] == "text/event-stream"
+
+
+@pytest.mark.parametrize("service", ["job-queue-service", "worker-service", "progress-service"])
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [(None, "is missing"), ("change-me", "is the default value"), ("short-secret", "too short")],
+)
+def test_production_refuses_to_start_without_a_real_secret(
+    service: str, secret: str | None, why: str
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "JOBPROGRESS_ENV": "production"}
+    if secret is not None:
+        env["JOBPROGRESS_SECRET_KEY"] = secret
+    module = service.replace("-service", "_service").replace("-", "_")
+    result = subprocess.run(
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2, result.stderr
+    assert "JOBPROGRESS_SECRET_KEY" in result.stderr and why in result.stderr
+    assert "Traceback" not in result.stderr
+    if secret is not None:
+        assert secret not in result.stderr  # not even a bad secret is shown

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import consul.aio
 from aiohttp import web
-from consul.exceptions import ConsulException
+from consul.exceptions import ACLPermissionDenied, ConsulException
 
 from . import __version__
 from .settings import Settings
@@ -115,9 +115,10 @@ class Registration:
             except CONSUL_ERRORS as exc:
                 self.registered = False
                 if not down_since_logged:
-                    logger.warning(
-                        "consul unavailable (%s); serving anyway and retrying every %gs", exc, interval
-                    )
+                    why = "consul unavailable"
+                    if isinstance(exc, ACLPermissionDenied):
+                        why = "consul refused the registration (check CONSUL_HTTP_TOKEN and its policy)"
+                    logger.warning("%s: %s; serving anyway and retrying every %gs", why, exc, interval)
                     down_since_logged = True
             await asyncio.sleep(interval)
 

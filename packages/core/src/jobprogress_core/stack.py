@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -174,7 +174,10 @@ class RedisServer(Process):
     """A private ``redis-server``; with ``persistent`` it keeps an append-only file, so it
     can be restarted (:meth:`restart`) without losing data."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistent: bool = False, config: Sequence[str] = ()
+    ) -> None:
+        """``config``: more ``--directive value`` arguments (ACL users, for one)."""
         self.port = port or free_port()
         data = workdir / f"redis-{self.port}"
         data.mkdir(parents=True, exist_ok=True)
@@ -182,7 +185,7 @@ class RedisServer(Process):
             shutil.which("redis-server") or "redis-server",
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes" if persistent else "no", "--appendfsync", "always",
-            "--dir", str(data), "--protected-mode", "yes",
+            "--dir", str(data), "--protected-mode", "yes", *config,
         ]  # fmt: skip
         super().__init__("redis-server", argv, dict(os.environ), workdir / f"redis-{self.port}.log")
 
@@ -202,7 +205,8 @@ class RedisServer(Process):
 
 
 class ConsulAgent(Process):
-    def __init__(self, workdir: Path, http_port: int | None = None) -> None:
+    def __init__(self, workdir: Path, http_port: int | None = None, *, hcl: str = "") -> None:
+        """``hcl``: more agent configuration (ACLs, for one)."""
         self.http_port = http_port or free_port()
         ports = (
             f"ports {{ http = {self.http_port} dns = -1 grpc = -1 serf_lan = {free_port()} "
@@ -211,6 +215,7 @@ class ConsulAgent(Process):
         argv = [
             consul_binary(), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
             "-node", f"jobprogress-dev-{self.http_port}", "-log-level", "warn", "-hcl", ports,
+            *(["-hcl", hcl] if hcl else []),
         ]  # fmt: skip
         super().__init__("consul", argv, dict(os.environ), workdir / f"consul-{self.http_port}.log")
 

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError
 
 from .errors import Handler, error_middleware
 from .keys import Keys
@@ -105,6 +106,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         history_limit=settings.history_limit,
     )
     logger.info("using redis at %s", settings.redis_url_masked)
+    try:
+        await asyncio.wait_for(redis.ping(), settings.redis_timeout)
+    except AuthenticationError as exc:
+        # Serving on: /health says 503 until the credentials work (an ACL can be fixed live).
+        logger.error("redis at %s refused the credentials of REDIS_URL: %s", settings.redis_url_masked, exc)
+    except (TimeoutError, *REDIS_ERRORS) as exc:
+        logger.warning("redis at %s does not answer yet: %s", settings.redis_url_masked, exc)
     yield
     await redis.aclose()
 
