@@ -1,5 +1,5 @@
-"""The page in real headless Chromium: job data shows as text, never as markup, and the
-Content-Security-Policy lets the page itself run."""
+"""The page in real headless Chromium: its identity cookie, job data shown as text and never
+as markup, and a Content-Security-Policy that lets the page itself run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from playwright.async_api import Page
 
 from jobprogress_core.model import EventType
+from jobprogress_core.security import IDENTITY_COOKIE
 from jobprogress_core.store import JobStore
 
 pytestmark = pytest.mark.stack
@@ -49,3 +50,28 @@ async def test_without_the_link_the_job_is_someone_elses(page: Page, progress_ur
     await outcome.wait_for(state="visible", timeout=15_000)
     assert "not yours" in await outcome.inner_text()
     assert await page.locator("#connection").inner_text() == "closed"
+
+
+async def test_the_page_works_on_its_cookie_alone(page: Page, progress_url: str) -> None:
+    """No token anywhere: the page's identity cookie carries the POST (same origin) and the
+    EventSource, and another browser cannot open the job."""
+    await page.goto(f"{progress_url}/client/index.html")
+    [cookie] = [c for c in await page.context.cookies() if c["name"] == IDENTITY_COOKIE]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert await page.evaluate("document.cookie") == ""  # out of reach of scripts
+    await page.fill("input[name=steps]", "2")
+    await page.fill("input[name=durationSeconds]", "0.4")
+    await page.click("#start")
+    await page.locator("#outcome").wait_for(state="visible", timeout=30_000)
+    assert (await page.locator("#outcome").inner_text()).startswith("Completed")
+    job_url = page.url
+    assert "job=" in job_url
+
+    other = await page.context.browser.new_context()  # type: ignore[union-attr]
+    try:
+        stranger = await other.new_page()
+        await stranger.goto(job_url)
+        await stranger.locator("#outcome").wait_for(state="visible", timeout=15_000)
+        assert "not yours" in await stranger.locator("#outcome").inner_text()
+    finally:
+        await other.close()
