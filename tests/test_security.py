@@ -223,6 +223,11 @@ async def test_a_share_link_stops_working_when_expired_or_tampered(
                 assert status == 403, (name, url)
                 expected = "share_expired" if name == "expired" else "share_invalid"
                 assert body["error"]["details"]["reason"] == expected, name
+        # The owner is the owner, whatever stale link sits beside.
+        status, _, _ = await call(
+            http, "GET", f"{queue_url}/api/jobs/{job_id}", params={"share": bad["expired"]}
+        )
+        assert status == 200
         # The genuine token still works; the bounds on its lifetime are validated.
         status, _, _ = await call(viewer, "GET", f"{queue_url}/api/jobs/{job_id}", params={"share": token})
         assert status == 200
@@ -316,6 +321,22 @@ async def test_new_identities_per_address_are_limited(jobprogress_stack: Stack) 
             assert len(identities) == 2
             status, body, response = await call(newcomer, "POST", f"{queue.url}/api/tokens")
             assert status == 429 and int(response.headers["Retry-After"]) >= 1
+            # Through the page's origin, behind a proxy it trusts: the identity is minted where
+            # the client's address is known (this one's budget is whole; 127.0.0.1's is spent).
+            progress = jobprogress_stack.start_service(
+                "progress-service",
+                JOBPROGRESS_NEW_IDENTITIES_PER_MINUTE="2",
+                JOBPROGRESS_TRUSTED_PROXY_HOPS="1",
+            )
+            proxied = {"X-Forwarded-For": "203.0.113.9"}
+            try:
+                statuses = [
+                    (await call(newcomer, "POST", f"{progress.url}/api/tokens", headers=proxied))[0]
+                    for _ in range(3)
+                ]
+                assert statuses == [201, 201, 429]
+            finally:
+                progress.stop()
             # Renewing the token of an identity one has is not a new identity.
             status, body, _ = await call(
                 newcomer, "POST", f"{queue.url}/api/tokens", headers={"Authorization": f"Bearer {token}"}

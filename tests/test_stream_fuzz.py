@@ -1,6 +1,7 @@
 """The stream's inputs fuzzed: odd, huge, unicode and path-tricky job IDs and Last-Event-IDs
 (as the header and as the query parameter) get an answer at once: a 4xx, or for the caller's
 own finished job and a well-formed ID its stream or 204. Never a 5xx, never a hung request.
+So do odd credentials (bearer tokens, cookies, share tokens, ``Origin``) on every kind of call.
 
 The requests are plain ``http.client`` calls, so the bytes sent are exactly the ones chosen."""
 
@@ -73,11 +74,15 @@ async def finished_job(new_job: Callable[[], Awaitable[str]], stack_store: JobSt
 
 
 def get(url: str, path: str, headers: dict[str, Any]) -> int:
-    """One GET on a fresh connection, reading the whole answer; at most 5 s for anything."""
+    return request(url, "GET", path, headers)
+
+
+def request(url: str, method: str, path: str, headers: dict[str, Any]) -> int:
+    """One request on a fresh connection, reading the whole answer; at most 5 s for anything."""
     target = urlsplit(url)
     connection = http.client.HTTPConnection(target.hostname, target.port, timeout=5)
     try:
-        connection.putrequest("GET", path, skip_accept_encoding=True)
+        connection.putrequest(method, path, skip_accept_encoding=True)
         for name, value in headers.items():
             connection.putheader(name, value)
         connection.endheaders()
@@ -92,6 +97,7 @@ def get(url: str, path: str, headers: dict[str, Any]) -> int:
     max_examples=250,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
@@ -122,3 +128,66 @@ def test_stream_inputs_get_an_answer_never_a_5xx_or_a_hang(
     assert status < 500, (status, path[:200], last_id)
     if status < 400:
         assert job_id == finished_job and status in (200, 204), (status, path[:200], last_id)
+
+
+CREDENTIAL_BYTES = st.one_of(
+    st.sampled_from(
+        [
+            b"Bearer \xff\xfe",
+            b"Bearer a.b.c",
+            b"bearer",
+            b"Bearer " + b"A" * 6000,
+            b"\xc3\xa9",
+            b"Basic Og==",
+            b".",
+        ]
+    ),
+    st.binary(max_size=200).filter(
+        lambda value: b"\r" not in value and b"\n" not in value and b"\0" not in value
+    ),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    authorization=st.one_of(st.none(), CREDENTIAL_BYTES),
+    cookie=st.one_of(st.none(), CREDENTIAL_BYTES),
+    share=st.one_of(st.none(), SAFE_TEXT),
+    origin=st.one_of(st.none(), CREDENTIAL_BYTES, st.sampled_from([b"http://[::1", b"null", b"http://x:-1"])),
+)
+def test_odd_credentials_get_an_answer_never_a_5xx(
+    progress_url: str,
+    queue_url: str,
+    finished_job: str,
+    authorization: bytes | None,
+    cookie: bytes | None,
+    share: str | None,
+    origin: bytes | None,
+) -> None:
+    """Authorization, the identity cookie, ``?share=`` and ``Origin`` as any bytes a client
+    can send, on the stream, a job's status and a submission."""
+    headers: dict[str, Any] = {}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    if cookie is not None:
+        headers["Cookie"] = b"jobprogress_identity=" + cookie
+    if origin is not None:
+        headers["Origin"] = origin
+    query = "" if share is None else f"?share={quote(share, safe='')}"
+    for base, path, method in (
+        (progress_url, f"/api/progress/{finished_job}{query}", "GET"),
+        (queue_url, f"/api/jobs/{finished_job}{query}", "GET"),
+        (queue_url, "/api/jobs", "POST"),
+        (progress_url, "/api/tokens", "POST"),
+    ):
+        try:
+            status = request(base, method, path, headers)
+        except TimeoutError:
+            raise AssertionError(f"no answer within 5 s: {method} {path[:100]}") from None
+        assert status < 500, (status, method, path[:100], headers)

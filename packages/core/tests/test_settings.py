@@ -112,10 +112,19 @@ def test_production_needs_a_real_secret(caplog: pytest.LogCaptureFixture) -> Non
         Settings.from_env(
             "progress-service", {"JOBPROGRESS_ENV": "production", "JOBPROGRESS_SECRET_KEY": "change-me"}
         )
+    placeholder = "change-me-compose-development-only-0123456789"
+    with pytest.raises(ConfigError, match="JOBPROGRESS_SECRET_KEY is the default"):
+        Settings.from_env(
+            "progress-service", {"JOBPROGRESS_ENV": "production", "JOBPROGRESS_SECRET_KEY": placeholder}
+        )
     with pytest.raises(ConfigError, match="too short"):
         Settings.from_env(
             "progress-service", {"JOBPROGRESS_ENV": "production", "JOBPROGRESS_SECRET_KEY": "short"}
         )
+    # In development a placeholder is shared by every instance as it is, with a warning.
+    with caplog.at_level(logging.WARNING):
+        shared = Settings.from_env("progress-service", {"JOBPROGRESS_SECRET_KEY": "change-me-dev"})
+    assert str(shared.secret_key) == "change-me-dev" and "placeholder" in caplog.text
     with caplog.at_level(logging.WARNING):
         first = Settings.from_env("progress-service", {})
         second = Settings.from_env("progress-service", {})

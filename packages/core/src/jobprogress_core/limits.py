@@ -107,7 +107,13 @@ class StreamLeases:
 
     async def _take(self, lease: Lease, limit: int) -> bool:
         key = self.keys.stream_leases(lease.subject)
-        return bool(await self._script(keys=[key], args=[lease.member, self.lease_ms, limit]))
+        try:
+            return bool(await self._script(keys=[key], args=[lease.member, self.lease_ms, limit]))
+        except BaseException:
+            # Cut short (the client left, Redis failed): the script may have run all the same.
+            with contextlib.suppress(*REDIS_ERRORS):
+                await asyncio.shield(self.redis.zrem(key, lease.member))
+            raise
 
     async def renew(self) -> None:
         """Renew every lease this instance holds (a third of the lease time apart)."""

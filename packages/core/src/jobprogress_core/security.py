@@ -104,6 +104,8 @@ class Tokens:
             raise InvalidToken("token has expired", expired=True) from None
         except jwt.InvalidTokenError as exc:
             raise InvalidToken(f"invalid token: {exc}") from None
+        except (UnicodeError, ValueError):  # bytes no token is made of (a header in latin-1)
+            raise InvalidToken("invalid token: not ASCII") from None
         if not isinstance(claims["sub"], str):
             raise InvalidToken("invalid token: subject is not a string")
         return claims
@@ -232,9 +234,10 @@ def shared_job_id(request: web.Request) -> str | None:
 async def authorize(request: web.Request, permission: Permission, *, owner: str, job_id: str) -> None:
     """404 unless the caller may ``permission`` the job, so that nobody learns that another
     identity's job exists; 403 for cancelling through a share link, which is read-only."""
+    if await permits(request, permission, JobAccess(owner=owner, job_id=job_id)):
+        return  # the owner: a share link beside (even a stale one) does not matter
     shared = shared_job_id(request)
-    access = JobAccess(owner=owner, job_id=job_id, shared_job_id=shared)
-    if await permits(request, permission, access):
+    if shared is not None and await permits(request, permission, JobAccess(owner, job_id, shared)):
         return
     if shared == job_id:
         raise Forbidden("A share link is read-only")
@@ -254,8 +257,12 @@ async def same_origin_middleware(request: web.Request, handler: Handler) -> web.
     origin = request.headers.get(hdrs.ORIGIN)
     site = request.headers.get("Sec-Fetch-Site")
     if origin is not None:
-        parts = urlsplit(origin)
-        allowed = parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # "http://[::1" and the like: no origin at all
+            allowed = False
+        else:
+            allowed = parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
     elif site is not None:
         allowed = site in ("same-origin", "none")
     else:

@@ -364,15 +364,21 @@ def _duration(env: Environ, name: str, default: str) -> str:
 
 
 def _secret_key(env: Environ, mode: str) -> Secret:
+    """``JOBPROGRESS_SECRET_KEY``. A value starting with ``change-me`` is a placeholder (the
+    compose file's default): development uses it as it is, so that instances share it;
+    production refuses it, as it refuses a missing or short key."""
     value = env.raw("JOBPROGRESS_SECRET_KEY")
-    if value is None or value == "change-me":
-        if mode == "production":
-            reason = "is missing" if value is None else "is the default value"
-            raise ConfigError(
-                f"JOBPROGRESS_SECRET_KEY {reason}: production mode needs a random secret of 32+ characters"
-            )
+    placeholder = value is not None and value.startswith("change-me")
+    if mode == "production" and (value is None or placeholder):
+        reason = "is missing" if value is None else "is the default value"
+        raise ConfigError(
+            f"JOBPROGRESS_SECRET_KEY {reason}: production mode needs a random secret of 32+ characters"
+        )
+    if value is None:
         logger.warning("JOBPROGRESS_SECRET_KEY is not set: using a random key for this process (development)")
         return Secret(secrets.token_urlsafe(32))
+    if placeholder:
+        logger.warning("JOBPROGRESS_SECRET_KEY is a placeholder: fine for development, refused in production")
     if mode == "production" and len(value) < 32:
         raise ConfigError("JOBPROGRESS_SECRET_KEY is too short: production mode needs 32+ characters")
     return Secret(value)

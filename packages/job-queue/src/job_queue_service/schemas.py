@@ -88,7 +88,13 @@ class JobListQuerySchema(Schema):
     """``GET /api/jobs`` query parameters."""
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PAGE))
-    before = HistoryCursorField(load_default=None)
+    before = HistoryCursorField(
+        load_default=None,
+        metadata={
+            "pattern": "^[0-9]+-[0-9a-f]{32}$",
+            "description": "The cursor of the previous page's next link",
+        },
+    )
 
 
 class ShareRequestSchema(Schema):

@@ -156,16 +156,16 @@ async def share_job(request: web.Request) -> web.Response:
     body = await request.read()
     payload = await read_json(request) if body.strip() else {}
     params = load(request.app[SHARE_SCHEMA], payload, "Invalid share request")
-    token, expires = request.app[TOKENS].issue(
-        Audience.SHARE, job.owner, ttl=params["expires_in_seconds"], job=job.id
-    )
+    # The subject is the job, not its owner: a viewer learns nothing about who shared it.
+    ttl = params["expires_in_seconds"]
+    token, expires = request.app[TOKENS].issue(Audience.SHARE, job.id, ttl=ttl, job=job.id)
     query = urlencode({SHARE_PARAMETER: token})
     links = {
         "page": f"/client/index.html?{urlencode({'job': job.id, SHARE_PARAMETER: token})}",
         "self": f"/api/jobs/{job.id}?{query}",
         "progress": f"/api/progress/{job.id}?{query}",
     }
-    logger.info("job %s: share link issued, valid for %ds", job.id, params["expires_in_seconds"])
+    logger.info("job %s: share link issued, valid for %ds", job.id, ttl)
     return web.json_response(
         {"jobId": job.id, "token": token, "expiresAt": epoch_iso(expires), "links": links}, status=201
     )

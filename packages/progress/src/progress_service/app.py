@@ -13,7 +13,7 @@ from aiohttp_security import remember
 from jobprogress_core.consul import consul_ctx
 from jobprogress_core.errors import Handler
 from jobprogress_core.limits import TooManyRequests, mint_identity, rate_limits_ctx, stream_leases_ctx
-from jobprogress_core.redis import create_redis
+from jobprogress_core.redis import REDIS_ERRORS, create_redis
 from jobprogress_core.security import identity_of
 from jobprogress_core.settings import ConfigError, Settings
 from jobprogress_core.web import KEYS, SETTINGS, STOP_HOOKS, STORE, create_base_app
@@ -72,9 +72,9 @@ async def page_identity_middleware(request: web.Request, handler: Handler) -> we
         if identity is None:
             try:
                 identity = await mint_identity(request)
-            except TooManyRequests:
+            except (TooManyRequests, *REDIS_ERRORS) as exc:
                 # The page still loads; its calls will say that it has no identity.
-                logger.warning("no new identity for %s: too many from that address", request.remote)
+                logger.warning("no new identity for %s: %s", request.remote, exc)
                 return response
         await remember(request, response, identity)
     return response

@@ -15,6 +15,7 @@ from aiohttp import hdrs, web
 
 from jobprogress_core.consul import CONSUL, CONSUL_ERRORS, ServiceLookup
 from jobprogress_core.errors import ServiceUnavailable
+from jobprogress_core.limits import mint_identity
 from jobprogress_core.security import TOKENS, Audience, identity_of
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ async def forward_job_call(request: web.Request) -> web.Response:
     body = await request.read()
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
     identity = await identity_of(request)
+    if identity is None and request.path == "/api/tokens" and hdrs.AUTHORIZATION not in request.headers:
+        # A new identity is minted here, where the client's address is known (within the
+        # limit per address), not behind this hop.
+        identity = await mint_identity(request)
     if identity is not None:
         token, _ = request.app[TOKENS].issue(Audience.API, identity, ttl=FORWARD_TOKEN_SECONDS)
         headers[hdrs.AUTHORIZATION] = f"Bearer {token}"
