@@ -1,0 +1,264 @@
+"""``jobprogress``: the job API and its live progress from a terminal.
+
+    jobprogress submit [--type build] [--steps 4] [--duration 120] [--fail-at-step N] [--watch]
+    jobprogress watch JOB_ID        a progress bar with the log lines (indented) above it
+    jobprogress status JOB_ID [--json]
+    jobprogress list [--limit 20]
+
+It talks to progress-service (``--url``, ``JOBPROGRESS_URL``, default http://127.0.0.1:8083),
+which serves the stream and forwards the job calls. Its identity is a bearer token:
+``--token`` or ``JOBPROGRESS_TOKEN``, else one it asks for once and keeps in
+``$XDG_CONFIG_HOME/jobprogress/token`` (mode 600), so that later commands see the same jobs.
+
+``watch`` resumes by ``Last-Event-ID`` after a dropped connection, so no log line is lost
+or shown twice. Exit codes: 0 completed, 1 failed, 3 cancelled, 4 an error (no such job,
+service unreachable), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from .client import ApiError
+from .model import EventType, JobStatus
+from .sseclient import read_messages
+
+EXIT_CODES = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 3}
+FINAL_STATUS = {
+    EventType.COMPLETE: JobStatus.COMPLETED,
+    EventType.FAILED: JobStatus.FAILED,
+    EventType.CANCELLED: JobStatus.CANCELLED,
+}
+EXIT_ERROR = 4
+BAR_WIDTH = 30
+STATUS_FIELDS = (
+    "jobId", "type", "name", "status", "progress", "message", "result", "error",
+    "createdAt", "startedAt", "finishedAt", "attempts",
+)  # fmt: skip
+
+
+class Api:
+    """The calls the commands make, as one identity."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.http = http
+        self.base = base.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self.base}{path}"
+        async with self.http.request(method, url, json=body, headers=self.headers) as response:
+            answer = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiError(response.status, answer)
+            return answer
+
+
+def token_path() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "jobprogress" / "token"
+
+
+async def find_token(http: aiohttp.ClientSession, base: str, given: str | None) -> str:
+    """The token given, else the one kept, else a new one (kept for next time)."""
+    if given:
+        return given
+    path = token_path()
+    if path.exists():
+        return path.read_text().strip()
+    async with http.post(f"{base.rstrip('/')}/api/tokens") as response:
+        answer = await response.json(content_type=None)
+        if response.status != 201:
+            raise ApiError(response.status, answer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(answer["token"])
+    return str(answer["token"])
+
+
+class Screen:
+    """The bar on the last line, redrawn in place on a terminal; the log lines above it.
+    Not on a terminal (a pipe, a file), each change of the bar is a line of its own."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.live = out.isatty()
+        self.bar = ""
+
+    def show(self, job: dict[str, Any]) -> None:
+        progress = int(job.get("progress") or 0)
+        filled = BAR_WIDTH * progress // 100
+        bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {progress:3d}%  {job.get('status', '')}"
+        if job.get("message"):
+            bar += f"  {job['message']}"
+        if bar != self.bar:
+            self.bar = bar
+            self._bar()
+
+    def line(self, text: str) -> None:
+        if self.live:
+            self.out.write("\r\x1b[K")
+        self.out.write(f"{text}\n")
+        if self.live:
+            self.out.write(self.bar)
+        self.out.flush()
+
+    def _bar(self) -> None:
+        self.out.write(f"\r\x1b[K{self.bar}" if self.live else f"{self.bar}\n")
+        self.out.flush()
+
+    def done(self) -> None:
+        if self.live:
+            self.out.write("\n")
+            self.out.flush()
+
+
+async def watch(api: Api, job_id: str, screen: Screen) -> JobStatus:
+    """Follow the job's events to its end, reconnecting after drops; its final status."""
+    job: dict[str, Any] = await api.call("GET", f"/api/jobs/{job_id}")
+    screen.show(job)
+    last_id: str | None = None
+    retry = 3.0
+    while True:
+        headers = {**api.headers, **({"Last-Event-ID": last_id} if last_id else {})}
+        try:
+            async with api.http.get(f"{api.base}/api/progress/{job_id}", headers=headers) as response:
+                if response.status == 204:  # ended, and we have seen the end
+                    return JobStatus((await api.call("GET", f"/api/jobs/{job_id}"))["status"])
+                if response.status == 429:  # too many streams open at once: wait our turn
+                    retry = max(retry, float(response.headers.get("Retry-After", "5")))
+                    screen.line(f"(too many streams open; retrying in {retry:g} s)")
+                elif 400 <= response.status < 500:
+                    raise ApiError(response.status, await response.json(content_type=None))
+                if response.status == 200:
+                    async for message in read_messages(response):
+                        if message.retry is not None:
+                            retry = message.retry / 1000
+                        if message.event is None or message.data is None:
+                            continue
+                        last_id = message.id or last_id
+                        status = apply(screen, job, EventType(message.event), json.loads(message.data))
+                        if status is not None:
+                            return status
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            screen.line(f"(connection lost: {exc.__class__.__name__}; reconnecting)")
+        else:
+            screen.line("(stream closed by the server; reconnecting)")
+        await asyncio.sleep(retry)
+
+
+def apply(screen: Screen, job: dict[str, Any], kind: EventType, data: dict[str, Any]) -> JobStatus | None:
+    """Show one event; the final status after a terminal one."""
+    if kind is EventType.LOG:
+        level = data.get("level", "info")
+        screen.line(f"  {'' if level == 'info' else level.upper() + ': '}{data.get('line', '')}")
+        return None
+    if kind is EventType.RESET:
+        job.clear()
+        screen.line("(older events were trimmed: from the job's current state)")
+    job.update({key: value for key, value in data.items() if value is not None})
+    if kind is EventType.COMPLETE:
+        job["progress"] = 100
+    screen.show(job)
+    if kind.terminal:
+        if kind is EventType.FAILED:
+            screen.line(f"FAILED: {data.get('error', '')}")
+        elif kind is EventType.COMPLETE:
+            screen.line(f"COMPLETED: {data.get('result', '')}")
+        else:
+            screen.line("CANCELLED")
+        return FINAL_STATUS[kind]
+    return None
+
+
+async def run(args: argparse.Namespace, out: TextIO) -> int:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        api = Api(http, args.url, await find_token(http, args.url, args.token))
+        if args.command == "submit":
+            body = {"type": args.type, "steps": args.steps, "durationSeconds": args.duration}
+            if args.name:
+                body["name"] = args.name
+            if args.fail_at_step:
+                body["failAtStep"] = args.fail_at_step
+            answer = await api.call("POST", "/api/jobs", body)
+            job_id = answer["jobId"]
+            print(job_id, file=out)
+            print(f"  page:     {api.base}/client/index.html?job={job_id}", file=out)
+            print(f"  status:   {api.base}{answer['links']['self']}", file=out)
+            print(f"  progress: {api.base}{answer['links']['progress']}", file=out)
+            if not args.watch:
+                return 0
+            args.job_id = job_id
+        if args.command in ("submit", "watch"):
+            screen = Screen(out)
+            try:
+                status = await watch(api, args.job_id, screen)
+            finally:
+                screen.done()
+            return EXIT_CODES.get(status, EXIT_ERROR)
+        if args.command == "status":
+            job = await api.call("GET", f"/api/jobs/{args.job_id}")
+            if args.json:
+                print(json.dumps(job, indent=2), file=out)
+            else:
+                for key in STATUS_FIELDS:
+                    if job.get(key) is not None:
+                        print(f"{key:>11}: {job[key]}", file=out)
+            return 0
+        answer = await api.call("GET", f"/api/jobs?limit={args.limit}")
+        for job in answer["jobs"]:
+            when, kind, name = job["createdAt"], job["type"], job["name"]
+            print(
+                f"{job['jobId']}  {job['status']:<10} {job['progress']:3d}%  {when}  {kind}  {name}", file=out
+            )
+        return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="jobprogress", description=(__doc__ or "").split("\n\n")[0])
+    main.add_argument("--url", default=os.environ.get("JOBPROGRESS_URL", "http://127.0.0.1:8083"))
+    main.add_argument("--token", default=os.environ.get("JOBPROGRESS_TOKEN"))
+    commands = main.add_subparsers(dest="command", required=True)
+    submit = commands.add_parser("submit", help="submit a job; print its id and links")
+    submit.add_argument("--type", default="build")
+    submit.add_argument("--name")
+    submit.add_argument("--steps", type=int, default=4)
+    submit.add_argument("--duration", type=float, default=120.0, help="seconds")
+    submit.add_argument("--fail-at-step", type=int)
+    submit.add_argument("--watch", action="store_true", help="then watch it to its end")
+    watch_command = commands.add_parser("watch", help="follow a job to its end")
+    watch_command.add_argument("job_id")
+    status = commands.add_parser("status", help="a job's state")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true")
+    listing = commands.add_parser("list", help="your recent jobs")
+    listing.add_argument("--limit", type=int, default=20)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args, sys.stdout))
+    except ApiError as exc:
+        error = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
+        print(f"jobprogress: HTTP {exc.status}: {error.get('message', exc.body)}", file=sys.stderr)
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"jobprogress: cannot reach {args.url}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
