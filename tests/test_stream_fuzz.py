@@ -61,6 +61,14 @@ TRICKY_LAST_IDS = [
     ">",
     "1-0,2-0",
 ]
+#: Reproducible (the same cases every run, nothing kept between runs), no per-case deadline:
+#: each request has its own 5 s limit.
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 SAFE_TEXT = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\x00"), max_size=200)
 
 
@@ -93,13 +101,7 @@ def request(url: str, method: str, path: str, headers: dict[str, Any]) -> int:
         connection.close()
 
 
-@settings(
-    max_examples=250,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(FUZZ, max_examples=250)
 @given(
     job_id=st.one_of(st.sampled_from(TRICKY_IDS), SAFE_TEXT, st.none()),
     last_id=st.one_of(st.none(), st.sampled_from(TRICKY_LAST_IDS), SAFE_TEXT),
@@ -148,13 +150,7 @@ CREDENTIAL_BYTES = st.one_of(
 )
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(FUZZ, max_examples=150)
 @given(
     authorization=st.one_of(st.none(), CREDENTIAL_BYTES),
     cookie=st.one_of(st.none(), CREDENTIAL_BYTES),
