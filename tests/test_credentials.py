@@ -15,7 +15,7 @@ import pytest
 
 from jobprogress_core.client import collect_events, submit_job
 from jobprogress_core.pytest_plugin import TEST_ENV
-from jobprogress_core.stack import ConsulAgent, RedisServer, Stack
+from jobprogress_core.stack import ConsulAgent, RedisServer, Stack, http_get
 
 pytestmark = pytest.mark.stack
 
@@ -97,17 +97,20 @@ async def test_the_services_run_on_an_acl_redis_user_and_a_consul_token(
 async def test_a_wrong_redis_password_is_a_clear_error(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path, config=REDIS_ACL)
     redis.start()
+    wrong = f"redis://jobprogress:wrong@127.0.0.1:{redis.port}/0"
+    stack = Stack(tmp_path, redis_url=wrong, consul_addr="127.0.0.1:1", env=TEST_ENV)
     try:
-        wrong = f"redis://jobprogress:wrong@127.0.0.1:{redis.port}/0"
-        stack = Stack(tmp_path, redis_url=wrong, consul_addr="127.0.0.1:1", env=TEST_ENV)
+        # It serves, so that /health can say that something is wrong, once it has said what.
         service = stack.start_service("job-queue-service", wait=False)
-        await wait_for(lambda: "refused the credentials of REDIS_URL" in service.log_tail(), "the error")
+        service.wait_until(lambda: http_get(f"{service.url}/health")[0] == 503, 30, "answering 503")
+        assert "refused the credentials of REDIS_URL" in service.log_tail()
         async with aiohttp.ClientSession() as http, http.get(f"{service.url}/health") as response:
             assert response.status == 503
             assert "wrong" not in await response.text()
         service.stop()
         assert "wrong@" not in service.log_tail()  # the URL is masked in every log line
     finally:
+        stack.stop()
         redis.stop()
 
 
