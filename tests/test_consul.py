@@ -104,3 +104,62 @@ async def test_page_job_calls_are_forwarded_to_a_job_queue_found_in_consul(
     async with http.post(f"{progress}/api/jobs", data=b"{oops") as response:
         assert response.status == 400
         assert (await response.json())["error"]["code"] == "bad_request"
+
+
+STUCK_HANDLERS = """
+import time
+
+from worker_service.context import HandlerRegistry
+
+handlers = HandlerRegistry()
+
+
+@handlers.register("stuck")
+async def stuck(ctx):
+    time.sleep(30)  # blocking call in async code: the worker's loop stops turning
+    return "too late"
+"""
+
+
+def loop_check_in(agent: ConsulAgent, worker_port: int, status: str) -> dict[str, Any] | None:
+    check = loop_check(agent, worker_port)
+    return check if check is not None and check["Status"] == status else None
+
+
+def loop_check(agent: ConsulAgent, worker_port: int) -> dict[str, Any] | None:
+    """The TTL check on the job loop of the worker instance on ``worker_port``."""
+    for entry in agent.health("worker-service"):
+        if entry["Service"]["Port"] == worker_port:
+            for check in entry["Checks"]:
+                if check["CheckID"].endswith(":loop"):
+                    return dict(check)
+    return None
+
+
+async def test_a_worker_whose_job_loop_is_stuck_turns_critical(
+    jobprogress_stack: Stack, http: aiohttp.ClientSession, tmp_path: Any
+) -> None:
+    (tmp_path / "stuckjobs.py").write_text(STUCK_HANDLERS)
+    own = {"JOBPROGRESS_KEY_PREFIX": "stuck-test:", "JOBPROGRESS_JOB_TYPES": "stuck"}  # a queue of its own
+    worker = jobprogress_stack.start_service(
+        "worker-service", JOBPROGRESS_HANDLERS="stuckjobs:handlers", PYTHONPATH=str(tmp_path), **own
+    )
+    queue = jobprogress_stack.start_service("job-queue-service", **own)
+    consul = jobprogress_stack.consul
+    assert consul is not None
+    try:
+        check = await eventually(
+            lambda: (c := loop_check(consul, worker.port)) and c["Status"] == "passing" and c
+        )
+        assert check, loop_check(consul, worker.port)
+        assert "slots busy" in check["Output"]  # the loop's own word on how it is
+
+        await submit_job(http, queue.url, type="stuck", steps=1, durationSeconds=1)
+        check = await eventually(
+            lambda: (c := loop_check(consul, worker.port)) and c["Status"] == "critical" and c
+        )
+        assert check, loop_check(consul, worker.port)
+        assert "TTL expired" in check["Output"]
+    finally:
+        worker.stop()
+        queue.stop()

@@ -164,3 +164,23 @@ async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
     await consumer.stop()
     names = {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
     assert consumer.name not in names
+
+
+async def test_liveness_says_whether_the_job_loop_turns(jobprogress_store: JobStore) -> None:
+    """What Consul's TTL check on the loop is fed: live while it turns or waits for a slot,
+    not when it has stopped turning, not when it has died."""
+    store = jobprogress_store
+    consumer = Consumer(store, store.redis, store.keys, builtin_handlers(), block_ms=100, concurrency=2)
+    consumer.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert consumer.liveness() == (True, "0 of 2 slots busy")
+        consumer.turned_at -= 100  # as if it had not turned for 100 s (no await: it cannot turn)
+        consumer.waiting_for_slot = False
+        live, note = consumer.liveness()
+        assert not live and note == "the job loop has not turned for 100s"
+        consumer.waiting_for_slot = True  # every slot taken by a running job: waiting, not stuck
+        assert consumer.liveness() == (True, "all 2 slots busy")
+    finally:
+        await consumer.stop()
+    assert consumer.liveness() == (False, "the job loop has stopped")

@@ -13,7 +13,7 @@ import logging
 import socket
 import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,13 +57,25 @@ class Instance:
         return f"http://{host}:{self.port}"
 
 
+#: An instance's own liveness, for a TTL check beside the one on ``/health``: whether its
+#: inner loop turns, and a note saying how it is. Fed while it answers ``True``; left to
+#: expire (critical) when it does not, or when the whole event loop is stuck.
+Liveness = Callable[[], tuple[bool, str]]
+
+
 class Registration:
     """This instance in Consul's catalog: unique ID, HTTP check on ``/health``,
-    ``DeregisterCriticalServiceAfter``, version in the meta."""
+    ``DeregisterCriticalServiceAfter``, version in the meta; with ``liveness``, also a TTL
+    check fed by it."""
 
-    def __init__(self, settings: Settings, client: consul.aio.Consul) -> None:
+    def __init__(
+        self, settings: Settings, client: consul.aio.Consul, liveness: Liveness | None = None
+    ) -> None:
         self.settings = settings
         self.client = client
+        self.liveness = liveness
+        #: The TTL check's period: three of the feeding loop's turns.
+        self.ttl = 3 * settings.consul_retry_seconds
         host = socket.gethostname().split(".")[0]
         self.service_id = f"{settings.service}-{host}-{settings.port}-{uuid.uuid4().hex[:8]}"
         self.registered = False
@@ -80,6 +92,28 @@ class Registration:
             "DeregisterCriticalServiceAfter": settings.consul_deregister_after,
         }
 
+    @property
+    def ttl_check_id(self) -> str:
+        return f"{self.service_id}:loop"
+
+    def ttl_check(self) -> dict[str, Any]:
+        return {
+            "CheckID": self.ttl_check_id,
+            "Name": f"{self.settings.service} job loop",
+            "TTL": f"{self.ttl:g}s",
+            "DeregisterCriticalServiceAfter": self.settings.consul_deregister_after,
+        }
+
+    async def feed(self) -> None:
+        """Pass the TTL check if the instance says it is live; fail it, with its note, if not."""
+        if self.liveness is None:
+            return
+        live, notes = self.liveness()
+        if live:
+            await self.client.agent.check.ttl_pass(self.ttl_check_id, notes)
+        else:
+            await self.client.agent.check.ttl_fail(self.ttl_check_id, notes)
+
     async def register(self) -> None:
         settings = self.settings
         await self.client.agent.service.register(
@@ -90,6 +124,7 @@ class Registration:
             tags=["jobprogress", f"v{__version__}"],
             meta={"version": __version__, "env": settings.env},
             check=self.check(),
+            extra_checks=[self.ttl_check()] if self.liveness else [],
         )
         self.registered = True
 
@@ -111,6 +146,7 @@ class Registration:
                         self.settings.consul_host,
                         self.settings.consul_port,
                     )
+                await self.feed()
                 down_since_logged = False
             except CONSUL_ERRORS as exc:
                 self.registered = False
@@ -143,13 +179,15 @@ class Registration:
 
 
 REGISTRATION = web.AppKey("consul_registration", Registration)
+#: Set by a service before ``consul_ctx`` runs to get a TTL check fed by its loop (worker).
+LIVENESS: web.AppKey[Liveness] = web.AppKey("liveness")
 CONSUL = web.AppKey("consul", consul.aio.Consul)
 
 
 async def consul_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: keep this instance registered; deregister first on a stop."""
     client = create_consul(app[SETTINGS])
-    registration = Registration(app[SETTINGS], client)
+    registration = Registration(app[SETTINGS], client, app.get(LIVENESS))
     app[CONSUL] = client
     app[REGISTRATION] = registration
     app[STOP_HOOKS].insert(0, registration.stop)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from jobprogress_core.consul import consul_ctx
+from jobprogress_core.consul import LIVENESS, consul_ctx
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import ConfigError, Settings
 from jobprogress_core.web import HEALTH_CHECKS, KEYS, SETTINGS, STORE, create_base_app
@@ -70,6 +70,7 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
         return consumer.alive
 
     app[HEALTH_CHECKS]["consumer"] = consumer_running
+    app[LIVENESS] = consumer.liveness  # Consul's TTL check on the job loop
     consumer.start()
     yield
     await consumer.stop()

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 #: How often a worker looks for dead consumers in the group.
 CONSUMER_SWEEP_SECONDS = 60.0
+#: Beyond its blocking read, how long the job loop may go without a turn before it is stuck
+#: (above the Redis socket timeout, so a read that has to time out is not taken for one).
+STUCK_AFTER_SECONDS = 15.0
 
 
 def consumer_name() -> str:
@@ -89,6 +92,9 @@ class Consumer:
         self.refresher: asyncio.Task[None] | None = None
         self.stopping = False
         self.reading = False
+        #: When the job loop last turned, and whether it waits for a free slot (not stuck).
+        self.turned_at = 0.0
+        self.waiting_for_slot = False
         self.claims = Claims(store, keys, self.name, visibility_timeout=self.limits.visibility_timeout)
 
     @property
@@ -97,7 +103,20 @@ class Consumer:
         loops = (self.task, self.refresher)
         return all(task is not None and not task.done() for task in loops)
 
+    def liveness(self) -> tuple[bool, str]:
+        """For Consul's TTL check: does the job loop turn? It may wait for a free slot as long
+        as jobs run; otherwise it turns at least once per blocking read."""
+        if not self.alive:
+            return False, "the job loop has stopped"
+        if self.waiting_for_slot:
+            return True, f"all {self.concurrency} slots busy"
+        idle = asyncio.get_running_loop().time() - self.turned_at
+        if idle > self.block_ms / 1000 + STUCK_AFTER_SECONDS:
+            return False, f"the job loop has not turned for {idle:.0f}s"
+        return True, f"{len(self.running)} of {self.concurrency} slots busy"
+
     def start(self) -> None:
+        self.turned_at = asyncio.get_running_loop().time()
         self.task = asyncio.create_task(self.run(), name="worker-consumer")
         self.task.add_done_callback(_log_crash)
         self.refresher = asyncio.create_task(self.keep_claims_fresh(), name="worker-claims")
@@ -108,8 +127,13 @@ class Consumer:
         slots = asyncio.Semaphore(self.concurrency)
         backoff = 0.1
         group_ready = False
+        loop = asyncio.get_running_loop()
         while not self.stopping:
+            self.turned_at = loop.time()
+            self.waiting_for_slot = True
             await slots.acquire()
+            self.waiting_for_slot = False
+            self.turned_at = loop.time()
             try:
                 if not group_ready:
                     await self.claims.ensure_group()
@@ -123,6 +147,7 @@ class Consumer:
                         QUEUE_GROUP, self.name, {self.keys.queue: ">"}, count=1, block=self.block_ms
                     )
                     entries = [entry for _, stream in stream_entries(reply) for entry in stream]
+                    self.turned_at = loop.time()
                 backoff = 0.1
             except RedisError as exc:
                 slots.release()
