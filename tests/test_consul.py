@@ -1,5 +1,6 @@
 """Consul: every instance registers with a passing check, deregisters on a graceful stop,
-and serves even when the agent is away, registering once it comes."""
+serves even when the agent is away, registering once it comes, and registers again when a
+restarted agent has forgotten it; a worker's stuck job loop turns its TTL check critical."""
 
 from __future__ import annotations
 
@@ -163,3 +164,23 @@ async def test_a_worker_whose_job_loop_is_stuck_turns_critical(
     finally:
         worker.stop()
         queue.stop()
+
+
+async def test_services_come_back_by_themselves_after_the_agent_restarts(
+    jobprogress_make_stack: Callable[..., Stack],
+) -> None:
+    """A dev agent forgets everything when it restarts: each service notices that it is no
+    longer known and registers again, passing, with no restart of its own."""
+    stack = jobprogress_make_stack()
+    agent = stack.consul
+    assert agent is not None
+    before = {service: all_ids(agent, service) for service in SERVICES}
+    worker_port = stack.service("worker-service").port
+    agent.stop()
+    agent.start()  # same ports, empty catalog
+    await asyncio.to_thread(stack.wait_passing, 30)
+    assert {service: all_ids(agent, service) for service in SERVICES} == before  # the same instances
+    assert await eventually(lambda: loop_check_in(agent, worker_port, "passing"))
+    assert all(process.running for process in stack.services)  # none was restarted
+    for process in stack.services:  # each registered twice: at its start, and after the agent's
+        assert process.log_tail(200).count("registered ") - process.log_tail(200).count("deregistered") == 2
