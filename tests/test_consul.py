@@ -184,3 +184,26 @@ async def test_services_come_back_by_themselves_after_the_agent_restarts(
     assert all(process.running for process in stack.services)  # none was restarted
     for process in stack.services:  # each registered twice: at its start, and after the agent's
         assert process.log_tail(200).count("registered ") - process.log_tail(200).count("deregistered") == 2
+
+
+async def test_page_submissions_keep_succeeding_when_a_job_queue_instance_dies(
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
+) -> None:
+    """Two job-queue instances; one is killed (no deregistration: Consul still lists it as
+    passing until its check fails). Every submission through the page's route succeeds."""
+    stack = jobprogress_make_stack(("job-queue-service", "progress-service"))
+    second = stack.start_service("job-queue-service")
+    stack.wait_passing()
+    progress = stack.url("progress-service")
+    first = stack.service("job-queue-service")
+    assert first is not second
+    first.kill()
+    accepted = []
+    for n in range(20):
+        async with http.post(f"{progress}/api/jobs", json={"name": f"job {n}", "steps": 1}) as response:
+            assert response.status == 202, await response.text()
+            accepted.append((await response.json())["jobId"])
+    async with http.get(f"{progress}/api/jobs?limit=50") as response:
+        listed = [job["jobId"] for job in (await response.json())["jobs"]]
+    assert sorted(listed) == sorted(accepted)  # each once: a retry never submits twice
+    assert "unreachable" in stack.service("progress-service").log_tail(200)  # it was tried, then skipped
