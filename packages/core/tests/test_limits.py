@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
+from jobprogress_core.errors import TooManyRequests
 from jobprogress_core.keys import Keys
-from jobprogress_core.limits import RateLimit, StreamLeases, TooManyRequests
+from jobprogress_core.limits import RateLimit, StreamLeases
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 

@@ -7,10 +7,11 @@ logged with its traceback and answered 500 without one.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .redis import REDIS_ERRORS
 
@@ -35,6 +36,19 @@ class BadRequest(ApiError):
     code = "bad_request"
 
 
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="jobprogress"'})
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"
@@ -48,6 +62,15 @@ class Conflict(ApiError):
 class ValidationFailed(ApiError):
     status = 422
     code = "validation_failed"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(message, details={"retryAfter": seconds}, headers={"Retry-After": str(seconds)})
 
 
 class ServiceUnavailable(ApiError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from redis.asyncio import Redis
 
-from .errors import ApiError
+from .errors import TooManyRequests
 from .keys import Keys
 from .redis import REDIS_ERRORS
 from .security import new_identity
@@ -34,15 +33,6 @@ from .web import KEYS, REDIS, SETTINGS
 logger = logging.getLogger(__name__)
 
 
-class TooManyRequests(ApiError):
-    status = 429
-    code = "too_many_requests"
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        seconds = max(1, math.ceil(retry_after))
-        super().__init__(message, details={"retryAfter": seconds}, headers={"Retry-After": str(seconds)})
-
-
 class RateLimit:
     """``limit`` hits per ``period`` seconds for each subject, across every instance."""
 
@@ -50,6 +40,7 @@ class RateLimit:
         self.keys = keys
         self.name = name
         self.limit = limit
+        self.period = period
         self.interval_ms = max(1, round(period * 1000 / limit))
         self._script = redis.register_script(load_script("rate_limit.lua"))
 
@@ -66,8 +57,7 @@ class RateLimit:
 
     @property
     def period_text(self) -> str:
-        seconds = self.interval_ms * self.limit / 1000
-        return "minute" if round(seconds) == 60 else f"{seconds:g} s"
+        return "minute" if self.period == 60 else f"{self.period:g} s"
 
 
 @dataclass(eq=False)

@@ -27,7 +27,7 @@ from aiohttp import hdrs, web
 from aiohttp_security import AbstractAuthorizationPolicy, AbstractIdentityPolicy, authorized_userid, permits
 from aiohttp_security import setup as aiohttp_security_setup
 
-from .errors import ApiError, Handler, NotFound
+from .errors import Forbidden, Handler, NotFound, Unauthorized
 from .settings import Settings
 
 IDENTITY_COOKIE = "jobprogress_identity"
@@ -49,19 +49,6 @@ class Permission(enum.StrEnum):
     READ = "read"
     CANCEL = "cancel"
     SHARE = "share"
-
-
-class Unauthorized(ApiError):
-    status = 401
-    code = "unauthorized"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="jobprogress"'})
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
 
 
 class InvalidToken(Exception):

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from aiohttp import hdrs, web
 from marshmallow import Schema, ValidationError
 
-from jobprogress_core.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from jobprogress_core.errors import BadRequest, Conflict, NotFound, Unauthorized, ValidationFailed
 from jobprogress_core.limits import SUBMISSIONS, mint_identity
 from jobprogress_core.model import EventType, Job, JobStatus, epoch_iso, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
@@ -20,7 +20,6 @@ from jobprogress_core.security import (
     TOKENS,
     Audience,
     Permission,
-    Unauthorized,
     authorize,
     identity_of,
     require_identity,
