@@ -77,6 +77,11 @@ def iso_time(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def seconds_since(timestamp: str) -> float:
+    """Seconds from a :func:`now_iso` timestamp until now."""
+    return (datetime.now(UTC) - datetime.fromisoformat(timestamp)).total_seconds()
+
+
 def stream_id_after(left: str, right: str) -> bool:
     """Whether stream ID ``left`` comes strictly after ``right``."""
     return parse_stream_id(left) > parse_stream_id(right)

@@ -171,6 +171,22 @@ class JobStore:
             pipe.xdel(self.keys.queue, entry_id)
             await pipe.execute()
 
+    async def queue_counts(self) -> tuple[int, int]:
+        """Jobs waiting for a worker and jobs a worker holds (delivered, not yet acknowledged),
+        read in one transaction. Acknowledged entries are deleted (:meth:`ack`), so what the
+        queue holds besides the pending ones is waiting."""
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xlen(self.keys.queue)
+                pipe.xpending(self.keys.queue, QUEUE_GROUP)
+                length, pending = await pipe.execute()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc) and "no such key" not in str(exc):
+                raise
+            return int(await self.redis.xlen(self.keys.queue)), 0  # no worker has started yet
+        held = int(pending["pending"])
+        return max(int(length) - held, 0), held
+
     async def history(
         self, owner: str, *, limit: int, before: HistoryCursor | None = None
     ) -> tuple[list[Job], HistoryCursor | None]:

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.aiohttp import make_aiohttp_handler
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 
 from .errors import Handler, error_middleware
 from .keys import Keys
+from .logs import REQUEST_ID
+from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
 from .redis import REDIS_ERRORS, create_redis
 from .security import add_security_headers, same_origin_middleware, setup_security
 from .settings import Settings
@@ -35,17 +37,27 @@ STOP_HOOKS = web.AppKey("stop_hooks", list[StopHook])
 #: Named checks ``/health`` runs besides Redis; each answers whether its part works.
 HEALTH_CHECKS = web.AppKey("health_checks", dict[str, Callable[[], Awaitable[bool]]])
 
-HTTP_REQUESTS = Counter(
-    "jobprogress_http_requests_total",
-    "HTTP requests answered, by route, method and status",
-    ["service", "route", "method", "status"],
-)
-HTTP_LATENCY = Histogram(
-    "jobprogress_http_request_duration_seconds",
-    "Time to answer an HTTP request (for SSE: time to the end of the stream)",
-    ["service", "route", "method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 1800),
-)
+#: An ``X-Request-Id`` a caller (or a proxy in front) may give; anything else is replaced.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id (the caller's ``X-Request-Id`` when it is sane, else a new
+    one) that its log lines carry and that its response and forwarded calls repeat."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    REQUEST_ID.set(request_id)
+    return await handler(request)
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get(REQUEST_ID_KEY)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
 
 
 def _route_name(request: web.Request) -> str:
@@ -79,18 +91,24 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
     identities and the same-origin rule (:mod:`.security`), the Redis client as a cleanup
     context, ``/health`` and ``/metrics``."""
     app = web.Application(
-        middlewares=[http_metrics_middleware(settings.service), error_middleware, same_origin_middleware],
+        middlewares=[
+            request_id_middleware,
+            http_metrics_middleware(settings.service),
+            error_middleware,
+            same_origin_middleware,
+        ],
         client_max_size=client_max_size,
     )
     app[SETTINGS] = settings
     setup_security(app, settings)
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_request_id)
     app[KEYS] = Keys(settings.key_prefix)
     app[STOP_HOOKS] = []
     app[HEALTH_CHECKS] = {}
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_get("/health", health)
-    app.router.add_get("/metrics", make_aiohttp_handler(REGISTRY))
+    setup_metrics(app, settings.service)
     return app
 
 

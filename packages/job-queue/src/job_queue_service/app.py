@@ -10,6 +10,7 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.web import create_base_app
 
 from . import views
+from .metrics import setup_queue_metrics
 from .openapi import OPENAPI, build_spec, openapi_json
 from .schemas import JobRequestSchema, ShareRequestSchema
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/jobs/{job_id}/cancel", views.cancel_job, name="cancel_job")
     app.router.add_post("/api/jobs/{job_id}/share", views.share_job, name="share_job")
     app.router.add_post("/api/tokens", views.issue_token, name="issue_token")
+    setup_queue_metrics(app)
     app[OPENAPI] = build_spec(settings)
     app.router.add_get("/api/openapi.json", openapi_json, name="openapi")
     app.cleanup_ctx.append(rate_limits_ctx)

@@ -13,6 +13,8 @@ from marshmallow import Schema, ValidationError
 
 from jobprogress_core.errors import BadRequest, Conflict, NotFound, Unauthorized, ValidationFailed
 from jobprogress_core.limits import SUBMISSIONS, mint_identity
+from jobprogress_core.logs import set_job_id
+from jobprogress_core.metrics import JOBS_FINISHED, status_label
 from jobprogress_core.model import EventType, Job, JobStatus, epoch_iso, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import (
@@ -26,6 +28,7 @@ from jobprogress_core.security import (
 )
 from jobprogress_core.web import SETTINGS, STORE
 
+from .metrics import JOBS_SUBMITTED
 from .schemas import JobListQuerySchema, JobRequestSchema, ShareRequestSchema
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,7 @@ async def submit_job(request: web.Request) -> web.Response:
         total_steps=params["steps"],
     )
     job_id = job.id
+    set_job_id(job_id)
     store = request.app[STORE]
     await store.create(job, {"status": JobStatus.QUEUED.value, "message": job.message})
     try:
@@ -89,6 +93,7 @@ async def submit_job(request: web.Request) -> web.Response:
         with contextlib.suppress(*REDIS_ERRORS):
             await store.finish(job_id, EventType.FAILED, error="Could not be queued: Redis was unavailable")
         raise
+    JOBS_SUBMITTED.labels(job.type).inc()
     logger.info("job %s submitted (type %s, %d steps)", job_id, job.type, job.total_steps)
     links = job_links(job_id)
     body = {"jobId": job_id, "status": JobStatus.QUEUED.value, "links": links}
@@ -103,6 +108,7 @@ async def find_job(request: web.Request, permission: Permission) -> Job:
     if job is None:
         raise NotFound(f"No job {job_id[:64]!r}")
     await authorize(request, permission, owner=job.owner, job_id=job.id)
+    set_job_id(job.id)
     return job
 
 
@@ -132,8 +138,8 @@ async def cancel_job(request: web.Request) -> web.Response:
     step. Repeating the request is harmless; a job that ended otherwise answers 409."""
     job = await find_job(request, Permission.CANCEL)
     store = request.app[STORE]
-    if job.status is JobStatus.QUEUED:
-        await store.finish(job.id, EventType.CANCELLED)
+    if job.status is JobStatus.QUEUED and await store.finish(job.id, EventType.CANCELLED):
+        JOBS_FINISHED.labels(job.type, status_label(JobStatus.CANCELLED)).inc()
     elif job.status is JobStatus.PROCESSING and not job.cancel_requested:
         await store.append(
             job.id, EventType.LOG, {"level": "warning", "line": "Cancellation requested"}, cancel_requested=1

@@ -32,7 +32,7 @@ from jobprogress_core.model import Event, stream_id_after
 from jobprogress_core.redis import REDIS_ERRORS, StreamReader, stop_reader
 from jobprogress_core.store import JobStore
 
-from .metrics import EVENTS_SENT_BY_TYPE
+from .metrics import EVENTS_SENT_BY_TYPE, observe_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +260,7 @@ class Hub:
         if written:
             for event in events:
                 EVENTS_SENT_BY_TYPE[event.type].inc(written)
+            observe_delivery(events)
 
     def _one_by_one(self, sub: Subscription, events: list[Event], now: float) -> None:
         """The slow path of :meth:`dispatch`: buffer while catching up, or skip what the

@@ -1,8 +1,10 @@
 """Prometheus metrics of the progress service."""
 
-from prometheus_client import Counter, Gauge
+import time
 
-from jobprogress_core.model import EventType
+from prometheus_client import Counter, Gauge, Histogram
+
+from jobprogress_core.model import Event, EventType, parse_stream_id
 
 STREAMS_ACTIVE = Gauge("jobprogress_sse_streams_active", "SSE streams open on this process")
 STREAMS_OPENED = Counter("jobprogress_sse_connections_total", "SSE streams opened")
@@ -13,3 +15,17 @@ EVENTS_SENT_BY_TYPE = {event_type: EVENTS_SENT.labels(event_type.value) for even
 EVENTS_REPLAYED = Counter(
     "jobprogress_sse_events_replayed_total", "Events sent from the log (catch-up) rather than live"
 )
+DELIVERY_LATENCY = Histogram(
+    "jobprogress_sse_delivery_latency_seconds",
+    "From an event's append in Redis (its stream ID's time) to its write to the live clients "
+    "of this process, once per event per process",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def observe_delivery(events: list[Event]) -> None:
+    """Record the delivery latency of ``events``, just written to their live clients. The
+    time is Redis's clock against this host's: keep the hosts' clocks in sync (NTP)."""
+    now_ms = time.time() * 1000
+    for event in events:
+        DELIVERY_LATENCY.observe(max(now_ms - parse_stream_id(event.id)[0], 0.0) / 1000)

@@ -16,6 +16,7 @@ from aiohttp import HttpVersion11, web
 
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.limits import STREAM_LEASES, client_address
+from jobprogress_core.logs import set_job_id
 from jobprogress_core.model import (
     Event,
     EventType,
@@ -119,6 +120,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
     if job is None:
         raise NotFound(f"No job {job_id[:64]!r}")
     await authorize(request, Permission.READ, owner=job.owner, job_id=job.id)
+    set_job_id(job.id)
     if hub.closing:
         raise ServiceUnavailable("This instance is shutting down; reconnect", retry_after=1)
     if last_id and job.last_event_id and stream_id_after(last_id, job.last_event_id):

@@ -27,7 +27,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobprogress_core.keys import QUEUE_GROUP, Keys
-from jobprogress_core.model import EventType, Job, JobStatus, now_iso
+from jobprogress_core.logs import job_scope
+from jobprogress_core.metrics import JOBS_FINISHED, status_label
+from jobprogress_core.model import TERMINAL_STATUS_OF, EventType, Job, JobStatus, now_iso, seconds_since
 from jobprogress_core.redis import (
     REDIS_ERRORS,
     retry_while_unavailable,
@@ -38,6 +40,7 @@ from jobprogress_core.store import ClaimLost, JobStore
 
 from .claims import Claims
 from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError, ReportFailed
+from .metrics import JOB_DURATION, JOBS_IN_PROGRESS, JOBS_RECLAIMED
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +200,12 @@ class Consumer:
                 logger.warning("could not refresh %d claims: %s", len(entry_ids), exc)
 
     async def process(self, entry_id: str, job_id: str, *, reclaimed: bool = False) -> None:
+        """Run the job of a queue entry, unless it need not run; acknowledge the entry once
+        the job has ended. Its log lines carry the job's id."""
+        with job_scope(job_id):
+            await self._process(entry_id, job_id, reclaimed=reclaimed)
+
+    async def _process(self, entry_id: str, job_id: str, *, reclaimed: bool) -> None:
         job = await self.store.get(job_id)
         if job is None or job.status.terminal or (job.status is JobStatus.PROCESSING and not reclaimed):
             state = job.status.value if job else "gone"
@@ -210,22 +219,26 @@ class Consumer:
             await self.store.ack(entry_id)
             return
         if job.cancel_requested:
-            await self.store.finish(job.id, EventType.CANCELLED)
+            if await self.store.finish(job.id, EventType.CANCELLED):
+                JOBS_FINISHED.labels(job.type, status_label(JobStatus.CANCELLED)).inc()
             await self.store.ack(entry_id)
             return
         attempt = job.attempts + 1
         if attempt > self.limits.max_attempts:
             reason = f"Gave up after {job.attempts} attempts: worker {job.worker or '?'} stopped responding"
-            await self.store.finish(job.id, EventType.FAILED, error=reason)
+            if await self.store.finish(job.id, EventType.FAILED, error=reason):
+                JOBS_FINISHED.labels(job.type, status_label(JobStatus.FAILED)).inc()
             logger.warning("job %s: %s", job.id, reason)
             await self.store.ack(entry_id)
             return
-        if job.status is JobStatus.PROCESSING:
+        taking_over = job.status is JobStatus.PROCESSING
+        if taking_over:
             message = (
                 f"Reclaimed by {self.name} after {job.worker or '?'} stopped responding (attempt {attempt})"
             )
         else:
             message = f"Started by {self.name} (attempt {attempt})"
+        started_at = job.started_at or now_iso()
         started = await self.store.append(
             job.id,
             EventType.STATUS,
@@ -237,7 +250,7 @@ class Consumer:
             },
             status=JobStatus.PROCESSING.value,
             message=message,
-            started_at=job.started_at or now_iso(),
+            started_at=started_at,
             worker=self.name,
             entry=entry_id,
             attempts=attempt,
@@ -245,13 +258,22 @@ class Consumer:
         if started is None:
             await self.store.ack(entry_id)
             return
+        if taking_over:
+            JOBS_RECLAIMED.inc()
         logger.info("job %s: %s", job.id, message)
-        if await self.run_job(job, entry_id):
+        JOBS_IN_PROGRESS.inc()
+        try:
+            done = await self.run_job(job, entry_id, started_at=started_at)
+        finally:
+            JOBS_IN_PROGRESS.dec()
+        if done:
             await self.store.ack(entry_id)
 
-    async def run_job(self, job: Job, entry_id: str) -> bool:
+    async def run_job(self, job: Job, entry_id: str, *, started_at: str | None = None) -> bool:
         """Run the handler and record how the job ended; ``False`` when the entry must stay
-        pending (Redis stayed away, so the job could not be reported)."""
+        pending (Redis stayed away, so the job could not be reported). ``started_at`` is the
+        job's first start, for its duration."""
+        started_at = started_at or job.started_at or now_iso()
         handler = self.handlers.get(job.type)
         context = JobContext(self.store, job, entry=entry_id, outage_grace=self.limits.outage_grace)
         limit = float(job.params.get("timeLimitSeconds") or self.limits.time_limit)
@@ -305,7 +327,12 @@ class Consumer:
         except REDIS_ERRORS as exc:
             logger.error("job %s: could not record its end (%s); the job stays pending", job.id, exc)
             return False
-        logger.info("job %s ended: %s%s", job.id, event_type.value, f" ({error})" if error else "")
+        status = status_label(TERMINAL_STATUS_OF[event_type])
+        duration = seconds_since(started_at)
+        JOBS_FINISHED.labels(job.type, status).inc()
+        JOB_DURATION.labels(job.type, status).observe(duration)
+        why = f" ({error})" if error else ""
+        logger.info("job %s ended: %s after %.1fs%s", job.id, status, duration, why)
         return True
 
     async def stop(self) -> None:

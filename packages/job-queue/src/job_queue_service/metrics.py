@@ -1,0 +1,28 @@
+"""Prometheus metrics of job-queue-service: submissions, and the queue as Redis holds it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import Counter, Gauge
+
+from jobprogress_core.metrics import METRICS_REFRESHERS
+from jobprogress_core.web import STORE
+
+JOBS_SUBMITTED = Counter("jobprogress_jobs_submitted_total", "Jobs accepted and queued, by type", ["type"])
+QUEUE_DEPTH = Gauge("jobprogress_queue_depth", "Jobs in the queue that no worker has taken yet")
+QUEUE_PENDING = Gauge(
+    "jobprogress_queue_pending",
+    "Jobs taken by a worker and not yet acknowledged (running, or to be reclaimed)",
+)
+
+
+def setup_queue_metrics(app: web.Application) -> None:
+    """Read the queue's depth and pending count from Redis on every scrape. Every instance
+    reports the same shared numbers: graph them with ``max``, not ``sum``."""
+
+    async def queue_counts() -> None:
+        waiting, pending = await app[STORE].queue_counts()
+        QUEUE_DEPTH.set(waiting)
+        QUEUE_PENDING.set(pending)
+
+    app[METRICS_REFRESHERS].append(queue_counts)

@@ -1,0 +1,166 @@
+"""``/metrics`` of every service tells the truth about what just happened: jobs submitted,
+run, finished by status and cancelled; events sent, replayed and delivered; streams opened
+and closed; the queue's depth and pending count; HTTP requests by route and status."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jobprogress_core import __version__
+from jobprogress_core.client import collect_events, submit_job
+from jobprogress_core.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(http: aiohttp.ClientSession, base_url: str) -> Samples:
+    async with http.get(f"{base_url}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """A sample's value; 0 for a labelled child not created yet."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 15.0) -> None:
+    for _ in range(int(seconds / 0.2)):
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {seconds:g}s: {what}")
+
+
+async def test_every_service_counts_what_a_job_did(
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
+) -> None:
+    stack = jobprogress_make_stack()
+    queue, worker, progress = (
+        stack.url(name) for name in ("job-queue-service", "worker-service", "progress-service")
+    )
+    before = {url: await scrape(http, url) for url in (queue, worker, progress)}
+
+    completed = await submit_job(http, queue, type="build", steps=3, durationSeconds=1)
+    failed = await submit_job(http, queue, type="report", steps=3, durationSeconds=1, failAtStep=2)
+    # Watched live from the start, each to its end; then the completed one read again, whole.
+    live = await asyncio.gather(
+        *(collect_events(http, f"{progress}/api/progress/{job}") for job in (completed, failed))
+    )
+    replayed = await collect_events(http, f"{progress}/api/progress/{completed}")
+    assert [events[-1].event for events in live] == ["complete", "failed"]
+    assert replayed == live[0]
+
+    q, w = await scrape(http, queue), await scrape(http, worker)
+    assert value(q, "jobprogress_jobs_submitted_total", type="build") == 1
+    assert value(q, "jobprogress_jobs_submitted_total", type="report") == 1
+    routes = {"service": "job-queue-service", "route": "/api/jobs", "method": "POST"}
+    assert value(q, "jobprogress_http_requests_total", **routes, status="202") == 2
+    assert value(q, "jobprogress_http_request_duration_seconds_count", **routes) == 2
+    assert value(q, "jobprogress_build_info", service="job-queue-service", version=__version__) == 1
+
+    assert value(w, "jobprogress_jobs_finished_total", type="build", status="completed") == 1
+    assert value(w, "jobprogress_jobs_finished_total", type="report", status="failed") == 1
+    assert value(w, "jobprogress_job_duration_seconds_count", type="build", status="completed") == 1
+    assert value(w, "jobprogress_job_duration_seconds_sum", type="build", status="completed") >= 0.9  # the job takes 1 s
+    assert value(w, "jobprogress_jobs_in_progress") == 0
+    assert value(w, "jobprogress_jobs_reclaimed_total") == 0
+
+    events = len(live[0]) + len(live[1]) + len(replayed)
+    sent_before = sum(v for (n, _), v in before[progress].items() if n == "jobprogress_sse_events_sent_total")
+
+    async def streams_closed() -> bool:
+        p = await scrape(http, progress)
+        return value(p, "jobprogress_sse_streams_active") == 0 and (
+            value(p, "jobprogress_sse_disconnects_total", reason="completed") == 3
+        )
+
+    await until(streams_closed, "the three streams counted as closed")
+    p = await scrape(http, progress)
+    assert value(p, "jobprogress_sse_connections_total") == 3
+    sent = sum(v for (n, _), v in p.items() if n == "jobprogress_sse_events_sent_total") - sent_before
+    assert sent == events
+    assert value(p, "jobprogress_sse_events_sent_total", type="complete") == 2
+    assert value(p, "jobprogress_sse_events_sent_total", type="failed") == 1
+    assert value(p, "jobprogress_sse_events_replayed_total") >= len(replayed)
+    # Live events were timed from their append to their write (the first ones may be replayed).
+    assert value(p, "jobprogress_sse_delivery_latency_seconds_count") >= len(live[0]) - 2
+    assert value(p, "jobprogress_sse_delivery_latency_seconds_bucket", le="+Inf") == value(
+        p, "jobprogress_sse_delivery_latency_seconds_count"
+    )
+
+
+async def test_the_queue_gauges_and_cancellations(
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
+) -> None:
+    stack = jobprogress_make_stack()
+    queue, worker = stack.url("job-queue-service"), stack.service("worker-service")
+    worker.stop()
+
+    waiting = [await submit_job(http, queue, type="build", steps=2, durationSeconds=1) for _ in range(3)]
+    q = await scrape(http, queue)
+    assert (value(q, "jobprogress_queue_depth"), value(q, "jobprogress_queue_pending")) == (3, 0)
+
+    async with http.post(f"{queue}/api/jobs/{waiting[0]}/cancel") as response:
+        assert response.status == 200  # still queued: cancelled at once, by job-queue-service
+    q = await scrape(http, queue)
+    assert value(q, "jobprogress_jobs_finished_total", type="build", status="cancelled") == 1
+
+    long_job = await submit_job(http, queue, type="import", steps=30, durationSeconds=60)
+    worker.start()
+
+    async def running() -> bool:
+        q = await scrape(http, queue)
+        w = await scrape(http, worker.url)
+        return (
+            value(q, "jobprogress_queue_depth") == 0
+            and value(q, "jobprogress_queue_pending") == 1
+            and value(w, "jobprogress_jobs_in_progress") == 1
+        )
+
+    await until(running, "only the long job held by the worker, nothing waiting", 30)
+    w = await scrape(http, worker.url)
+    # The cancelled job's entry was taken and acknowledged without running it.
+    assert value(w, "jobprogress_jobs_finished_total", type="build", status="completed") == 2
+
+    async with http.post(f"{queue}/api/jobs/{long_job}/cancel") as response:
+        assert response.status == 202  # running: the worker ends it at its next step
+
+    async def drained() -> bool:
+        q = await scrape(http, queue)
+        w = await scrape(http, worker.url)
+        return (
+            value(q, "jobprogress_queue_pending") == 0
+            and value(w, "jobprogress_jobs_in_progress") == 0
+            and value(w, "jobprogress_jobs_finished_total", type="import", status="cancelled") == 1
+        )
+
+    await until(drained, "the long job cancelled by the worker and acknowledged")
+
+
+async def test_a_scrape_still_answers_when_redis_is_away(
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
+) -> None:
+    """The queue gauges come from Redis; without it a scrape still answers, with the rest."""
+    stack = jobprogress_make_stack(services=("job-queue-service",))
+    assert stack.redis is not None
+    stack.redis.stop()
+    try:
+        q = await scrape(http, stack.url("job-queue-service"))
+        assert value(q, "jobprogress_build_info", service="job-queue-service", version=__version__) == 1
+    finally:
+        stack.redis.start()
+    assert "metrics: queue_counts failed" in stack.logs()
