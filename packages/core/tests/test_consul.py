@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
-from jobprogress_core.consul import Registration, ServiceLookup, create_consul
+import pytest
+
+from jobprogress_core.consul import CONSUL_ERRORS, Registration, ServiceLookup, create_consul
 from jobprogress_core.settings import Settings
-from jobprogress_core.stack import ConsulAgent
+from jobprogress_core.stack import ConsulAgent, free_port
 
 
 async def test_stop_deregisters_and_nothing_registers_again(
@@ -41,23 +44,115 @@ async def test_stop_deregisters_and_nothing_registers_again(
         await client.http.close()
 
 
+async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
 async def test_lookup_returns_passing_instances_in_rotation(
     jobprogress_consul: ConsulAgent, jobprogress_settings: Callable[..., Settings]
 ) -> None:
     settings = jobprogress_settings(CONSUL_HTTP_ADDR=jobprogress_consul.address)
     client = create_consul(settings)
+    lookup = ServiceLookup(settings, "lookup-test")
+    ids = [f"lookup-test-{n}" for n in range(3)]
     try:
-        ids = [f"lookup-test-{n}" for n in range(3)]
         for n, service_id in enumerate(ids):
             check = {"TTL": "30s", "Status": "passing"} if n < 2 else {"TTL": "30s", "Status": "critical"}
             await client.agent.service.register(
                 "lookup-test", service_id=service_id, port=9000 + n, check=check
             )
-        lookup = ServiceLookup(client, "lookup-test", cache_seconds=0)
+        lookup.start()
         first, second = await lookup.rotation(), await lookup.rotation()
         assert {i.service_id for i in first} == set(ids[:2])  # the critical one is never offered
         assert first[0] != second[0] and sorted(first, key=str) == sorted(second, key=str)
+
+        lookup.suspect(first[0])  # it did not answer: offered last, whoever's turn it is
+        assert [(await lookup.rotation())[-1] for _ in range(4)] == [first[0]] * 4
+    finally:
+        await lookup.stop()
         for service_id in ids:
             await client.agent.service.deregister(service_id)
-    finally:
         await client.http.close()
+
+
+async def test_lookup_follows_consul_with_a_blocking_query_and_asks_nothing_per_call(
+    jobprogress_consul: ConsulAgent, jobprogress_settings: Callable[..., Settings]
+) -> None:
+    """A change reaches the lookup within moments though its long-poll waits 55 s (so it
+    came from Consul answering the blocking query), and lookups in between cost no query."""
+    settings = jobprogress_settings(CONSUL_HTTP_ADDR=jobprogress_consul.address)
+    client = create_consul(settings)
+    lookup = ServiceLookup(settings, "watch-test", wait_seconds=55)
+    check = {"TTL": "30s", "Status": "passing"}
+    try:
+        await client.agent.service.register("watch-test", service_id="watch-test-0", port=9100, check=check)
+        lookup.start()
+        assert [i.port for i in await lookup.instances()] == [9100]
+        answers = lookup.answers
+        for _ in range(20):
+            await lookup.rotation()
+            await asyncio.sleep(0.05)
+        # Served from what the watch holds, and the watch waits (at most a stray wake-up).
+        assert lookup.answers - answers <= 2
+
+        await client.agent.service.register("watch-test", service_id="watch-test-1", port=9101, check=check)
+        assert await eventually(lambda: len(lookup._instances) == 2, 5), "a new instance was not seen"
+        assert {i.port for i in await lookup.instances()} == {9100, 9101}
+
+        await client.agent.check.ttl_fail("service:watch-test-0", "stuck")
+        assert await eventually(lambda: [i.port for i in lookup._instances] == [9101], 5), (
+            "an instance turned critical was still offered"
+        )
+    finally:
+        await lookup.stop()
+        for service_id in ("watch-test-0", "watch-test-1"):
+            await client.agent.service.deregister(service_id)
+        await client.http.close()
+
+
+async def test_lookup_keeps_the_last_answer_while_consul_is_away_and_follows_a_new_agent(
+    tmp_path: Path, jobprogress_settings: Callable[..., Settings]
+) -> None:
+    agent = ConsulAgent(tmp_path)
+    agent.start()
+    settings = jobprogress_settings(CONSUL_HTTP_ADDR=agent.address)
+    lookup = ServiceLookup(settings, "away-test", wait_seconds=55)
+    check = {"TTL": "60s", "Status": "passing"}
+    try:
+        client = create_consul(settings)
+        await client.agent.service.register("away-test", service_id="away-test-0", port=9200, check=check)
+        await client.http.close()
+        lookup.start()
+        assert [i.port for i in await lookup.rotation()] == [9200]
+
+        agent.stop()
+        await asyncio.sleep(1.5)  # the long-poll has failed and is being retried
+        assert [i.port for i in await lookup.rotation()] == [9200]
+
+        agent.start()  # a fresh dev agent: nothing registered, indexes start again
+        client = create_consul(settings)
+        await client.agent.service.register("away-test", service_id="away-test-1", port=9201, check=check)
+        await client.http.close()
+        assert await eventually(lambda: [i.port for i in lookup._instances] == [9201], 20), (
+            f"the lookup did not follow the new agent: {lookup._instances}"
+        )
+    finally:
+        await lookup.stop()
+        agent.stop()
+
+
+async def test_a_lookup_with_no_consul_ever_says_so(
+    jobprogress_settings: Callable[..., Settings],
+) -> None:
+    settings = jobprogress_settings(CONSUL_HTTP_ADDR=f"127.0.0.1:{free_port()}")
+    lookup = ServiceLookup(settings, "nobody")
+    lookup.start()
+    try:
+        with pytest.raises(CONSUL_ERRORS):
+            await lookup.rotation()
+    finally:
+        await lookup.stop()

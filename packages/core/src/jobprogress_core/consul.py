@@ -197,41 +197,135 @@ async def consul_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.http.close()
 
 
-class ServiceLookup:
-    """Passing instances of a service, rotated so calls spread over them."""
+def passing_instances(nodes: list[dict[str, Any]]) -> list[Instance]:
+    """Instances from a ``/v1/health/service`` answer (the service's address, else its node's)."""
+    return [
+        Instance(
+            node["Service"]["ID"],
+            node["Service"]["Address"] or node["Node"]["Address"],
+            int(node["Service"]["Port"]),
+        )
+        for node in nodes
+    ]
 
-    def __init__(self, client: consul.aio.Consul, service: str, *, cache_seconds: float = 2.0) -> None:
-        self.client = client
+
+class ServiceLookup:
+    """Passing instances of a service, kept current by a blocking query and rotated so calls
+    spread over them.
+
+    A background task holds one long-poll on ``/v1/health/service/<name>?passing`` at a time:
+    Consul answers as soon as the set of passing instances changes (or after ``wait``), so a
+    lookup costs no request and still learns of a failing instance within a check interval.
+    While Consul is unreachable the last answer is kept (the instances most likely still
+    run, and a caller skips the ones that do not answer); it is retried with a backoff.
+
+    An instance a caller found unreachable (:meth:`suspect`) goes to the back of the rotation
+    for ``suspect_seconds``, until Consul's own check sees it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        *,
+        wait_seconds: float = 55.0,
+        first_answer_timeout: float = 5.0,
+        suspect_seconds: float = 15.0,
+    ) -> None:
+        self.settings = settings
         self.service = service
-        self.cache_seconds = cache_seconds
+        self.wait_seconds = wait_seconds
+        self.first_answer_timeout = first_answer_timeout
+        self.suspect_seconds = suspect_seconds
         self._instances: list[Instance] = []
-        self._fetched_at = -float("inf")
+        self._answered = asyncio.Event()
+        self._error: Exception | None = None
+        self._index: str | None = None
+        self._suspects: dict[str, float] = {}
         self._counter = itertools.count()
+        self._client: consul.aio.Consul | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: Answers received from Consul (the first, then one per change or per ``wait``).
+        self.answers = 0
+
+    def start(self) -> None:
+        # Its own client: a long-poll needs a timeout above the wait (Consul adds up to 1/16).
+        self._client = create_consul(self.settings, timeout=self.wait_seconds * 1.1 + 10)
+        self._task = asyncio.create_task(self._watch(), name=f"consul-watch-{self.service}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.http.close()
+            self._client = None
+
+    async def _watch(self) -> None:
+        assert self._client is not None
+        backoff = 0.5
+        failing = False
+        while True:
+            try:
+                index, nodes = await self._client.health.service(
+                    self.service, passing=True, index=self._index, wait=f"{self.wait_seconds:g}s"
+                )
+            except CONSUL_ERRORS as exc:
+                self._error = exc
+                self._answered.set()  # a first lookup waiting for an answer gets this one
+                if not failing:
+                    logger.warning(
+                        "consul lookup of %s failed (%s); keeping the last %d instances, retrying",
+                        self.service,
+                        exc,
+                        len(self._instances),
+                    )
+                    failing = True
+                self._index = None  # the agent may have restarted: its indexes start again
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if failing:
+                logger.info("consul lookup of %s works again", self.service)
+            failing, backoff = False, 0.5
+            self._instances = passing_instances(nodes)
+            self._error = None
+            self.answers += 1
+            self._answered.set()
+            # An index that goes backwards (a new agent) restarts the watch from scratch; one
+            # that is not above zero would make every next query return at once.
+            if self._index is not None and int(index) < int(self._index):
+                self._index = None
+            else:
+                self._index = index if int(index) > 0 else "1"
 
     async def instances(self) -> list[Instance]:
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._fetched_at > self.cache_seconds:
-            _, nodes = await self.client.health.service(self.service, passing=True)
-            self._instances = [
-                Instance(
-                    node["Service"]["ID"],
-                    node["Service"]["Address"] or node["Node"]["Address"],
-                    int(node["Service"]["Port"]),
-                )
-                for node in nodes
-            ]
-            # An empty answer is not kept: the first instance to pass is used at once.
-            self._fetched_at = loop.time() if self._instances else -float("inf")
+        """The passing instances Consul last named. Waits for the first answer (at most
+        ``first_answer_timeout``); raises the lookup's error when there has never been one."""
+        if self._task is None:
+            raise RuntimeError("ServiceLookup.start() was not called")
+        if not self._answered.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), self.first_answer_timeout)
+        if not self._answered.is_set():
+            raise TimeoutError(f"no answer from consul about {self.service} yet")
+        if self._error is not None and self.answers == 0:
+            raise self._error
         return self._instances
 
     async def rotation(self) -> list[Instance]:
-        """Every passing instance once, starting from the next one in turn."""
+        """Every passing instance once, starting from the next one in turn; suspects last."""
         instances = await self.instances()
         if not instances:
             return []
         start = next(self._counter) % len(instances)
-        return instances[start:] + instances[:start]
+        turn = instances[start:] + instances[:start]
+        now = asyncio.get_running_loop().time()
+        self._suspects = {key: until for key, until in self._suspects.items() if until > now}
+        return sorted(turn, key=lambda instance: instance.service_id in self._suspects)
 
-    def forget(self) -> None:
-        """Drop the cache, e.g. after an instance failed to answer."""
-        self._fetched_at = -float("inf")
+    def suspect(self, instance: Instance) -> None:
+        """``instance`` did not answer: offer it last for a while."""
+        self._suspects[instance.service_id] = asyncio.get_running_loop().time() + self.suspect_seconds

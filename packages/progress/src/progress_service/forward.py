@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import hdrs, web
 
-from jobprogress_core.consul import CONSUL, CONSUL_ERRORS, ServiceLookup
+from jobprogress_core.consul import CONSUL_ERRORS, ServiceLookup
 from jobprogress_core.errors import ServiceUnavailable
 from jobprogress_core.limits import mint_identity
 from jobprogress_core.security import TOKENS, Audience, identity_of
+from jobprogress_core.web import REQUEST_ID_HEADER, REQUEST_ID_KEY, SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -24,18 +25,23 @@ JOB_QUEUE_SERVICE = "job-queue-service"
 LOOKUP = web.AppKey("job_queue_lookup", ServiceLookup)
 CLIENT = web.AppKey("forward_client", aiohttp.ClientSession)
 
-REQUEST_HEADERS = ("Content-Type", "Accept", "X-Request-Id")
+REQUEST_HEADERS = ("Content-Type", "Accept")
 #: Lifetime of the bearer token a forwarded call carries.
 FORWARD_TOKEN_SECONDS = 60
 RESPONSE_HEADERS = ("Content-Type", "Location", "Retry-After", "Allow", "WWW-Authenticate")
 
 
 async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[LOOKUP] = ServiceLookup(app[CONSUL], JOB_QUEUE_SERVICE)
+    lookup = ServiceLookup(app[SETTINGS], JOB_QUEUE_SERVICE)
+    app[LOOKUP] = lookup
+    lookup.start()
     timeout = aiohttp.ClientTimeout(total=15, connect=2)
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-        app[CLIENT] = session
-        yield
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+            app[CLIENT] = session
+            yield
+    finally:
+        await lookup.stop()
 
 
 async def forward_job_call(request: web.Request) -> web.Response:
@@ -49,6 +55,7 @@ async def forward_job_call(request: web.Request) -> web.Response:
         raise ServiceUnavailable(f"No healthy {JOB_QUEUE_SERVICE} instance, try again shortly")
     body = await request.read()
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
+    headers[REQUEST_ID_HEADER] = request[REQUEST_ID_KEY]  # one id for the call on both services
     identity = await identity_of(request)
     if identity is None and request.path == "/api/tokens" and hdrs.AUTHORIZATION not in request.headers:
         # A new identity is minted here, where the client's address is known (within the
@@ -74,5 +81,5 @@ async def forward_job_call(request: web.Request) -> web.Response:
         except aiohttp.ClientConnectorError as exc:
             # Nothing reached the instance, so trying the next one cannot duplicate a submission.
             logger.warning("%s at %s unreachable (%s); trying the next", JOB_QUEUE_SERVICE, instance.url, exc)
-            lookup.forget()
+            lookup.suspect(instance)
     raise ServiceUnavailable(f"No {JOB_QUEUE_SERVICE} instance answered, try again shortly")
