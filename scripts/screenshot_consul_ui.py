@@ -148,9 +148,7 @@ def shoot_services(page: Page, ui: str, counts: dict[str, int], output: Path) ->
         except AssertionError as exc:
             raise ScreenshotError(f"the UI does not show {service} passing with {count} instances") from exc
         print(f"ui: {service} passing, {instances.inner_text().strip()}", flush=True)
-    settle(page)
-    page.screenshot(path=output, animations="disabled")
-    print(f"wrote {output}", flush=True)
+    save(page, output)
 
 
 def shoot_instances(page: Page, ui: str, service: str, count: int, output: Path) -> None:
@@ -165,6 +163,10 @@ def shoot_instances(page: Page, ui: str, service: str, count: int, output: Path)
     except AssertionError as exc:
         raise ScreenshotError(f"the UI does not show {count} passing {service} instances") from exc
     print(f"ui: {service} instances: {count} passing", flush=True)
+    save(page, output)
+
+
+def save(page: Page, output: Path) -> None:
     settle(page)
     page.screenshot(path=output, animations="disabled")
     print(f"wrote {output}", flush=True)
