@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
@@ -184,3 +185,34 @@ async def test_liveness_says_whether_the_job_loop_turns(jobprogress_store: JobSt
     finally:
         await consumer.stop()
     assert consumer.liveness() == (False, "the job loop has stopped")
+
+
+async def test_a_job_that_ended_meanwhile_is_counted_once(jobprogress_store: JobStore) -> None:
+    """Cancelled (by job-queue-service, which counts it) while its handler returned: the
+    worker's completion is not recorded, nor counted as a second end."""
+    store = jobprogress_store
+    handlers = HandlerRegistry()
+
+    @handlers.register("race")
+    async def race(context: JobContext) -> str:
+        await store.finish(context.job_id, EventType.CANCELLED)  # lands before the handler's end
+        return "done"
+
+    consumer = consumer_for(store, handlers)
+    await enqueue(store, "race")
+    entry_id, job_id = await take(consumer)
+    labels = {"type": "race", "status": "completed"}
+
+    def counted() -> tuple[float | None, float | None]:
+        return (
+            REGISTRY.get_sample_value("jobprogress_jobs_finished_total", labels),
+            REGISTRY.get_sample_value("jobprogress_job_duration_seconds_count", labels),
+        )
+
+    before = counted()
+    await consumer.process(entry_id, job_id)
+
+    job = await store.get(job_id)
+    assert job is not None and job.status is JobStatus.CANCELLED
+    assert counted() == before
+    assert await pending(store) == 0

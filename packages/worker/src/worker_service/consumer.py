@@ -310,7 +310,7 @@ class Consumer:
         event_type, result, error = ending
         token = uuid.uuid4().hex  # one for every retry of this write
         try:
-            await retry_while_unavailable(
+            recorded = await retry_while_unavailable(
                 lambda: self.store.finish(
                     job.id,
                     event_type,
@@ -327,8 +327,11 @@ class Consumer:
         except REDIS_ERRORS as exc:
             logger.error("job %s: could not record its end (%s); the job stays pending", job.id, exc)
             return False
+        if recorded is None:  # it had ended already (cancelled while queued, given up elsewhere)
+            logger.info("job %s had already ended; its %s is not recorded", job.id, event_type.value)
+            return True
         status = status_label(TERMINAL_STATUS_OF[event_type])
-        duration = seconds_since(started_at)
+        duration = max(seconds_since(started_at), 0.0)  # a reclaimed job's start is another host's clock
         JOBS_FINISHED.labels(job.type, status).inc()
         JOB_DURATION.labels(job.type, status).observe(duration)
         why = f" ({error})" if error else ""
