@@ -165,3 +165,19 @@ async def test_a_scrape_still_answers_when_redis_is_away(
     finally:
         stack.redis.start()
     assert "metrics: queue_counts failed" in stack.logs()
+
+
+async def test_rare_methods_are_counted_as_other(
+    jobprogress_stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """The page's routes take every method aiohttp's parser knows (some thirty, WebDAV's among
+    them): the rare ones share one label value rather than a time series each."""
+    progress = jobprogress_stack.url("progress-service")
+    labels = {"service": "progress-service", "route": "/api/jobs", "method": "OTHER", "status": "405"}
+    before = value(await scrape(http, progress), "jobprogress_http_requests_total", **labels)
+    for name in ("PROPFIND", "MKCOL", "LOCK"):
+        async with http.request(name, f"{progress}/api/jobs") as response:
+            assert response.status == 405  # from job-queue-service, through the forward
+    p = await scrape(http, progress)
+    assert value(p, "jobprogress_http_requests_total", **labels) == before + 3
+    assert not [key for key in p if ("method", "PROPFIND") in key[1]]

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from jobprogress_core.consul import CONSUL_ERRORS, Registration, ServiceLookup, create_consul
+from jobprogress_core.consul import (
+    CONSUL_ERRORS,
+    ConsulUnavailable,
+    Registration,
+    ServiceLookup,
+    create_consul,
+    next_index_of,
+)
 from jobprogress_core.settings import Settings
 from jobprogress_core.stack import ConsulAgent, free_port
 
@@ -152,7 +159,20 @@ async def test_a_lookup_with_no_consul_ever_says_so(
     lookup = ServiceLookup(settings, "nobody")
     lookup.start()
     try:
-        with pytest.raises(CONSUL_ERRORS):
+        with pytest.raises(CONSUL_ERRORS) as first:
             await lookup.rotation()
+        with pytest.raises(ConsulUnavailable) as second:
+            await lookup.rotation()
+        assert first.value is not second.value  # a fresh error each time, its traceback short
     finally:
         await lookup.stop()
+
+
+@pytest.mark.parametrize(
+    ("previous", "answered", "expected"),
+    [(None, 0, 1), (None, 7, 7), (7, 7, 7), (7, 9, 9), (9, 3, None)],
+)
+def test_the_next_blocking_query_index(previous: int | None, answered: int, expected: int | None) -> None:
+    """Never 0 (every query would return at once); back to none (a fresh start) when the
+    answer's index went back, as after the agent was replaced."""
+    assert next_index_of(previous, answered) == expected

@@ -197,6 +197,18 @@ async def consul_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.http.close()
 
 
+class ConsulUnavailable(ConsulException):  # type: ignore[misc]  # py-consul is untyped
+    """Consul has not answered a lookup yet."""
+
+
+def next_index_of(previous: str | int | None, answered: int) -> int | None:
+    """The index for the next blocking query: ``None`` (start over) when the answer's index
+    went back (a new agent), at least 1 (an index of 0 would make every query return at once)."""
+    if previous is not None and answered < int(previous):
+        return None
+    return max(answered, 1)
+
+
 def passing_instances(nodes: list[dict[str, Any]]) -> list[Instance]:
     """Instances from a ``/v1/health/service`` answer (the service's address, else its node's)."""
     return [
@@ -240,7 +252,7 @@ class ServiceLookup:
         self._instances: list[Instance] = []
         self._answered = asyncio.Event()
         self._error: Exception | None = None
-        self._index: str | None = None
+        self._index: int | None = None
         self._suspects: dict[str, float] = {}
         self._counter = itertools.count()
         self._client: consul.aio.Consul | None = None
@@ -254,14 +266,16 @@ class ServiceLookup:
         self._task = asyncio.create_task(self._watch(), name=f"consul-watch-{self.service}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._client is not None:
-            await self._client.http.close()
-            self._client = None
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+        finally:
+            if self._client is not None:
+                await self._client.http.close()
+                self._client = None
 
     async def _watch(self) -> None:
         assert self._client is not None
@@ -272,7 +286,9 @@ class ServiceLookup:
                 index, nodes = await self._client.health.service(
                     self.service, passing=True, index=self._index, wait=f"{self.wait_seconds:g}s"
                 )
-            except CONSUL_ERRORS as exc:
+                instances = passing_instances(nodes)
+                next_index = int(index)
+            except Exception as exc:  # Consul away, or an answer we cannot read: retry
                 self._error = exc
                 self._answered.set()  # a first lookup waiting for an answer gets this one
                 if not failing:
@@ -281,6 +297,7 @@ class ServiceLookup:
                         self.service,
                         exc,
                         len(self._instances),
+                        exc_info=not isinstance(exc, CONSUL_ERRORS),
                     )
                     failing = True
                 self._index = None  # the agent may have restarted: its indexes start again
@@ -290,16 +307,11 @@ class ServiceLookup:
             if failing:
                 logger.info("consul lookup of %s works again", self.service)
             failing, backoff = False, 0.5
-            self._instances = passing_instances(nodes)
+            self._instances = instances
             self._error = None
             self.answers += 1
             self._answered.set()
-            # An index that goes backwards (a new agent) restarts the watch from scratch; one
-            # that is not above zero would make every next query return at once.
-            if self._index is not None and int(index) < int(self._index):
-                self._index = None
-            else:
-                self._index = index if int(index) > 0 else "1"
+            self._index = next_index_of(self._index, next_index)
 
     async def instances(self) -> list[Instance]:
         """The passing instances Consul last named. Waits for the first answer (at most
@@ -312,7 +324,8 @@ class ServiceLookup:
         if not self._answered.is_set():
             raise TimeoutError(f"no answer from consul about {self.service} yet")
         if self._error is not None and self.answers == 0:
-            raise self._error
+            # A new exception each time: re-raising the stored one would grow its traceback.
+            raise ConsulUnavailable(f"consul lookup of {self.service} failed: {self._error}") from self._error
         return self._instances
 
     async def rotation(self) -> list[Instance]:

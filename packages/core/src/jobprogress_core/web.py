@@ -60,6 +60,11 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
         response.headers[REQUEST_ID_HEADER] = request_id
 
 
+#: Methods counted under their own name; any other is ``OTHER``, so a client cannot make up
+#: label values (a new time series each) on the routes that take every method.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _route_name(request: web.Request) -> str:
     route = request.match_info.route
     resource = route.resource
@@ -80,8 +85,9 @@ def http_metrics_middleware(service: str) -> Middleware:
             raise
         finally:
             route = _route_name(request)
-            HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
-            HTTP_LATENCY.labels(service, route, request.method).observe(time.perf_counter() - started)
+            method = request.method if request.method in METHODS else "OTHER"
+            HTTP_REQUESTS.labels(service, route, method, str(status)).inc()
+            HTTP_LATENCY.labels(service, route, method).observe(time.perf_counter() - started)
 
     return middleware
 
