@@ -246,6 +246,9 @@ def test_proxy_is_nginx_in_front_of_the_progress_service(config: Config) -> None
     assert env.get("PROGRESS_SERVICE") == f"progress-service:{progress_port}", (
         f"the proxy's upstream PROGRESS_SERVICE={env.get('PROGRESS_SERVICE')!r} is not the progress service"
     )
+    assert env.get("RESOLVER") == "127.0.0.11", (
+        f"the proxy's RESOLVER={env.get('RESOLVER')!r} is not Docker's DNS, which names progress-service"
+    )
     assert published_ports(proxy) == [(int(env.get("PROXY_PORT", 0)), "8080")], (
         f"the proxy publishes {published_ports(proxy)}, not 8080 to its PROXY_PORT={env.get('PROXY_PORT')}"
     )

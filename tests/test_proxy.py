@@ -58,10 +58,12 @@ def nginx_seconds(value: str) -> float:
     return int(parsed.group(1)) * units[parsed.group(2) or "s"]
 
 
-def render_nginx_conf(upstream: str, port: int) -> str:
+def render_nginx_conf(upstream: str, port: int, resolver: str = "127.0.0.1") -> str:
     """deploy/nginx.conf with its placeholders filled, as the nginx image's envsubst does."""
-    text = NGINX_CONF.read_text()
-    rendered = text.replace("${PROGRESS_SERVICE}", upstream).replace("${PROXY_PORT}", str(port))
+    values = {"PROGRESS_SERVICE": upstream, "PROXY_PORT": str(port), "RESOLVER": resolver}
+    rendered = NGINX_CONF.read_text()
+    for name, value in values.items():
+        rendered = rendered.replace(f"${{{name}}}", value)
     left = re.findall(r"\$\{\w+\}", rendered)
     assert not left, f"placeholders left in deploy/nginx.conf: {left}"
     return rendered
@@ -70,12 +72,19 @@ def render_nginx_conf(upstream: str, port: int) -> str:
 def test_nginx_conf_placeholders_are_the_upstream_and_the_listen_port() -> None:
     placeholders = set(re.findall(r"\$\{(\w+)\}", NGINX_CONF.read_text()))
 
-    assert placeholders == {"PROGRESS_SERVICE", "PROXY_PORT"}, f"placeholders are {sorted(placeholders)}"
-    rendered = render_nginx_conf("progress.example:1234", 4321)
+    assert placeholders == {"PROGRESS_SERVICE", "PROXY_PORT", "RESOLVER"}, (
+        f"placeholders are {sorted(placeholders)}"
+    )
+    rendered = render_nginx_conf("progress.example:1234", 4321, "10.0.0.53")
     assert re.search(r"^\s*listen 4321;", rendered, re.M), "the proxy does not listen on ${PROXY_PORT}"
-    assert re.search(r"upstream progress_service \{\s*server progress.example:1234;", rendered), (
+    # The name is looked up at request time (a variable in proxy_pass), again every few seconds.
+    assert re.search(r'^\s*set \$progress_service "progress.example:1234";', rendered, re.M), (
         "the upstream is not ${PROGRESS_SERVICE}"
     )
+    resolver = re.search(r"^\s*resolver 10.0.0.53 valid=\d+s", rendered, re.M)
+    assert resolver, "no resolver ${RESOLVER} with a TTL"
+    passes = re.findall(r"^\s*proxy_pass ([^;]+);", rendered, re.M)
+    assert passes and set(passes) == {"http://$progress_service"}, f"proxy_pass targets: {passes}"
 
 
 @pytest.mark.parametrize(
@@ -115,6 +124,10 @@ NGINX_MAIN_CONF = """\
 worker_processes 1;
 events {{ worker_connections 512; }}
 http {{
+    # So that the test does not lean on the service's own `X-Accel-Buffering: no` (Debian's
+    # nginx 1.22 passes small events on at once even when buffering, so the directive itself
+    # is checked statically above).
+    proxy_ignore_headers X-Accel-Buffering;
     access_log {prefix}/access.log;
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
