@@ -27,15 +27,28 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+def run_script(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run the script; past ``timeout``, SIGTERM it so that it stops what it started (its
+    processes are in sessions of their own: killing the script would leave them running)."""
+    with subprocess.Popen(
+        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                out, err = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                out, err = process.communicate()
+            pytest.fail(f"the script took over {timeout:g}s:\n{out}{err}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def test_screenshot_shows_the_three_services_passing(tmp_path: Path) -> None:
     services, workers = tmp_path / "services.png", tmp_path / "worker.png"
-    result = subprocess.run(
-        [str(SCRIPT), "--output", str(services), "--worker-output", str(workers), "--viewport", "1024x640"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    result = run_script("--output", str(services), "--worker-output", str(workers), "--viewport", "1024x640")
     assert result.returncode == 0, result.stdout + result.stderr
 
     lines = result.stdout.splitlines()
@@ -59,13 +72,7 @@ def test_screenshot_shows_the_three_services_passing(tmp_path: Path) -> None:
 
 
 def test_a_bad_argument_fails_before_starting_anything(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(SCRIPT), "--output", str(tmp_path / "x.png"), "--viewport", "wide"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_script("--output", str(tmp_path / "x.png"), "--viewport", "wide", timeout=30)
     assert result.returncode == 2
     assert "--viewport" in result.stderr
     assert not (tmp_path / "x.png").exists()

@@ -9,7 +9,7 @@ from jobprogress_core.metrics import METRICS_REFRESHERS
 from jobprogress_core.web import STORE
 
 JOBS_SUBMITTED = Counter("jobprogress_jobs_submitted_total", "Jobs accepted and queued, by type", ["type"])
-QUEUE_DEPTH = Gauge("jobprogress_queue_depth", "Jobs in the queue that no worker has taken yet")
+QUEUE_DEPTH = Gauge("jobprogress_queue_depth", "Queue entries no worker has taken yet")
 QUEUE_PENDING = Gauge(
     "jobprogress_queue_pending",
     "Jobs taken by a worker and not yet acknowledged (running, or to be reclaimed)",

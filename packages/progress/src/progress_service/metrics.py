@@ -18,7 +18,7 @@ EVENTS_REPLAYED = Counter(
 DELIVERY_LATENCY = Histogram(
     "jobprogress_sse_delivery_latency_seconds",
     "From an event's append in Redis (its stream ID's time) to its write to the live clients "
-    "of this process, once per event per process",
+    "of this process, once per event the hub writes to them",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
