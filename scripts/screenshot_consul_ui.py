@@ -192,6 +192,9 @@ def shoot(args: argparse.Namespace, consul_addr: str) -> None:
 
 
 def interrupt(signum: int, frame: FrameType | None) -> None:
+    # Once only: a second signal must not cut short the stopping of what was started.
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
