@@ -4,6 +4,7 @@ schemathesis: no 5xx, no response outside the description, bad input always refu
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,7 @@ async def test_the_description_is_generated_from_the_schemas(
             "minimum": 1,
             "maximum": 100,
         }
+        assert "at most `steps`" in request["properties"]["failAtStep"]["description"]
         assert set(spec["components"]["securitySchemes"]) == {"bearer", "cookie"}
 
 
@@ -86,4 +88,8 @@ async def run_schemathesis(base: str, workdir: Path) -> None:
     report = output.decode(errors="replace")
     assert process.returncode == 0, report[-8000:]
     assert " passed" in report and "failed" not in report, report[-8000:]
-    assert "Schema validation mismatch" not in report, report[-8000:]  # the description is exact
+    # The description is exact, but for one rule JSON Schema cannot state (failAtStep at most
+    # steps, said in words instead): random bodies break it about half the time, so
+    # schemathesis may call POST /api/jobs "mostly rejected". Never any other operation.
+    mismatched = re.findall(r"^\s+- (\w+ \S+)$", report.partition("Schema validation mismatch")[2], re.M)
+    assert set(mismatched) <= {"POST /api/jobs"}, report[-8000:]

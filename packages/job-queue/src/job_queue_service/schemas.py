@@ -49,6 +49,7 @@ class JobRequestSchema(Schema):
         allow_none=True,
         strict=True,
         validate=validate.Range(min=1, max=MAX_STEPS),
+        metadata={"description": "The step at which the simulated job fails; at most `steps`."},
     )
 
     time_limit_seconds = fields.Float(
