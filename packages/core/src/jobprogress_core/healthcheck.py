@@ -18,13 +18,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from .settings import ConfigError, Settings
+from .settings import WILDCARD_HOSTS, ConfigError, Settings
 
 #: Seconds to wait for ``/health``; below the image's ``HEALTHCHECK --timeout``.
 TIMEOUT = 2.0
-
-#: Listen addresses that mean "every interface": checked on the IPv4 loopback.
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 USAGE = "usage: python -m jobprogress_core.healthcheck [SERVICE] (or set SERVICE)"
 

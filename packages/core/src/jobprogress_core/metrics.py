@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from . import __version__
-from .model import JobStatus
+from .model import TERMINAL_STATUS_OF, EventType
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,12 @@ JOBS_FINISHED = Counter(
 )
 
 
-def status_label(status: JobStatus) -> str:
-    """A final status as metrics label it: ``completed``, ``failed``, ``cancelled``."""
-    return status.value.lower()
+def count_finished(job_type: str, ending: EventType) -> str:
+    """Count a job that ``ending`` (its terminal event, just written) ended; its status as
+    the metrics label it: ``completed``, ``failed``, ``cancelled``."""
+    status = TERMINAL_STATUS_OF[ending].value.lower()
+    JOBS_FINISHED.labels(job_type, status).inc()
+    return status
 
 
 def setup_metrics(app: web.Application, service: str) -> None:

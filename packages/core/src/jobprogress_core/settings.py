@@ -316,10 +316,14 @@ class Settings:
         )
 
 
+#: Listen addresses that mean "every interface".
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
 def _advertisable(host: str) -> str:
     """The address others reach us at: the listen host, or for a wildcard listen address
     (``0.0.0.0`` in a container) the address this machine's hostname resolves to."""
-    if host not in ("0.0.0.0", "::", ""):
+    if host not in WILDCARD_HOSTS:
         return host
     try:
         return socket.gethostbyname(socket.gethostname())

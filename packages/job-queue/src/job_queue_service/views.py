@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 from jobprogress_core.errors import BadRequest, Conflict, NotFound, Unauthorized, ValidationFailed
 from jobprogress_core.limits import SUBMISSIONS, mint_identity
 from jobprogress_core.logs import set_job_id
-from jobprogress_core.metrics import JOBS_FINISHED, status_label
+from jobprogress_core.metrics import count_finished
 from jobprogress_core.model import EventType, Job, JobStatus, epoch_iso, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import (
@@ -139,7 +139,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job = await find_job(request, Permission.CANCEL)
     store = request.app[STORE]
     if job.status is JobStatus.QUEUED and await store.finish(job.id, EventType.CANCELLED):
-        JOBS_FINISHED.labels(job.type, status_label(JobStatus.CANCELLED)).inc()
+        count_finished(job.type, EventType.CANCELLED)
     elif job.status is JobStatus.PROCESSING and not job.cancel_requested:
         await store.append(
             job.id, EventType.LOG, {"level": "warning", "line": "Cancellation requested"}, cancel_requested=1

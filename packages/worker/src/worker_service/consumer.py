@@ -28,8 +28,8 @@ from redis.exceptions import RedisError
 
 from jobprogress_core.keys import QUEUE_GROUP, Keys
 from jobprogress_core.logs import job_scope
-from jobprogress_core.metrics import JOBS_FINISHED, status_label
-from jobprogress_core.model import TERMINAL_STATUS_OF, EventType, Job, JobStatus, now_iso, seconds_since
+from jobprogress_core.metrics import count_finished
+from jobprogress_core.model import EventType, Job, JobStatus, now_iso, seconds_since
 from jobprogress_core.redis import (
     REDIS_ERRORS,
     retry_while_unavailable,
@@ -220,14 +220,14 @@ class Consumer:
             return
         if job.cancel_requested:
             if await self.store.finish(job.id, EventType.CANCELLED):
-                JOBS_FINISHED.labels(job.type, status_label(JobStatus.CANCELLED)).inc()
+                count_finished(job.type, EventType.CANCELLED)
             await self.store.ack(entry_id)
             return
         attempt = job.attempts + 1
         if attempt > self.limits.max_attempts:
             reason = f"Gave up after {job.attempts} attempts: worker {job.worker or '?'} stopped responding"
             if await self.store.finish(job.id, EventType.FAILED, error=reason):
-                JOBS_FINISHED.labels(job.type, status_label(JobStatus.FAILED)).inc()
+                count_finished(job.type, EventType.FAILED)
             logger.warning("job %s: %s", job.id, reason)
             await self.store.ack(entry_id)
             return
@@ -330,9 +330,8 @@ class Consumer:
         if recorded is None:  # it had ended already (cancelled while queued, given up elsewhere)
             logger.info("job %s had already ended; its %s is not recorded", job.id, event_type.value)
             return True
-        status = status_label(TERMINAL_STATUS_OF[event_type])
+        status = count_finished(job.type, event_type)
         duration = max(seconds_since(started_at), 0.0)  # a reclaimed job's start is another host's clock
-        JOBS_FINISHED.labels(job.type, status).inc()
         JOB_DURATION.labels(job.type, status).observe(duration)
         why = f" ({error})" if error else ""
         logger.info("job %s ended: %s after %.1fs%s", job.id, status, duration, why)
