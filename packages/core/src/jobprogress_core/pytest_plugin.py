@@ -9,9 +9,12 @@ the tail of every process log is added to its report.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -41,6 +44,28 @@ TEST_ENV = {
 }
 
 _STACKS: list[Stack] = []
+
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], T | Awaitable[T]], what: str, *, timeout: float = 20.0, interval: float = 0.05
+) -> T:
+    """Wait for ``check()`` (a function or a coroutine function) to return something true,
+    and return it; fail naming ``what`` and the last value after ``timeout`` seconds.
+
+    Whatever another process writes (a log line, a metric, a key) shows up some time after
+    the event a test saw last: read it through this, never right after that event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what} (last: {result!r})")
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture(scope="session")
