@@ -1,11 +1,13 @@
-"""Registration against a real consul agent: registered while running, gone once stopped,
-even when a re-registration was due at that very moment."""
+"""Registration against a real consul agent: registered while running with the status the
+instance gives itself, back to passing in Consul the moment it is healthy again, gone once
+stopped, even when a re-registration was due at that very moment; lookups by blocking query."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +19,21 @@ from jobprogress_core.consul import (
     create_consul,
     next_index_of,
 )
+from jobprogress_core.health import Health
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.settings import Settings
 from jobprogress_core.stack import ConsulAgent, free_port
+
+
+def health_of(answers: dict[str, bool]) -> Health:
+    """A health whose one check answers ``answers["ok"]`` at the time it is asked."""
+    health = Health()
+
+    async def check() -> bool:
+        return answers["ok"]
+
+    health.add("part", check)
+    return health
 
 
 async def test_stop_deregisters_and_nothing_registers_again(
@@ -31,14 +46,10 @@ async def test_stop_deregisters_and_nothing_registers_again(
         JOBPROGRESS_PORT="18081",
     )
     client = create_consul(settings)
-    registration = Registration(settings, client)
+    registration = Registration(settings, client, health_of({"ok": True}))
     try:
         registration.start()
-        for _ in range(100):
-            if await registration.is_known():
-                break
-            await asyncio.sleep(0.05)
-        assert await registration.is_known()
+        await eventually(registration.is_known, "registered")
         definition = (await client.agent.services())[registration.service_id]
         assert definition["Service"] == "job-queue-service" and definition["Port"] == 18081
         assert definition["Meta"]["version"]
@@ -51,12 +62,59 @@ async def test_stop_deregisters_and_nothing_registers_again(
         await client.http.close()
 
 
-async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
+async def http_check_of(client: Any, registration: Registration) -> dict[str, Any]:
+    """The instance's one HTTP check, as the agent has it."""
+    checks = [
+        check
+        for check in (await client.agent.checks()).values()
+        if check["ServiceID"] == registration.service_id
+        and check["CheckID"].startswith(f"{registration.service_id}:http")
+    ]
+    assert len(checks) == 1, checks
+    return dict(checks[0])
+
+
+async def test_consul_hears_the_instances_own_status_at_once_and_its_recovery_within_moments(
+    jobprogress_consul: ConsulAgent, jobprogress_settings: Callable[..., Settings]
+) -> None:
+    """Consul's own check runs every 60 s here: any status seen sooner came from the instance."""
+    settings = jobprogress_settings(
+        "job-queue-service",
+        CONSUL_HTTP_ADDR=jobprogress_consul.address,
+        JOBPROGRESS_CONSUL_CHECK_INTERVAL="60",
+        JOBPROGRESS_PORT=str(free_port()),
+    )
+    client = create_consul(settings)
+    answers = {"ok": False}
+    registration = Registration(settings, client, health_of(answers))
+    try:
+        registration.start()
+        await eventually(registration.is_known, "registered")
+        first = await http_check_of(client, registration)
+        assert first["Status"] == "critical"  # what the instance said of itself, not a default
+
+        answers["ok"] = True
+
+        def passing_in_consul() -> bool:
+            passing = jobprogress_consul.health("job-queue-service", passing=True)
+            return any(entry["Service"]["ID"] == registration.service_id for entry in passing)
+
+        await eventually(passing_in_consul, "passing in consul", timeout=5)
+        now = await http_check_of(client, registration)
+        assert now["Status"] == "passing" and now["CheckID"] != first["CheckID"]  # the old one is gone
+
+        # A stop deregisters every check; a healthy start registers passing from the first moment.
+        await registration.stop()
+        again = Registration(settings, client, health_of(answers))
+        again.start()
+        try:
+            await eventually(again.is_known, "registered again")
+            assert (await http_check_of(client, again))["Status"] == "passing"
+        finally:
+            await again.stop()
+    finally:
+        await registration.stop()
+        await client.http.close()
 
 
 async def test_lookup_returns_passing_instances_in_rotation(
@@ -107,17 +165,44 @@ async def test_lookup_follows_consul_with_a_blocking_query_and_asks_nothing_per_
         assert lookup.answers - answers <= 2
 
         await client.agent.service.register("watch-test", service_id="watch-test-1", port=9101, check=check)
-        assert await eventually(lambda: len(lookup._instances) == 2, 5), "a new instance was not seen"
+        await eventually(lambda: len(lookup._instances) == 2, "a new instance seen", timeout=5)
         assert {i.port for i in await lookup.instances()} == {9100, 9101}
 
         await client.agent.check.ttl_fail("service:watch-test-0", "stuck")
-        assert await eventually(lambda: [i.port for i in lookup._instances] == [9101], 5), (
-            "an instance turned critical was still offered"
+        await eventually(
+            lambda: [i.port for i in lookup._instances] == [9101],
+            "the critical instance no longer offered",
+            timeout=5,
         )
     finally:
         await lookup.stop()
         for service_id in ("watch-test-0", "watch-test-1"):
             await client.agent.service.deregister(service_id)
+        await client.http.close()
+
+
+async def test_a_rotation_with_nobody_passing_waits_a_moment_for_an_instance_to_arrive(
+    jobprogress_consul: ConsulAgent, jobprogress_settings: Callable[..., Settings]
+) -> None:
+    settings = jobprogress_settings(CONSUL_HTTP_ADDR=jobprogress_consul.address)
+    client = create_consul(settings)
+    lookup = ServiceLookup(settings, "arrival-test", wait_seconds=55)
+    try:
+        lookup.start()
+        assert await lookup.rotation() == []  # no wait asked: at once
+        assert await lookup.rotation(wait=0.2) == []  # nobody came
+
+        waiting = asyncio.create_task(lookup.rotation(wait=10))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        check = {"TTL": "30s", "Status": "passing"}
+        await client.agent.service.register(
+            "arrival-test", service_id="arrival-test-0", port=9300, check=check
+        )
+        assert [i.port for i in await asyncio.wait_for(waiting, 10)] == [9300]
+    finally:
+        await lookup.stop()
+        await client.agent.service.deregister("arrival-test-0")
         await client.http.close()
 
 
@@ -144,8 +229,10 @@ async def test_lookup_keeps_the_last_answer_while_consul_is_away_and_follows_a_n
         client = create_consul(settings)
         await client.agent.service.register("away-test", service_id="away-test-1", port=9201, check=check)
         await client.http.close()
-        assert await eventually(lambda: [i.port for i in lookup._instances] == [9201], 20), (
-            f"the lookup did not follow the new agent: {lookup._instances}"
+        await eventually(
+            lambda: [i.port for i in lookup._instances] == [9201],
+            "the lookup follows the new agent",
+            timeout=20,
         )
     finally:
         await lookup.stop()

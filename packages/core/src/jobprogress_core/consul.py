@@ -23,8 +23,9 @@ from aiohttp import web
 from consul.exceptions import ACLPermissionDenied, ConsulException
 
 from . import __version__
+from .health import Health
 from .settings import Settings
-from .web import SETTINGS, STOP_HOOKS
+from .web import HEALTH, LISTENING_HOOKS, SETTINGS, STOP_HOOKS
 
 logger = logging.getLogger(__name__)
 
@@ -66,30 +67,53 @@ Liveness = Callable[[], tuple[bool, str]]
 class Registration:
     """This instance in Consul's catalog: unique ID, HTTP check on ``/health``,
     ``DeregisterCriticalServiceAfter``, version in the meta; with ``liveness``, also a TTL
-    check fed by it."""
+    check fed by it.
+
+    Consul hears the truth at once, not a check interval later: the instance registers once
+    it listens, with the status its own ``/health`` gives at that moment, and when
+    ``/health`` has answered critical the instance probes itself until it passes again and
+    then passes its check in Consul (a new check ID, so an answer still on its way for the
+    old check cannot undo that). Failures are left to Consul's own check, every interval.
+    """
+
+    #: Seconds between self-probes while ``/health`` is critical.
+    RECOVERY_PROBE_SECONDS = 0.25
 
     def __init__(
-        self, settings: Settings, client: consul.aio.Consul, liveness: Liveness | None = None
+        self,
+        settings: Settings,
+        client: consul.aio.Consul,
+        health: Health,
+        liveness: Liveness | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
+        self.health = health
         self.liveness = liveness
         #: The TTL check's period: three of the feeding loop's turns.
         self.ttl = 3 * settings.consul_retry_seconds
         host = socket.gethostname().split(".")[0]
         self.service_id = f"{settings.service}-{host}-{settings.port}-{uuid.uuid4().hex[:8]}"
+        #: Bumped each time the HTTP check is replaced by a passing one.
+        self.generation = 1
         self.registered = False
-        self.task: asyncio.Task[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
 
-    def check(self) -> dict[str, Any]:
+    @property
+    def http_check_id(self) -> str:
+        return f"{self.service_id}:http:{self.generation}"
+
+    def check(self, status: str) -> dict[str, Any]:
+        """The HTTP check on ``/health``, starting as ``status``."""
         settings = self.settings
         return {
-            "CheckID": f"{self.service_id}:http",
+            "CheckID": self.http_check_id,
             "Name": f"{settings.service} /health",
             "HTTP": f"{Instance(self.service_id, settings.advertise_addr, settings.port).url}/health",
             "Interval": f"{settings.consul_check_interval:g}s",
             "Timeout": "3s",
             "DeregisterCriticalServiceAfter": settings.consul_deregister_after,
+            "Status": status,
         }
 
     @property
@@ -97,6 +121,8 @@ class Registration:
         return f"{self.service_id}:loop"
 
     def ttl_check(self) -> dict[str, Any]:
+        """Critical until fed, right after registering: a status change, so Consul's catalog
+        takes the note with it at once (a note alone waits for the agent's next sync)."""
         return {
             "CheckID": self.ttl_check_id,
             "Name": f"{self.settings.service} job loop",
@@ -115,7 +141,9 @@ class Registration:
             await self.client.agent.check.ttl_fail(self.ttl_check_id, notes)
 
     async def register(self) -> None:
+        """Register, the HTTP check starting as what this instance says of itself now."""
         settings = self.settings
+        status = (await self.health.evaluate()).status
         await self.client.agent.service.register(
             settings.service,
             service_id=self.service_id,
@@ -123,8 +151,9 @@ class Registration:
             port=settings.port,
             tags=["jobprogress", f"v{__version__}"],
             meta={"version": __version__, "env": settings.env},
-            check=self.check(),
+            check=self.check(status),
             extra_checks=[self.ttl_check()] if self.liveness else [],
+            replace_existing_checks=True,
         )
         self.registered = True
 
@@ -158,18 +187,50 @@ class Registration:
                     down_since_logged = True
             await asyncio.sleep(interval)
 
+    async def follow_recovery(self) -> None:
+        """Each time ``/health`` was critical: probe until it passes, then say so to Consul."""
+        while True:
+            await self.health.failed.wait()
+            self.health.failed.clear()
+            while not (await self.health.evaluate()).healthy:  # noqa: ASYNC110  # a probe, not a flag
+                await asyncio.sleep(self.RECOVERY_PROBE_SECONDS)
+            if not self.registered:
+                continue  # the next registration starts with the status of that moment
+            try:
+                await self.pass_http_check()
+            except CONSUL_ERRORS as exc:
+                self.registered = False  # registering again sets the status right
+                logger.warning("could not tell consul that %s passes again: %s", self.service_id, exc)
+
+    async def pass_http_check(self) -> None:
+        """Replace a failing HTTP check by a passing one (Consul's next run checks it again)."""
+        current = (await self.client.agent.checks()).get(self.http_check_id)
+        if current is None or current["Status"] == "passing":
+            return
+        old = self.http_check_id
+        self.generation += 1
+        definition = self.check("passing")
+        definition["ID"] = definition.pop("CheckID")
+        name = definition.pop("Name")
+        await self.client.agent.check.register(name, check=definition, service_id=self.service_id)
+        await self.client.agent.check.deregister(old)
+        logger.info("%s passes again: told consul", self.service_id)
+
     def start(self) -> None:
-        self.task = asyncio.create_task(self.keep_registered(), name="consul-registration")
+        self.tasks = [
+            asyncio.create_task(self.keep_registered(), name="consul-registration"),
+            asyncio.create_task(self.follow_recovery(), name="consul-recovery"),
+        ]
 
     async def stop(self) -> None:
         """Stop keeping the registration alive, then deregister (also if the last attempt
         to register seemed to fail: it may have reached the agent). Idempotent."""
-        if self.task is None:
+        if not self.tasks:
             return
-        task, self.task = self.task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.registered = False
         try:
             await self.client.agent.service.deregister(self.service_id)
@@ -185,13 +246,13 @@ CONSUL = web.AppKey("consul", consul.aio.Consul)
 
 
 async def consul_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: keep this instance registered; deregister first on a stop."""
+    """Cleanup context: register this instance once it listens; deregister first on a stop."""
     client = create_consul(app[SETTINGS])
-    registration = Registration(app[SETTINGS], client, app.get(LIVENESS))
+    registration = Registration(app[SETTINGS], client, app[HEALTH], app.get(LIVENESS))
     app[CONSUL] = client
     app[REGISTRATION] = registration
     app[STOP_HOOKS].insert(0, registration.stop)
-    registration.start()
+    app[LISTENING_HOOKS].append(registration.start)
     yield
     await registration.stop()
     await client.http.close()
@@ -251,6 +312,8 @@ class ServiceLookup:
         self.suspect_seconds = suspect_seconds
         self._instances: list[Instance] = []
         self._answered = asyncio.Event()
+        #: Set (and replaced) on every answer from Consul.
+        self._next_answer = asyncio.Event()
         self._error: Exception | None = None
         self._index: int | None = None
         self._suspects: dict[str, float] = {}
@@ -311,6 +374,8 @@ class ServiceLookup:
             self._error = None
             self.answers += 1
             self._answered.set()
+            self._next_answer.set()
+            self._next_answer = asyncio.Event()
             self._index = next_index_of(self._index, next_index)
 
     async def instances(self) -> list[Instance]:
@@ -328,9 +393,18 @@ class ServiceLookup:
             raise ConsulUnavailable(f"consul lookup of {self.service} failed: {self._error}") from self._error
         return self._instances
 
-    async def rotation(self) -> list[Instance]:
-        """Every passing instance once, starting from the next one in turn; suspects last."""
+    async def rotation(self, wait: float = 0.0) -> list[Instance]:
+        """Every passing instance once, starting from the next one in turn; suspects last.
+
+        With none passing, waits up to ``wait`` seconds for Consul to name one: an instance
+        that has just started is registered a moment after it answers its first request."""
         instances = await self.instances()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not instances and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._next_answer.wait(), deadline - loop.time())
+            instances = self._instances
         if not instances:
             return []
         start = next(self._counter) % len(instances)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .logs import configure_logging
 from .settings import ConfigError, Settings
-from .web import STOP_HOOKS
+from .web import LISTENING_HOOKS, STOP_HOOKS
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ async def serve(app: web.Application, settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
         await site.start()
         logger.info("%s listening on http://%s:%s", settings.service, settings.host, settings.port)
+        for start in app[LISTENING_HOOKS]:
+            start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 
 from .errors import Handler, error_middleware
+from .health import Health
 from .keys import Keys
 from .logs import REQUEST_ID
 from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
@@ -32,10 +33,12 @@ SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("keys", Keys)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", JobStore)
+#: Run, in order, once the server listens (registering in Consul waits for that).
+LISTENING_HOOKS = web.AppKey("listening_hooks", list[Callable[[], None]])
 #: Run, in order, when a stop is asked for and before the server stops listening.
 STOP_HOOKS = web.AppKey("stop_hooks", list[StopHook])
-#: Named checks ``/health`` runs besides Redis; each answers whether its part works.
-HEALTH_CHECKS = web.AppKey("health_checks", dict[str, Callable[[], Awaitable[bool]]])
+#: What ``/health`` checks: Redis, then whatever a service adds (``app[HEALTH].add``).
+HEALTH = web.AppKey("health", Health)
 
 #: An ``X-Request-Id`` a caller (or a proxy in front) may give; anything else is replaced.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -110,8 +113,9 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_request_id)
     app[KEYS] = Keys(settings.key_prefix)
+    app[LISTENING_HOOKS] = []
     app[STOP_HOOKS] = []
-    app[HEALTH_CHECKS] = {}
+    app[HEALTH] = Health()
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_get("/health", health)
     setup_metrics(app, settings.service)
@@ -129,6 +133,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         retention_seconds=settings.retention_seconds,
         history_limit=settings.history_limit,
     )
+    app[HEALTH].add("redis", lambda: redis_ok(redis), fails_as="unavailable")
     logger.info("using redis at %s", settings.redis_url_masked)
     try:
         await asyncio.wait_for(redis.ping(), settings.redis_timeout)
@@ -150,12 +155,8 @@ async def redis_ok(redis: Redis, timeout: float = 2.0) -> bool:
 
 async def health(request: web.Request) -> web.Response:
     """200 when this instance and its dependencies work, 503 otherwise (Consul checks it)."""
-    settings = request.app[SETTINGS]
-    checks = {"redis": "ok" if await redis_ok(request.app[REDIS]) else "unavailable"}
-    for name, check in request.app[HEALTH_CHECKS].items():
-        checks[name] = "ok" if await check() else "failing"
-    healthy = all(value == "ok" for value in checks.values())
-    body = {"status": "passing" if healthy else "critical", "service": settings.service, "checks": checks}
-    if healthy:
+    report = await request.app[HEALTH].evaluate()
+    body = {"status": report.status, "service": request.app[SETTINGS].service, "checks": report.checks}
+    if report.healthy:
         return web.json_response(body)
     return web.json_response(body, status=503, headers={"Retry-After": "5"})

@@ -29,6 +29,8 @@ REQUEST_HEADERS = ("Content-Type", "Accept")
 #: Lifetime of the bearer token a forwarded call carries.
 FORWARD_TOKEN_SECONDS = 60
 RESPONSE_HEADERS = ("Content-Type", "Location", "Retry-After", "Allow", "WWW-Authenticate")
+#: With no passing instance, how long a call waits for Consul to name one (one starting up).
+INSTANCE_WAIT_SECONDS = 2.0
 
 
 async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -47,7 +49,7 @@ async def forward_ctx(app: web.Application) -> AsyncIterator[None]:
 async def forward_job_call(request: web.Request) -> web.Response:
     lookup = request.app[LOOKUP]
     try:
-        instances = await lookup.rotation()
+        instances = await lookup.rotation(wait=INSTANCE_WAIT_SECONDS)
     except CONSUL_ERRORS as exc:
         logger.warning("consul lookup of %s failed: %s", JOB_QUEUE_SERVICE, exc)
         raise ServiceUnavailable("Service discovery is unavailable, try again shortly") from None

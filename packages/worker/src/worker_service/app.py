@@ -10,7 +10,7 @@ from aiohttp import web
 from jobprogress_core.consul import LIVENESS, consul_ctx
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import ConfigError, Settings
-from jobprogress_core.web import HEALTH_CHECKS, KEYS, SETTINGS, STORE, create_base_app
+from jobprogress_core.web import HEALTH, KEYS, SETTINGS, STORE, create_base_app
 
 from .consumer import Consumer, Limits
 from .context import HandlerRegistry
@@ -69,7 +69,7 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     async def consumer_running() -> bool:
         return consumer.alive
 
-    app[HEALTH_CHECKS]["consumer"] = consumer_running
+    app[HEALTH].add("consumer", consumer_running)
     app[LIVENESS] = consumer.liveness  # Consul's TTL check on the job loop
     consumer.start()
     yield
