@@ -12,15 +12,17 @@ import aiohttp
 import pytest
 
 from jobprogress_core.client import collect_events
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.stack import Stack
 
 pytestmark = pytest.mark.stack
 
 
 def json_lines(stack: Stack, service: str) -> list[dict[str, Any]]:
-    """Every line the service wrote; fails on one that is not a JSON object."""
+    """Every whole line the service wrote (not one it is writing at this moment); fails on
+    one that is not a JSON object."""
     text = stack.service(service).log_path.read_text()
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
     assert lines, f"{service} wrote nothing"
     entries = []
     for line in lines:
@@ -56,9 +58,13 @@ async def test_json_lines_carry_the_request_and_job_ids_across_services(
     assert len(submitted) == 1
     assert submitted[0]["job_id"] == job_id and submitted[0]["request_id"] == request_id
 
-    about_job = [e for e in json_lines(stack, "worker-service") if e.get("job_id") == job_id]
-    messages = [e["message"] for e in about_job]
-    assert any("Started by" in m for m in messages) and any("ended: completed" in m for m in messages)
+    def worker_lines_once_it_ended() -> list[dict[str, Any]]:
+        about = [e for e in json_lines(stack, "worker-service") if e.get("job_id") == job_id]
+        return about if any("ended: completed" in e["message"] for e in about) else []
+
+    # The worker logs how the job ended after it appended the `complete` event the client saw.
+    about_job = await eventually(worker_lines_once_it_ended, "the worker's line on the job's end")
+    assert any("Started by" in e["message"] for e in about_job)
     assert all("request_id" not in e for e in about_job)  # the worker answers no request here
 
 
