@@ -5,7 +5,7 @@ and closed; the queue's depth and pending count; HTTP requests by route and stat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobprogress_core import __version__
 from jobprogress_core.client import collect_events, submit_job
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -37,14 +38,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 15.0) -> None:
-    for _ in range(int(seconds / 0.2)):
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {seconds:g}s: {what}")
-
-
 async def test_every_service_counts_what_a_job_did(
     jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
 ) -> None:
@@ -64,7 +57,7 @@ async def test_every_service_counts_what_a_job_did(
     assert [events[-1].event for events in live] == ["complete", "failed"]
     assert replayed == live[0]
 
-    q, w = await scrape(http, queue), await scrape(http, worker)
+    q = await scrape(http, queue)
     assert value(q, "jobprogress_jobs_submitted_total", type="build") == 1
     assert value(q, "jobprogress_jobs_submitted_total", type="report") == 1
     routes = {"service": "job-queue-service", "route": "/api/jobs", "method": "POST"}
@@ -72,6 +65,15 @@ async def test_every_service_counts_what_a_job_did(
     assert value(q, "jobprogress_http_request_duration_seconds_count", **routes) == 2
     assert value(q, "jobprogress_build_info", service="job-queue-service", version=__version__) == 1
 
+    async def worker_counted_both_ends() -> Samples:
+        w = await scrape(http, worker)
+        ended = value(w, "jobprogress_jobs_finished_total", type="build", status="completed") >= 1 and (
+            value(w, "jobprogress_jobs_finished_total", type="report", status="failed") >= 1
+        )
+        return w if ended and value(w, "jobprogress_jobs_in_progress") == 0 else {}
+
+    # The worker counts a job's end after it has appended the terminal event the client saw.
+    w = await eventually(worker_counted_both_ends, "the worker's count of both jobs' ends")
     assert value(w, "jobprogress_jobs_finished_total", type="build", status="completed") == 1
     assert value(w, "jobprogress_jobs_finished_total", type="report", status="failed") == 1
     assert value(w, "jobprogress_job_duration_seconds_count", type="build", status="completed") == 1
@@ -83,22 +85,23 @@ async def test_every_service_counts_what_a_job_did(
     events = len(live[0]) + len(live[1]) + len(replayed)
     sent_before = sum(v for (n, _), v in before[progress].items() if n == "jobprogress_sse_events_sent_total")
 
-    async def streams_closed() -> bool:
+    async def streams_closed() -> Samples:
         p = await scrape(http, progress)
-        return value(p, "jobprogress_sse_streams_active") == 0 and (
-            value(p, "jobprogress_sse_disconnects_total", reason="completed") == 3
-        )
+        closed = value(p, "jobprogress_sse_disconnects_total", reason="completed") >= 3
+        return p if closed and value(p, "jobprogress_sse_streams_active") == 0 else {}
 
-    await until(streams_closed, "the three streams counted as closed")
-    p = await scrape(http, progress)
+    p = await eventually(streams_closed, "the three streams counted as closed")
+    assert value(p, "jobprogress_sse_disconnects_total", reason="completed") == 3
     assert value(p, "jobprogress_sse_connections_total") == 3
     sent = sum(v for (n, _), v in p.items() if n == "jobprogress_sse_events_sent_total") - sent_before
     assert sent == events
     assert value(p, "jobprogress_sse_events_sent_total", type="complete") == 2
     assert value(p, "jobprogress_sse_events_sent_total", type="failed") == 1
-    assert value(p, "jobprogress_sse_events_replayed_total") >= len(replayed)
-    # Live events were timed from their append to their write (the first ones may be replayed).
-    assert value(p, "jobprogress_sse_delivery_latency_seconds_count") >= len(live[0]) - 2
+    replayed_total = value(p, "jobprogress_sse_events_replayed_total")
+    assert replayed_total >= len(replayed)
+    # Live events were timed from their append to their write; those a stream caught up with
+    # from the log were not. How many that was depends on when each stream connected.
+    assert 0 < value(p, "jobprogress_sse_delivery_latency_seconds_count") <= sent - replayed_total
     assert value(p, "jobprogress_sse_delivery_latency_seconds_bucket", le="+Inf") == value(
         p, "jobprogress_sse_delivery_latency_seconds_count"
     )
@@ -132,7 +135,7 @@ async def test_the_queue_gauges_and_cancellations(
             and value(w, "jobprogress_jobs_in_progress") == 1
         )
 
-    await until(running, "only the long job held by the worker, nothing waiting", 30)
+    await eventually(running, "only the long job held by the worker, nothing waiting", timeout=30)
     w = await scrape(http, worker.url)
     # The cancelled job's entry was taken and acknowledged without running it.
     assert value(w, "jobprogress_jobs_finished_total", type="build", status="completed") == 2
@@ -140,16 +143,18 @@ async def test_the_queue_gauges_and_cancellations(
     async with http.post(f"{queue}/api/jobs/{long_job}/cancel") as response:
         assert response.status == 202  # running: the worker ends it at its next step
 
-    async def drained() -> bool:
+    async def drained() -> Samples:
         q = await scrape(http, queue)
         w = await scrape(http, worker.url)
-        return (
+        done = (
             value(q, "jobprogress_queue_pending") == 0
             and value(w, "jobprogress_jobs_in_progress") == 0
-            and value(w, "jobprogress_jobs_finished_total", type="import", status="cancelled") == 1
+            and value(w, "jobprogress_jobs_finished_total", type="import", status="cancelled") >= 1
         )
+        return w if done else {}
 
-    await until(drained, "the long job cancelled by the worker and acknowledged")
+    w = await eventually(drained, "the long job cancelled by the worker and acknowledged")
+    assert value(w, "jobprogress_jobs_finished_total", type="import", status="cancelled") == 1
 
 
 async def test_a_scrape_still_answers_when_redis_is_away(
