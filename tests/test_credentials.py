@@ -4,7 +4,6 @@ deny, and a token made from ``consul/jobprogress-policy.hcl`` given as ``CONSUL_
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,7 @@ import aiohttp
 import pytest
 
 from jobprogress_core.client import collect_events, submit_job
-from jobprogress_core.pytest_plugin import TEST_ENV
+from jobprogress_core.pytest_plugin import TEST_ENV, eventually
 from jobprogress_core.stack import ConsulAgent, RedisServer, Stack, http_get
 
 pytestmark = pytest.mark.stack
@@ -73,12 +72,20 @@ async def test_the_services_run_on_an_acl_redis_user_and_a_consul_token(
             for service in SERVICES:
                 stack.start_service(service)
             for service in SERVICES:
-                await wait_for(lambda s=service: len(passing(consul.address, s)) == 1, f"{service} passing")
+                await eventually(
+                    lambda s=service: len(passing(consul.address, s)) == 1, f"{service} passing", timeout=30
+                )
             # The page's calls reach job-queue-service through a lookup made with the token.
             progress = stack.url("progress-service")
             job_id = await submit_job(http, progress, steps=2, durationSeconds=0.2)
             events = await collect_events(http, f"{progress}/api/progress/{job_id}", timeout=30)
             assert events[-1].event == "complete"
+            # The worker's last line about the job comes after the event the client saw: the
+            # logs below are read whole once it is there.
+            worker = stack.service("worker-service")
+            await eventually(
+                lambda: f"job {job_id} ended: " in worker.log_tail(10_000), "the job's end logged"
+            )
             logs = "".join(service.log_tail(10_000) for service in stack.services)
             assert REDIS_PASSWORD not in logs and token not in logs
             assert "NOAUTH" not in logs and "NOPERM" not in logs and "Permission denied" not in logs
@@ -86,7 +93,7 @@ async def test_the_services_run_on_an_acl_redis_user_and_a_consul_token(
             # Without the token, Consul refuses: the service still serves, and says why.
             lone = stack.start_service("job-queue-service", CONSUL_HTTP_TOKEN="")
             refused = "consul refused the registration (check CONSUL_HTTP_TOKEN"
-            await wait_for(lambda: refused in lone.log_tail(), "a refusal logged")
+            await eventually(lambda: refused in lone.log_tail(), "a refusal logged", timeout=30)
             assert "Permission denied" in lone.log_tail()
             assert len(passing(consul.address, "job-queue-service")) == 1
     finally:
@@ -112,11 +119,3 @@ async def test_a_wrong_redis_password_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         stack.stop()
         redis.stop()
-
-
-async def wait_for(condition: Any, what: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
