@@ -15,6 +15,7 @@ import pytest
 from jobprogress_core.client import ReceivedEvent, collect_events, submit_job
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import parse_stream_id
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.stack import ServiceProcess, Stack, http_get
@@ -36,14 +37,16 @@ async def wait_for(
     stack: Stack,
     job_id: str,
     check: Callable[[dict[str, Any]], bool],
+    what: str,
     timeout: float = 30,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The job's state over REST once ``check`` holds for it; fails naming ``what`` if it never does."""
+
+    async def state_if_checked() -> dict[str, Any]:
         state = await job_state(http, stack, job_id)
-        if check(state) or time.monotonic() > deadline:
-            return state
-        await asyncio.sleep(0.1)
+        return state if check(state) else {}
+
+    return await eventually(state_if_checked, f"job {job_id} {what}", timeout=timeout)
 
 
 def assert_exact_log(events: list[ReceivedEvent], log: list[str]) -> None:
@@ -70,7 +73,7 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
     job_id = await submit_job(http, stack.url("job-queue-service"), steps=4, durationSeconds=4)
     url = f"{stack.url('progress-service')}/api/progress/{job_id}"
     watcher = asyncio.create_task(collect_events(http, url, timeout=60))
-    await wait_for(http, stack, job_id, lambda s: s["step"] >= 1)
+    await wait_for(http, stack, job_id, lambda s: s["step"] >= 1, "past its first step")
     survivor = stack.start_service("worker-service")
     doomed.kill()  # SIGKILL: no goodbye, no hand-back
 
@@ -94,7 +97,7 @@ async def test_a_live_worker_keeps_its_long_job(
     stack = jobprogress_make_stack(FRONT, **FAST)
     stack.start_service("worker-service")
     job_id = await submit_job(http, stack.url("job-queue-service"), steps=3, durationSeconds=6)
-    await wait_for(http, stack, job_id, lambda s: s["status"] == "PROCESSING")
+    await wait_for(http, stack, job_id, lambda s: s["status"] == "PROCESSING", "running")
     stack.start_service("worker-service")
     events = await collect_events(http, f"{stack.url('progress-service')}/api/progress/{job_id}", timeout=30)
     assert events[-1].event == "complete"
@@ -110,11 +113,15 @@ async def test_attempt_limit_ends_the_job_failed_with_the_reason(
     for attempt in (1, 2):
         worker = stack.start_service("worker-service")
         await wait_for(
-            http, stack, job_id, lambda s, n=attempt: s["attempts"] == n and s["status"] == "PROCESSING"
+            http,
+            stack,
+            job_id,
+            lambda s, n=attempt: s["attempts"] == n and s["status"] == "PROCESSING",
+            f"running its attempt {attempt}",
         )
         worker.kill()
     stack.start_service("worker-service")
-    state = await wait_for(http, stack, job_id, lambda s: s["status"] == "FAILED")
+    state = await wait_for(http, stack, job_id, lambda s: s["status"] == "FAILED", "failed")
     assert state["status"] == "FAILED" and state["attempts"] == 2
     assert state["error"].startswith("Gave up after 2 attempts")
 
@@ -130,7 +137,7 @@ async def test_sigterm_hands_a_running_job_to_another_worker_at_once(
     job_id = await submit_job(http, stack.url("job-queue-service"), steps=4, durationSeconds=4)
     url = f"{stack.url('progress-service')}/api/progress/{job_id}"
     watcher = asyncio.create_task(collect_events(http, url, timeout=60))
-    await wait_for(http, stack, job_id, lambda s: s["step"] >= 1)
+    await wait_for(http, stack, job_id, lambda s: s["step"] >= 1, "past its first step")
     stack.start_service("worker-service")
     started = time.monotonic()
     assert await asyncio.to_thread(leaving.stop) == 0
@@ -153,7 +160,7 @@ async def test_sigterm_lets_a_short_job_finish_within_the_grace_period(
     stack = jobprogress_make_stack(FRONT, **FAST)
     worker = stack.start_service("worker-service", JOBPROGRESS_GRACE_SECONDS="20")
     job_id = await submit_job(http, stack.url("job-queue-service"), steps=2, durationSeconds=2)
-    await wait_for(http, stack, job_id, lambda s: s["status"] == "PROCESSING")
+    await wait_for(http, stack, job_id, lambda s: s["status"] == "PROCESSING", "running")
     assert await asyncio.to_thread(worker.stop) == 0
     state = await job_state(http, stack, job_id)
     assert state["status"] == "COMPLETED" and state["attempts"] == 1
@@ -172,7 +179,7 @@ async def test_cancel_mid_job_twice_and_after_completion(
     job_id = await submit_job(http, stack.url("job-queue-service"), steps=3, durationSeconds=30)
     url = f"{stack.url('progress-service')}/api/progress/{job_id}"
     watcher = asyncio.create_task(collect_events(http, url, timeout=30))
-    await wait_for(http, stack, job_id, lambda s: s["status"] == "PROCESSING")
+    await wait_for(http, stack, job_id, lambda s: s["status"] == "PROCESSING", "running")
     first = await cancel(http, stack, job_id)
     second = await cancel(http, stack, job_id)
     assert first[0] == 202 and first[1]["cancelRequested"] is True
@@ -186,7 +193,7 @@ async def test_cancel_mid_job_twice_and_after_completion(
     assert (await cancel(http, stack, job_id))[0] == 200  # still idempotent once cancelled
 
     done_id = await submit_job(http, stack.url("job-queue-service"), steps=1, durationSeconds=0.1)
-    await wait_for(http, stack, done_id, lambda s: s["status"] == "COMPLETED")
+    await wait_for(http, stack, done_id, lambda s: s["status"] == "COMPLETED", "completed")
     status, body = await cancel(http, stack, done_id)
     assert status == 409 and body["error"]["code"] == "conflict"
     async with http.post(f"{stack.url('progress-service')}/api/jobs/{'0' * 32}/cancel") as response:
@@ -203,9 +210,10 @@ async def test_cancelling_a_queued_job_ends_it_at_once(
     events = await collect_events(http, f"{stack.url('progress-service')}/api/progress/{job_id}")
     assert [e.event for e in events] == ["status", "cancelled"]
     worker = stack.start_service("worker-service")
-    await asyncio.sleep(1)
+    await eventually(
+        lambda: "is CANCELLED; acknowledging" in worker.log_tail(), "the worker's look at the job"
+    )
     assert (await job_state(http, stack, job_id))["status"] == "CANCELLED"  # never started
-    assert "is CANCELLED; acknowledging" in worker.log_tail()
 
 
 async def test_time_limit_fails_an_overrunning_job(
@@ -231,9 +239,7 @@ async def test_retention_ttl_capped_streams_short_queue_and_paginated_history(
     big = await submit_job(http, queue, steps=100, durationSeconds=0.5)
     small = [await submit_job(http, queue, steps=1, durationSeconds=0.1) for _ in range(4)]
     for job_id in [big, *small]:
-        assert (await wait_for(http, stack, job_id, lambda s: s["status"] == "COMPLETED"))[
-            "status"
-        ] == "COMPLETED"
+        await wait_for(http, stack, job_id, lambda s: s["status"] == "COMPLETED", "completed")
 
     assert stack.redis_url is not None
     redis = create_redis(Settings.from_env("job-queue-service", {"REDIS_URL": stack.redis_url}))
@@ -243,7 +249,12 @@ async def test_retention_ttl_capped_streams_short_queue_and_paginated_history(
             assert 0 < await redis.ttl(keys.job(job_id)) <= 120
             assert 0 < await redis.ttl(keys.events(job_id)) <= 120
         assert 100 <= await redis.xlen(keys.events(big)) < 200  # 300 events written, capped
-        assert await redis.xlen(keys.queue) == 0  # acknowledged entries are deleted
+
+        async def queue_emptied() -> bool:
+            return await redis.xlen(keys.queue) == 0
+
+        # Acknowledged entries are deleted, by the worker after it wrote the job's end.
+        await eventually(queue_emptied, "every queue entry acknowledged and deleted")
 
         pages: list[list[str]] = []
         url: str | None = f"{queue}/api/jobs?limit=2"
@@ -276,10 +287,10 @@ async def test_redis_restart_mid_job_loses_nothing(
     job_id = await submit_job(http, stack.url("job-queue-service"), steps=6, durationSeconds=6)
     url = f"{stack.url('progress-service')}/api/progress/{job_id}"
     watcher = asyncio.create_task(collect_events(http, url, timeout=60))
-    await wait_for(http, stack, job_id, lambda s: s["step"] >= 1)
+    await wait_for(http, stack, job_id, lambda s: s["step"] >= 1, "past its first step")
 
     down = threading.Event()
-    seen: dict[str, set[int]] = {}
+    seen: dict[str, list[int]] = {process.service: [] for process in stack.services}
 
     def poll_health(process: ServiceProcess) -> None:
         while not down.is_set():
@@ -287,15 +298,22 @@ async def test_redis_restart_mid_job_loses_nothing(
                 status = http_get(f"{process.url}/health", timeout=3)[0]
             except OSError:
                 continue
-            seen.setdefault(process.service, set()).add(status)
+            seen[process.service].append(status)
             time.sleep(0.05)
+
+    def down_and_back(service: str) -> bool:
+        statuses = list(seen[service])
+        return 503 in statuses and 200 in statuses[statuses.index(503) :]
 
     pollers = [threading.Thread(target=poll_health, args=(process,)) for process in stack.services]
     for poller in pollers:
         poller.start()
     try:
         await asyncio.to_thread(stack.redis.restart, 3.0)
-        await asyncio.sleep(1.5)
+        await eventually(
+            lambda: all(down_and_back(service) for service in seen),
+            "every service unhealthy while Redis was away, then healthy again",
+        )
     finally:
         down.set()
         for poller in pollers:
@@ -307,5 +325,5 @@ async def test_redis_restart_mid_job_loses_nothing(
     assert_exact_log(events, await stream_log(stack, job_id))
     assert (await job_state(http, stack, job_id))["status"] == "COMPLETED"
     for service in ("job-queue-service", "worker-service", "progress-service"):
-        assert {200, 503} <= seen[service], (service, seen)
+        assert {200, 503} <= set(seen[service]), (service, seen)
         assert http_get(f"{stack.url(service)}/health")[0] == 200
