@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ import pytest
 
 from jobprogress_core.client import ReceivedEvent, collect_events
 from jobprogress_core.model import EventType
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.sseclient import read_messages
 from jobprogress_core.stack import ServiceProcess, Stack
 from jobprogress_core.store import JobStore
@@ -107,14 +109,14 @@ async def test_a_stalled_client_is_cut_off_while_others_get_every_event(
         assert len(events) == 1 + 1500 + 1 and events[-1].event == "complete"
         log = await stack_store.events(job_id, count=5000)
         assert [e.id for e in events] == [e.id for e in log]  # nothing lost, nothing twice, in order
-        cut_off = 'jobprogress_sse_disconnects_total{reason="send_timeout"} 1.0'
-        for _ in range(100):  # the stalled stream is cut at its first write that cannot finish
+
+        async def cut_off() -> float:
             async with http.get(f"{progress.url}/metrics") as response:
-                if cut_off in await response.text():
-                    break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the stalled client was never disconnected")
+                found = re.search(r'_disconnects_total\{reason="send_timeout"\} (\S+)', await response.text())
+            return float(found.group(1)) if found else 0.0
+
+        # The stalled stream is cut at its first write that cannot finish.
+        assert await eventually(cut_off, "the stalled client disconnected") == 1
     finally:
         writer.close()
         progress.stop()
@@ -133,15 +135,12 @@ async def test_the_per_process_stream_limit_answers_503_with_retry_after(
             assert response.headers["Retry-After"] == "5"
             assert (await response.json())["error"]["code"] == "service_unavailable"
         held.pop().close()
-        await asyncio.sleep(0.3)  # the server notices the closed stream at its next write
-        for _ in range(50):
-            response = await http.get(url)
-            if response.status == 200:
-                break
-            response.close()
-            await asyncio.sleep(0.1)
-        assert response.status == 200
-        response.close()
+
+        async def place_given_back() -> bool:
+            async with http.get(url) as response:
+                return response.status == 200
+
+        await eventually(place_given_back, "the closed stream's place given back")
         for stream in held:
             stream.close()
     finally:
