@@ -3,7 +3,6 @@ share links, and the same-origin rule. One test per defence."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -13,10 +12,11 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from jobprogress_core.client import collect_events
 from jobprogress_core.model import Job
-from jobprogress_core.pytest_plugin import TEST_ENV, bearer_headers
+from jobprogress_core.pytest_plugin import TEST_ENV, bearer_headers, eventually
 from jobprogress_core.security import IDENTITY_COOKIE, Audience, Tokens, new_identity
 from jobprogress_core.stack import Stack
 from jobprogress_core.store import JobStore
@@ -267,16 +267,35 @@ async def test_a_cross_origin_post_is_refused_and_changes_nothing(
     await submit(http, progress_url, QUICK_JOB)
 
 
+async def streams_answered(http: aiohttp.ClientSession, progress_url: str) -> float:
+    """Streams progress-service has finished answering (counted once their handler returned)."""
+    async with http.get(f"{progress_url}/metrics") as response:
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "jobprogress_http_requests_total"
+        and sample.labels["route"] == "/api/progress/{job_id}"
+    )
+
+
 async def test_tokens_never_reach_the_logs(
     http: aiohttp.ClientSession, queue_url: str, progress_url: str, jobprogress_stack: Stack
 ) -> None:
     job_id = await submit(http, queue_url, QUICK_JOB)
     link = await share(http, queue_url, job_id)
+    answered = await streams_answered(http, progress_url)
     async with aiohttp.ClientSession() as viewer:
         await collect_events(viewer, f"{progress_url}{link['links']['progress']}", timeout=30)
         status, issued, _ = await call(viewer, "POST", f"{queue_url}/api/tokens")
         assert status == 201
-    await asyncio.sleep(0.5)
+
+    # The stream's handler ends after the client has seen its end: the logs are read once it has.
+    async def stream_done() -> bool:
+        return await streams_answered(http, progress_url) > answered
+
+    await eventually(stream_done, "the shared stream answered to its end")
     bearer = http.headers["Authorization"].split()[1]
     logs = "".join(path.read_text(errors="replace") for path in jobprogress_stack.workdir.glob("*.log"))
     assert "share link issued" in logs  # the log is there, and says what happened
@@ -374,13 +393,12 @@ async def test_concurrent_streams_per_identity_are_limited_across_instances(
             assert theirs.status == 200
         # ...and a stream that ends gives its place back.
         opened.pop().close()
-        for _ in range(50):
+
+        async def place_given_back() -> bool:
             async with http.get(f"{second.url}/api/progress/{job_id}") as response:
-                if response.status == 200:
-                    break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the closed stream's place was never given back")
+                return response.status == 200
+
+        await eventually(place_given_back, "the closed stream's place given back")
     finally:
         for response in opened:
             response.close()
