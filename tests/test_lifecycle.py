@@ -10,6 +10,8 @@ import aiohttp
 import pytest
 
 from jobprogress_core.client import ReceivedEvent, collect_events, submit_job
+from jobprogress_core.pytest_plugin import eventually
+from jobprogress_core.sseclient import SseMessage
 from jobprogress_core.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -26,12 +28,14 @@ async def test_graceful_stop_closes_streams_and_clients_resume_elsewhere(
     reference = asyncio.create_task(collect_events(http, f"{steady}{path}"))
 
     received: list[ReceivedEvent] = []
+    arrived: list[SseMessage] = []
 
     async def follow_leaving_instance() -> None:
-        received.extend(await collect_events(http, f"{leaving.url}{path}"))
+        received.extend(await collect_events(http, f"{leaving.url}{path}", messages=arrived))
 
     follower = asyncio.create_task(follow_leaving_instance())
-    await asyncio.sleep(1.0)
+    # Stopped mid-stream: once the follower has its first event from the leaving instance.
+    await eventually(lambda: follower.done() or any(m.event for m in arrived), "the follower's first event")
     started = time.monotonic()
     stop = asyncio.create_task(asyncio.to_thread(leaving.stop))
     await asyncio.wait_for(follower, 5)  # the stream ends promptly, not when the job does
