@@ -12,8 +12,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from jobprogress_core.client import collect_events
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -40,6 +42,27 @@ async def jobprogress(*args: str, config: Path, url: str, timeout: float = 60) -
 def printed_log(output: str) -> list[str]:
     """The log lines ``watch`` printed (indented by two spaces, unlike its other lines)."""
     return [line[2:] for line in output.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+
+
+STREAMS_OPEN = "jobprogress_sse_streams_active"
+
+
+async def watched_mid_job(config: Path, url: str, job_id: str) -> bool:
+    """Whether the progress-service instance at ``url`` (a watcher's own) serves a stream, and
+    the job has done a step: a ``watch`` connected to it is under way."""
+    token = (config / "jobprogress" / "token").read_text().strip()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.get(f"{url}/metrics") as response:
+            families = text_string_to_metric_families(await response.text())
+            streams = [
+                sample.value
+                for family in families
+                for sample in family.samples
+                if family.name == STREAMS_OPEN
+            ]
+        async with http.get(f"{url}/api/jobs/{job_id}") as response:
+            step = (await response.json())["step"]
+    return streams == [1] and step >= 1
 
 
 async def job_log(config: Path, url: str, job_id: str) -> list[str]:
@@ -137,7 +160,9 @@ async def test_watch_resumes_after_the_service_drops_without_loss_or_repeat(
     assert code == 0, err
     job_id = out.splitlines()[0]
     watcher = asyncio.create_task(jobprogress("watch", job_id, config=tmp_path, url=url, timeout=90))
-    await asyncio.sleep(2.5)
+    await eventually(
+        lambda: watcher.done() or watched_mid_job(tmp_path, url, job_id), "the watch under way", timeout=30
+    )
     progress.stop()  # the stream drops mid-job
     await asyncio.sleep(1.0)
     replacement = jobprogress_stack.start_service("progress-service", port=port)
