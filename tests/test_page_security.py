@@ -38,6 +38,8 @@ async def test_a_log_line_with_markup_shows_as_text_through_a_share_link(
     assert HOSTILE in await log.inner_text()
     assert await log.locator("img, script, b").count() == 0
     assert await page.evaluate("window.pwned") is None
+    # The outcome is shown by the terminal event, which the page handles after the log line.
+    await page.locator("#outcome").wait_for(state="visible", timeout=15_000)
     assert "done <script>" in await page.locator("#outcome").inner_text()
     assert await page.evaluate("document.querySelectorAll('script').length") == 1  # app.js only
     assert not [line for line in console if "Content Security Policy" in line or "pageerror" in line], console
