@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.redis import REDIS_ERRORS, StreamReader, create_redis, stream_entries
 from jobprogress_core.settings import Settings
 
@@ -35,6 +36,17 @@ async def redis(jobprogress_settings: Callable[..., Settings]) -> AsyncIterator[
 def keys(count: int) -> list[str]:
     run = uuid.uuid4().hex
     return [f"test:reader:{run}:{n}" for n in range(count)]
+
+
+async def blocked_in_redis(reader: StreamReader, redis: Redis) -> None:
+    """Wait until Redis has the reader's XREAD and blocks on it (the read task has sent it)."""
+    name = reader.redis.connection_pool.connection_kwargs["client_name"]
+
+    async def blocked() -> bool:
+        clients = await redis.client_list()
+        return any(client["name"] == name and "b" in client["flags"] for client in clients)
+
+    await eventually(blocked, "the reader's XREAD blocked in Redis", timeout=1.5)
 
 
 async def test_entries_match_the_client_reply(reader: StreamReader, redis: Redis) -> None:
@@ -73,7 +85,7 @@ async def test_nothing_new_is_an_empty_list_after_the_block(reader: StreamReader
 async def test_a_blocked_read_wakes_on_a_new_entry(reader: StreamReader, redis: Redis) -> None:
     [stream] = keys(1)
     read = asyncio.create_task(reader.xread({stream: "$"}, block_ms=1900, count=10))
-    await asyncio.sleep(0.1)
+    await blocked_in_redis(reader, redis)  # else the entry would come before the "$" it follows
     added = await redis.xadd(stream, {"n": "1"})
 
     [(_, [(entry_id, fields)])] = await asyncio.wait_for(read, 1.5)
@@ -95,7 +107,7 @@ async def test_reads_keep_one_named_connection(reader: StreamReader, redis: Redi
 async def test_a_read_cut_short_fails_and_the_next_one_reconnects(reader: StreamReader, redis: Redis) -> None:
     [stream] = keys(1)
     read = asyncio.create_task(reader.xread({stream: "$"}, block_ms=1900, count=10))
-    await asyncio.sleep(0.1)
+    await blocked_in_redis(reader, redis)
     await reader.redis.connection_pool.disconnect()  # what stop_reader does
 
     with pytest.raises(REDIS_ERRORS):
@@ -109,7 +121,7 @@ async def test_a_read_cut_short_fails_and_the_next_one_reconnects(reader: Stream
 async def test_a_cancelled_read_leaves_no_reply_behind(reader: StreamReader, redis: Redis) -> None:
     [stream] = keys(1)
     read = asyncio.create_task(reader.xread({stream: "$"}, block_ms=1900, count=10))
-    await asyncio.sleep(0.1)
+    await blocked_in_redis(reader, redis)  # cancelled while Redis holds the read
     read.cancel()
     with pytest.raises(asyncio.CancelledError):
         await read
