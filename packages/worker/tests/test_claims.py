@@ -10,6 +10,7 @@ from redis.exceptions import ResponseError
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer, Limits
 from worker_service.context import HandlerRegistry, JobContext
@@ -95,7 +96,7 @@ async def test_duplicate_entries_of_a_running_job_are_acknowledged(jobprogress_s
     reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=2)
     (first, _), (second, _) = reply[0][1]
     running = asyncio.create_task(worker.process(first, job.id))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: runs == 1, "the first entry's run started")  # the job holds its claim
     await worker.process(second, job.id)  # fresh duplicate: acknowledged
     await worker.process(second, job.id, reclaimed=True)  # even when reclaimed: the first run is live
     release.set()
@@ -120,14 +121,19 @@ async def test_a_requested_cancel_wins_over_the_attempt_limit(jobprogress_store:
 
 
 async def test_claim_refreshing_survives_redis_refusals(
-    jobprogress_store: JobStore, monkeypatch: pytest.MonkeyPatch
+    jobprogress_store: JobStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = jobprogress_store
     worker = consumer(store, HandlerRegistry(), "w", visibility=1.0)
     worker.running["1-0"] = ("job", asyncio.create_task(asyncio.sleep(0)))
     await store.redis.delete(store.keys.queue)  # XCLAIM now answers NOGROUP
-    worker.start()
-    await asyncio.sleep(0.8)
-    assert worker.refresher is not None and not worker.refresher.done()
+    # The refresher alone: the job loop would make the group again at once.
+    worker.refresher = asyncio.create_task(worker.keep_claims_fresh())
+
+    def refused() -> int:
+        return sum("could not refresh" in record.getMessage() for record in caplog.records)
+
+    await eventually(lambda: refused() >= 2, "two refreshes refused")  # it went on after the first
+    assert not worker.refresher.done()
     worker.running.clear()
     await worker.stop()
