@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
+from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry, JobContext, JobError
@@ -119,7 +120,9 @@ async def test_failing_at_a_step_reports_progress_so_far(jobprogress_store: JobS
     assert events[-1].data == {**events[-1].data, "progress": 50, "error": "Step 2/2 (Aggregate) failed"}
 
 
-async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(jobprogress_store: JobStore) -> None:
+async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(
+    jobprogress_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
     store = jobprogress_store
     handlers = HandlerRegistry()
 
@@ -131,17 +134,20 @@ async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(jobprogress_
     consumer.start()
     try:
         await store.redis.execute_command("REPLICAOF", "127.0.0.1", "1")  # writes now fail: READONLY
-        await asyncio.sleep(0.5)
+        await eventually(
+            lambda: any("queue read failed" in r.getMessage() for r in caplog.records), "a refused read"
+        )
         assert consumer.alive
     finally:
         await store.redis.execute_command("REPLICAOF", "NO", "ONE")
     job, _ = await enqueue(store)
-    for _ in range(100):
+
+    async def completed() -> Job | None:
         stored = await store.get(job.id)
-        if stored is not None and stored.status is JobStatus.COMPLETED:
-            break
-        await asyncio.sleep(0.05)
-    assert stored is not None and stored.status is JobStatus.COMPLETED and stored.result == "ok"
+        return stored if stored is not None and stored.status is JobStatus.COMPLETED else None
+
+    stored = await eventually(completed, "the job run once Redis takes writes again", timeout=5)
+    assert stored is not None and stored.result == "ok"
     await consumer.stop()
     assert not consumer.alive
 
@@ -157,14 +163,22 @@ async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
     await store.redis.xgroup_createconsumer(store.keys.queue, QUEUE_GROUP, "gone-idle")
     monkeypatch.setattr("worker_service.claims.DEAD_CONSUMER_IDLE_MS", -1)
     assert await consumer.claims.forget_dead_consumers() == 1
-    names = {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
-    assert names == {"gone-holding"}  # still holds an entry: kept for reclaiming
+
+    async def consumer_names() -> set[str]:
+        return {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
+
+    assert await consumer_names() == {"gone-holding"}  # still holds an entry: kept for reclaiming
 
     consumer.start()
-    await asyncio.sleep(0.3)
+    job, _ = await enqueue(store)  # delivered to the consumer: a member of the group from then on
+
+    async def joined_and_done() -> bool:
+        stored = await store.get(job.id)
+        return consumer.name in await consumer_names() and stored is not None and stored.status.terminal
+
+    await eventually(joined_and_done, "the consumer in the group, its job done")
     await consumer.stop()
-    names = {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
-    assert consumer.name not in names
+    assert consumer.name not in await consumer_names()
 
 
 async def test_liveness_says_whether_the_job_loop_turns(jobprogress_store: JobStore) -> None:
