@@ -25,6 +25,7 @@ from consul.exceptions import ACLPermissionDenied, ConsulException
 from . import __version__
 from .health import Health
 from .settings import Settings
+from .tasks import cancel_and_wait
 from .web import HEALTH, LISTENING_HOOKS, SETTINGS, STOP_HOOKS
 
 logger = logging.getLogger(__name__)
@@ -228,9 +229,7 @@ class Registration:
         if not self.tasks:
             return
         tasks, self.tasks = self.tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         self.registered = False
         try:
             await self.client.agent.service.deregister(self.service_id)
@@ -331,9 +330,7 @@ class ServiceLookup:
     async def stop(self) -> None:
         try:
             if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel_and_wait(self._task)
                 self._task = None
         finally:
             if self._client is not None:

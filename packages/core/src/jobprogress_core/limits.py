@@ -28,6 +28,7 @@ from .keys import Keys
 from .redis import REDIS_ERRORS
 from .security import new_identity
 from .store import load_script
+from .tasks import cancel_and_wait
 from .web import KEYS, REDIS, SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,4 @@ async def stream_leases_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STREAM_LEASES] = leases
     task = asyncio.create_task(leases.run(), name="stream-leases")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)

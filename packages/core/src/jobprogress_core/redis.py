@@ -9,20 +9,20 @@ layers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,52 @@ REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 Entry = tuple[str, dict[str, str]]
 T = TypeVar("T")
+
+
+class CancellableSend:
+    """A connection that sends under ``asyncio.timeout`` rather than ``asyncio.wait_for``.
+
+    redis-py sends every command through ``asyncio.wait_for`` when a socket timeout is set,
+    and on Python 3.11 ``wait_for`` loses a cancellation that lands while it sends (it
+    returns the finished send instead of raising; CPython gh-86296, fixed in 3.12): a task
+    cancelled in the middle of a Redis call then goes on, so a stopping worker waited for
+    ever for a job it had cancelled. Without a socket timeout redis-py sends directly, so
+    the send runs with none, under a timeout of the same length. (It also spares the task
+    ``wait_for`` creates for every command.)
+    """
+
+    socket_timeout: float | None
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        timeout, self.socket_timeout = self.socket_timeout, None  # one task holds a connection
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except TimeoutError as exc:  # ours: redis-py's own are RedisTimeoutError
+            raise RedisTimeoutError("Timeout writing to socket") from exc
+        finally:
+            self.socket_timeout = timeout
+
+
+class CancellableConnection(CancellableSend, Connection):
+    pass
+
+
+class CancellableSSLConnection(CancellableSend, SSLConnection):
+    pass
+
+
+class CancellableUnixDomainSocketConnection(CancellableSend, UnixDomainSocketConnection):
+    pass
+
+
+CANCELLABLE: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: CancellableConnection,
+    SSLConnection: CancellableSSLConnection,
+    UnixDomainSocketConnection: CancellableUnixDomainSocketConnection,
+}
 
 
 def create_redis(
@@ -60,6 +106,7 @@ def create_redis(
         client_name=":".join(part for part in (settings.service, str(os.getpid()), role) if part),
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=0 if block_ms else 3),
     )
+    pool.connection_class = CANCELLABLE.get(pool.connection_class, pool.connection_class)
     return Redis.from_pool(pool)  # the client owns its pool: aclose() closes it
 
 
@@ -168,7 +215,5 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
         await asyncio.wait_for(asyncio.shield(task), timeout)
     except TimeoutError:
         logger.warning("reader loop %s did not stop in %.1fs; cancelling it", task.get_name(), timeout)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
     await reader.aclose()

@@ -15,7 +15,6 @@ and hands the rest back to the queue so another worker continues them at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -37,6 +36,7 @@ from jobprogress_core.redis import (
     stream_entries,
 )
 from jobprogress_core.store import ClaimLost, JobStore
+from jobprogress_core.tasks import cancel_and_wait
 
 from .claims import Claims
 from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError, ReportFailed
@@ -349,13 +349,10 @@ class Consumer:
             logger.info("waiting up to %gs for %d running jobs", self.limits.grace_seconds, len(running))
             await asyncio.wait([task for _, task in running.values()], timeout=self.limits.grace_seconds)
         left = {entry_id: job_id for entry_id, (job_id, task) in running.items() if not task.done()}
-        for _, task in running.values():
-            task.cancel()
+        await cancel_and_wait(*(task for _, task in running.values()))
         await asyncio.gather(*(task for _, task in running.values()), return_exceptions=True)
         if self.refresher is not None:
-            self.refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.refresher
+            await cancel_and_wait(self.refresher)
         handed = 0
         for entry_id, job_id in left.items():
             try:
