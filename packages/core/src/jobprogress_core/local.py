@@ -1,30 +1,44 @@
 """Run the whole system locally (``scripts/run``).
 
 Reuses Redis at ``REDIS_URL`` and Consul at ``CONSUL_HTTP_ADDR`` when they answer, else
-starts a local ``redis-server`` and ``consul agent -dev`` on those ports; then starts the
-three services on their ports, prints where to look, and stops everything on Ctrl-C.
+starts a local ``redis-server`` (persistent, in the run folder) and ``consul agent -dev`` on
+those ports; then starts the three services, prints where to look, and stops everything
+when it is told to.
+
+Two processes, so that every ending stops everything in order:
+
+- the **runner** (this module, the process ``scripts/run`` becomes) refuses to start a
+  second run in the same folder or on ports in use, starts the supervisor, relays its
+  output and passes signals on;
+- the **supervisor** (:mod:`jobprogress_core.supervisor`) starts the processes and stops
+  them, the services first.
+
+Ctrl-C, SIGTERM and SIGHUP reach the runner, which passes them on; a runner whose stdout
+is gone (``scripts/run | tee log`` with ``tee`` dead) tells the supervisor to stop; a runner
+killed outright (SIGKILL) makes the kernel send SIGTERM to the supervisor, which stops as
+on any other signal. A second Ctrl-C stops everything at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import select
 import signal
+import socket
+import subprocess
 import sys
-import threading
 from pathlib import Path
-from urllib.parse import urlsplit
+from types import FrameType
 
-from .settings import DEFAULT_PORTS, ConfigError, Environ
-from .stack import (
-    ConsulAgent,
-    RedisServer,
-    ServiceProcess,
-    Stack,
-    StackError,
-    consul_answers,
-    redis_answers,
-)
+from .settings import ConfigError, Environ
+from .stack import die_with_parent
+from .supervisor import Plan, port_variable, run_dir, service_ports
+
+LOCK_NAME = "run.lock"
+#: What the runner answers when its own stdout has gone away.
+EXIT_STDOUT_GONE = 1
 
 
 def local_secret(workdir: Path) -> str:
@@ -41,64 +55,118 @@ def local_secret(workdir: Path) -> str:
     return path.read_text().strip()
 
 
-def main() -> int:
-    env = Environ()
+class Refused(Exception):
+    """The run cannot start; the message says why in one line."""
+
+
+def take_lock(workdir: Path) -> int:
+    """Hold ``run.lock`` in ``workdir`` (the supervisor inherits it and writes its pid there)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(workdir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        redis_url = env.redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
-        consul_host, consul_port, _ = env.host_port("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
-        ports = {
-            service: env.integer(f"{service.upper().replace('-', '_')}_PORT", port, minimum=1, maximum=65535)
-            for service, port in DEFAULT_PORTS.items()
-        }
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise Refused(
+            f"scripts/run is already running from {workdir} (pid {holder}): stop that one first"
+        ) from None
+    return fd
+
+
+def check_ports() -> None:
+    for service, port in service_ports(Environ()).items():
+        if port_in_use(port):
+            raise Refused(
+                f"port {port} ({service}) is in use: stop what uses it, or set {port_variable(service)}"
+            )
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the services bind
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def main() -> int:
+    workdir = run_dir()
+    try:
+        lock = take_lock(workdir)
+        check_ports()
+        if not os.environ.get("JOBPROGRESS_SECRET_KEY"):
+            os.environ["JOBPROGRESS_SECRET_KEY"] = local_secret(workdir)  # for every process started
+        Plan.from_env()  # the supervisor reads it again; a mistake is said here, once
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    workdir = Path(os.environ.get("JOBPROGRESS_RUN_DIR", ".run")).resolve()
-    ServiceProcess.inherit_output = True  # service logs on the terminal; Redis and Consul in .run/
-    # Consul checks /health this often; short, so the page can reach a job-queue at once.
-    shared = {"JOBPROGRESS_CONSUL_CHECK_INTERVAL": os.environ.get("JOBPROGRESS_CONSUL_CHECK_INTERVAL", "2")}
-    if not os.environ.get("JOBPROGRESS_SECRET_KEY"):
-        shared["JOBPROGRESS_SECRET_KEY"] = local_secret(workdir)
-    stack = Stack(workdir, redis_url=redis_url, consul_addr=f"{consul_host}:{consul_port}", env=shared)
-
-    redis_host, redis_port = urlsplit(redis_url).hostname or "127.0.0.1", urlsplit(redis_url).port or 6379
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        if redis_answers(redis_host, redis_port):
-            print(f"using the Redis that answers at {redis_host}:{redis_port}")
-        else:
-            print(f"starting redis-server on 127.0.0.1:{redis_port}")
-            stack.redis = RedisServer(workdir, port=redis_port)
-            stack.redis.start()
-        if consul_answers(f"{consul_host}:{consul_port}"):
-            print(f"using the Consul agent that answers at {consul_host}:{consul_port}")
-        else:
-            print(f"starting consul agent -dev on 127.0.0.1:{consul_port}")
-            stack.consul = ConsulAgent(workdir, http_port=consul_port)
-            stack.consul.start()
-        for service, port in ports.items():
-            stack.start_service(service, port=port)
-        try:
-            stack.wait_passing()
-        except StackError as exc:
-            print(f"warning: {exc}", file=sys.stderr)
-        progress = stack.services[-1].url
-        print()
-        print(f"  page:       {progress}/client/index.html")
-        print(f"  consul ui:  http://{consul_host}:{consul_port}/ui/")
-        print(f"  job api:    {stack.services[0].url}/api/jobs")
-        print("  Ctrl-C stops everything.")
-        print()
-        stop.wait()
-    except StackError as exc:
-        print(f"could not start: {exc}", file=sys.stderr)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
         return 1
-    finally:
-        print("stopping...")
-        stack.stop()
-    return 0
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "jobprogress_core.supervisor", str(lock)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the terminal's signals reach the runner only; it passes them on
+        pass_fds=(lock,),
+        preexec_fn=die_with_parent(),
+    )
+    os.close(lock)  # the supervisor holds it now, as long as it runs
+    return relay(supervisor)
+
+
+def relay(supervisor: subprocess.Popen[bytes]) -> int:
+    """Copy the supervisor's output to stdout and pass signals on, until it exits."""
+
+    def pass_on(signum: int, _: FrameType | None) -> None:
+        if supervisor.poll() is None:
+            supervisor.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, pass_on)
+    assert supervisor.stdout is not None
+    source, stdout = supervisor.stdout.fileno(), sys.stdout.fileno()
+    poller = select.poll()
+    poller.register(source, select.POLLIN)
+    poller.register(stdout, 0)  # errors only: the reader of a pipe has gone
+    stdout_gone = False
+
+    def lose_stdout() -> None:
+        nonlocal stdout_gone
+        stdout_gone = True
+        poller.unregister(stdout)
+        pass_on(signal.SIGTERM, None)
+
+    while True:
+        exited = supervisor.poll() is not None
+        ready = dict(poller.poll(100 if exited else 500))
+        if stdout in ready:
+            lose_stdout()
+        if source in ready:
+            data = os.read(source, 65536)
+            if not data:
+                break  # nobody writes to it any more
+            if not stdout_gone:
+                try:
+                    write_all(stdout, data)
+                except OSError:
+                    lose_stdout()
+        elif exited:
+            break  # drained (a child it left behind may still hold the pipe open)
+    code = supervisor.wait()
+    if stdout_gone:
+        return EXIT_STDOUT_GONE
+    return 128 - code if code < 0 else code  # killed by a signal: as a shell would say it
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 if __name__ == "__main__":

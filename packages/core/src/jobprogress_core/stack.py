@@ -1,15 +1,16 @@
 """The whole system as local processes: ``redis-server``, ``consul agent -dev`` and the
 three services, each on a free (or given) port.
 
-Used by ``scripts/run`` (``python -m jobprogress_core.stack``) to run everything locally,
-and by the pytest plugin (:mod:`jobprogress_core.pytest_plugin`) for end-to-end tests
-against real processes. Synchronous on purpose: it only starts, waits for and stops
-processes.
+Used by ``scripts/run`` (:mod:`jobprogress_core.local`) to run everything locally, by the
+pytest plugin (:mod:`jobprogress_core.pytest_plugin`) for end-to-end tests against real
+processes, and by the benchmarks. Synchronous on purpose: it only starts, waits for and
+stops processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,11 +94,38 @@ def consul_health(address: str, service: str, *, passing: bool = False) -> list[
     return result
 
 
+#: ``prctl`` option: the signal a process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies, however it
+    dies (even by SIGKILL); ``None`` where the system has no ``prctl``.
+
+    Only for a process whose children are started by its main thread, and which runs no
+    other thread: the signal follows the death of the thread that started the child.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 class Process:
     """A child process in its own session, its output in a log file."""
 
     #: Let output go to our own stdout/stderr instead of the log file (``scripts/run``).
     inherit_output = False
+    #: Children get SIGTERM when this process dies (``scripts/run``; see :func:`die_with_parent`).
+    die_with_parent = False
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.name = name
@@ -108,12 +136,18 @@ class Process:
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
+        preexec = die_with_parent() if self.die_with_parent else None
         if self.inherit_output:
-            self.popen = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+            self.popen = subprocess.Popen(self.argv, env=self.env, start_new_session=True, preexec_fn=preexec)
             return
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
         )
 
     @property
@@ -264,6 +298,8 @@ class Stack:
         consul_addr: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
+        #: A folder of our own making is removed by :meth:`stop`; a given one is left as it is.
+        self.own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="jobprogress-stack-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis: RedisServer | None = None
@@ -334,23 +370,34 @@ class Stack:
             return False
         return any(entry["Service"]["Port"] == process.port for entry in entries)
 
+    @property
+    def processes(self) -> list[Process]:
+        """Every process of this stack: the services, then Consul and Redis if it runs them."""
+        return [process for process in [*self.services, self.consul, self.redis] if process is not None]
+
     def logs(self) -> str:
-        parts = []
-        for process in [*self.services, self.consul, self.redis]:
-            if process is not None:
-                parts.append(f"----- {process.name} ({process.log_path.name}) -----\n{process.log_tail(60)}")
-        return "\n".join(parts)
+        return "\n".join(
+            f"----- {process.name} ({process.log_path.name}) -----\n{process.log_tail(60)}"
+            for process in self.processes
+        )
 
-    def stop_services(self) -> None:
+    def stop_services(self, timeout: float = 15.0) -> None:
+        """SIGTERM to every service at once, then wait for each (SIGKILL after ``timeout``)."""
+        for process in self.services:
+            process.signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for process in reversed(self.services):
-            process.stop()
+            process.stop(max(deadline - time.monotonic(), 0.1))
 
-    def stop(self) -> None:
-        self.stop_services()
+    def stop(self, timeout: float = 15.0) -> None:
+        """The services first (a worker hands its jobs back to Redis), then Consul and Redis."""
+        self.stop_services(timeout)
         if self.consul is not None:
             self.consul.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Stack]:
