@@ -401,9 +401,13 @@ def spread(channels: list[str], clients: int) -> list[str]:
     return [channels[i % len(channels)] for i in range(clients)]
 
 
-def percentile(values: list[float], fraction: float) -> float:
+def percentile_ms(values: list[float], fraction: float) -> float | None:
+    """The ``fraction`` percentile of ``values`` (seconds) in ms; ``None`` when there are none
+    (a round shorter than its warm-up second)."""
+    if not values:
+        return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
 @dataclass
@@ -607,8 +611,8 @@ def table_rows(measured: Measurements, args: argparse.Namespace) -> list[tuple[s
     ]
     for label, phase in measured.latency.items():
         rows += [
-            (f"{label}: latency p50 (ms)", percentile(phase.latencies, 0.5) * 1000, 2),
-            (f"{label}: latency p99 (ms)", percentile(phase.latencies, 0.99) * 1000, 2),
+            (f"{label}: latency p50 (ms)", percentile_ms(phase.latencies, 0.5), 2),
+            (f"{label}: latency p99 (ms)", percentile_ms(phase.latencies, 0.99), 2),
             (f"{label}: server CPU per delivered event (us)", phase.cpu_us_per_event(), 1),
         ]
     label = f"max rate, {args.max_clients} clients on 1 channel"
@@ -642,7 +646,7 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
     for label in results["progress-service"].latency:
         by_server = (
             f"{name} "
-            + " ".join(fmt(percentile(r.latencies, 0.99) * 1000, 2) for r in measured.latency[label].each)
+            + " ".join(fmt(percentile_ms(r.latencies, 0.99), 2) for r in measured.latency[label].each)
             for name, measured in results.items()
         )
         print(f"{label}, p99 of each round (ms, in order): {'; '.join(by_server)}")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from fanout import BENCH_SECRET_KEY
+from fanout import BENCH_SECRET_KEY, fmt, percentile_ms
 
 from jobprogress_core.security import Audience, Tokens, new_identity
 from jobprogress_core.stack import Process, Stack, free_port, http_get
@@ -57,11 +57,6 @@ async def load(url: str, requests: int, concurrency: int) -> tuple[float, list[f
     return requests / elapsed, latencies
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000)
@@ -73,6 +68,9 @@ def main() -> None:
         env={
             "JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY,
             "JOBPROGRESS_LOG_LEVEL": "WARNING",
+            # One identity submits everything: the per-identity limit still runs on every
+            # request (its Lua script is part of the cost) but never refuses one.
+            "JOBPROGRESS_SUBMISSIONS_PER_MINUTE": "1000000",
         }
     )
     with stack.running():
@@ -107,8 +105,8 @@ def main() -> None:
         rate = statistics.median(rate for rate, _ in rounds)
         latencies = [value for _, values in rounds for value in values]
         print(
-            f"| {name} | {rate:,.0f} | {percentile(latencies, 0.5) * 1000:.2f} | "
-            f"{percentile(latencies, 0.99) * 1000:.2f} |"
+            f"| {name} | {rate:,.0f} | {fmt(percentile_ms(latencies, 0.5), 2)} | "
+            f"{fmt(percentile_ms(latencies, 0.99), 2)} |"
         )
 
 

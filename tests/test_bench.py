@@ -1,0 +1,86 @@
+"""Every benchmark runs: each script in ``bench/`` at a tiny size, as a user would start it,
+finishes and prints its table, leaving nothing in the temporary folder. The commands in
+``bench/README.md`` name only options the scripts have. Never a timing: only that it ran."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+#: Scripts that are not benchmarks: what a benchmark runs, and the nchan installer.
+HELPERS = {"bare_app.py", "setup-nchan"}
+
+TINY = {
+    "submit.py": ["--requests", "60", "--concurrency", "5", "--rounds", "1"],
+    "streams.py": ["--streams", "20", "--jobs", "2", "--events", "3"],
+    "fanout.py": [
+        "--clients", "40", "--channels", "2", "--latency-clients", "4", "8", "--latency-rates", "5", "5",
+        "--seconds", "1.5", "--rounds", "1", "--max-clients", "8", "--max-seconds", "0.5",
+    ],
+}  # fmt: skip
+
+#: What each prints once it has measured everything.
+TABLES = {
+    "submit.py": [
+        r"^\| server \| requests/s",
+        r"^\| job-queue-service \| [\d,]+ \|",
+        r"^\| bare aiohttp handler \|",
+    ],
+    "streams.py": [r"^clients with every event, exactly once: 20 of 20$"],
+    "fanout.py": [
+        r"^\| metric \| progress-service \| nchan \| progress / nchan \|$",
+        r"^\| connect 40 clients \(s\) \| [\d.]+ \| [\d.]+ \|",
+        r"^\| 8 clients x 5 ev/s: latency p99 \(ms\) \| [\d.]+ \| [\d.]+ \|",
+        r"^\| max rate, 8 clients on 1 channel: delivered events/s \| [\d,]+ \|",
+    ],
+}
+
+
+def test_every_benchmark_has_a_tiny_run() -> None:
+    scripts = {path.name for path in BENCH.iterdir() if path.is_file() and path.name != "README.md"}
+    assert scripts - HELPERS == set(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_a_benchmark_runs_at_a_tiny_size_and_prints_its_table(script: str, tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *TINY[script]],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    for pattern in TABLES[script]:
+        assert re.search(pattern, done.stdout, re.MULTILINE), (pattern, done.stdout)
+    assert not list(scratch.iterdir())  # its stack's folder and the rest are gone
+
+
+def readme_commands() -> list[tuple[str, list[str]]]:
+    """``(script, options)`` of each benchmark command in ``bench/README.md``."""
+    text = (BENCH / "README.md").read_text()
+    found = re.findall(r"^\.venv/bin/python bench/(\w+\.py)([^#\n]*)", text, re.MULTILINE)
+    return [(script, re.findall(r"--[\w-]+", options)) for script, options in found]
+
+
+def test_the_readme_commands_name_options_the_scripts_have() -> None:
+    commands = readme_commands()
+    assert {script for script, _ in commands} == set(TINY)
+    for script, options in commands:
+        usage = subprocess.run(
+            [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
+        for option in options:
+            assert re.search(rf"\s{option}\b", usage), (script, option)
