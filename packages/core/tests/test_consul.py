@@ -222,7 +222,7 @@ async def test_lookup_keeps_the_last_answer_while_consul_is_away_and_follows_a_n
         assert [i.port for i in await lookup.rotation()] == [9200]
 
         agent.stop()
-        await asyncio.sleep(1.5)  # the long-poll has failed and is being retried
+        await eventually(lambda: lookup._error is not None, "the long-poll failing")
         assert [i.port for i in await lookup.rotation()] == [9200]
 
         agent.start()  # a fresh dev agent: nothing registered, indexes start again

@@ -14,7 +14,7 @@ import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import aiohttp
 import pytest
@@ -48,11 +48,20 @@ _STACKS: list[Stack] = []
 T = TypeVar("T")
 
 
+@overload
 async def eventually(
-    check: Callable[[], T | Awaitable[T]], what: str, *, timeout: float = 20.0, interval: float = 0.05
-) -> T:
+    check: Callable[[], Awaitable[T | None]], what: str, *, timeout: float = ..., interval: float = ...
+) -> T: ...
+@overload
+async def eventually(
+    check: Callable[[], T | None], what: str, *, timeout: float = ..., interval: float = ...
+) -> T: ...
+async def eventually(
+    check: Callable[[], Any], what: str, *, timeout: float = 20.0, interval: float = 0.05
+) -> Any:
     """Wait for ``check()`` (a function or a coroutine function) to return something true,
-    and return it; fail naming ``what`` and the last value after ``timeout`` seconds.
+    and return it; fail naming ``what`` and the last value after ``timeout`` seconds. A check
+    that raises fails at once: what it raised is the test's failure.
 
     Whatever another process writes (a log line, a metric, a key) shows up some time after
     the event a test saw last: read it through this, never right after that event."""

@@ -264,6 +264,14 @@ class ConsulAgent(Process):
     def health(self, service: str, passing: bool = False) -> list[dict[str, Any]]:
         return consul_health(self.address, service, passing=passing)
 
+    def deregister(self, service_id: str) -> None:
+        """Remove an instance that could not deregister itself (it was killed)."""
+        request = urllib.request.Request(
+            f"http://{self.address}/v1/agent/service/deregister/{service_id}", method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
 
 class ServiceProcess(Process):
     def __init__(self, service: str, env: dict[str, str], workdir: Path, port: int | None = None) -> None:
