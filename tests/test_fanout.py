@@ -152,22 +152,22 @@ async def test_idle_and_overlong_streams_end_and_clients_resume_without_loss(
 ) -> None:
     progress = jobprogress_stack.start_service(
         "progress-service",
-        JOBPROGRESS_SSE_IDLE_TIMEOUT="1",
-        JOBPROGRESS_SSE_MAX_LIFETIME="2",
+        JOBPROGRESS_SSE_IDLE_TIMEOUT="2",
+        JOBPROGRESS_SSE_MAX_LIFETIME="3",
         JOBPROGRESS_SSE_HEARTBEAT_SECONDS="0.3",
     )
     job_id = await new_job()
     url = f"{progress.url}/api/progress/{job_id}"
     try:
-        # Idle: no event for a second ends the stream, though the job goes on.
+        # Idle: no event for two seconds ends the stream, though the job goes on.
         idle = await collect_events(http, url, timeout=10)
         assert [e.event for e in idle] == ["status"]
 
-        # Too long: events every 0.2 s keep it from idling; it still ends after 2 s.
+        # Too long: events every 0.25 s keep it from idling; it still ends after 3 s.
         async def produce() -> None:
-            for n in range(20):
+            for n in range(28):
                 await stack_store.append(job_id, EventType.LOG, {"line": str(n)})
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.25)
             await stack_store.finish(job_id, EventType.COMPLETE, result="ok")
 
         producer = asyncio.create_task(produce())

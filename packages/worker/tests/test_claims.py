@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.pytest_plugin import eventually
+from jobprogress_core.redis import stream_entries
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer, Limits
 from worker_service.context import HandlerRegistry, JobContext
@@ -30,22 +31,21 @@ def consumer(store: JobStore, handlers: HandlerRegistry, name: str, visibility: 
 
 async def test_a_stale_entry_behind_many_fresh_ones_is_found(jobprogress_store: JobStore) -> None:
     store = jobprogress_store
-    live = consumer(store, HandlerRegistry(), "live")
+    live = consumer(store, HandlerRegistry(), "live", visibility=30)
     await live.claims.ensure_group()
     fresh = [await queued(store) for _ in range(15)]
     await store.redis.xreadgroup(QUEUE_GROUP, "live", {store.keys.queue: ">"}, count=15)
     stale = await queued(store)
-    await store.redis.xreadgroup(QUEUE_GROUP, "dead", {store.keys.queue: ">"}, count=1)
-    await asyncio.sleep(0.4)
-    pending = await store.redis.xpending_range(
-        store.keys.queue, QUEUE_GROUP, min="-", max="+", count=100, consumername="live"
-    )
+    reply = await store.redis.xreadgroup(QUEUE_GROUP, "dead", {store.keys.queue: ">"}, count=1)
+    [(_, [(stale_entry, _)])] = stream_entries(reply)
+    # As if "dead" had taken it a minute ago and never been heard of since (no waiting: the
+    # fresh ones, read a moment ago, are far from the 30 s visibility timeout).
     await store.redis.xclaim(
-        store.keys.queue, QUEUE_GROUP, "live", 0, [p["message_id"] for p in pending], justid=True
+        store.keys.queue, QUEUE_GROUP, "dead", 0, [stale_entry], idle=60_000, justid=True
     )
     assert len(fresh) == 15
 
-    claimer = consumer(store, HandlerRegistry(), "claimer")
+    claimer = consumer(store, HandlerRegistry(), "claimer", visibility=30)
     [(_, fields)] = await claimer.claims.take_stale()
     assert fields["jobId"] == stale.id
     assert await claimer.claims.take_stale() == []  # the fresh ones stay with the live worker
