@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,10 +38,41 @@ class StackError(RuntimeError):
     """A process did not start or did not become ready; the message quotes its log."""
 
 
+#: Ports :func:`free_port` has handed out in this process.
+_HANDED_OUT: set[int] = set()
+#: How many ports below the kernel's ephemeral range :func:`free_port` picks from.
+FREE_PORTS = 12000
+
+
+def ephemeral_ports() -> range:
+    """Where the kernel takes the local ports of outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, for a process about to start.
+
+    Picked below the ephemeral range: a port the kernel offers for ``bind(0)`` is one it
+    may give to any outgoing connection (to Redis, say) before that process binds it. Never
+    the same twice in this process.
+    """
+    top = ephemeral_ports().start
+    for _ in range(200):
+        port = random.randrange(max(1024, top - FREE_PORTS), top)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise StackError(f"no free port between {max(1024, top - FREE_PORTS)} and {top}")
 
 
 def consul_binary() -> str:
