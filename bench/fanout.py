@@ -185,7 +185,8 @@ async def connect_all(port: int, paths: list[str], tally: Tally | None) -> list[
 
     async def connect(client: SseClient, path: str) -> None:
         async with gate:
-            await asyncio.wait_for(client.open(port, path), 60)
+            async with asyncio.timeout(60):
+                await client.open(port, path)
 
     try:
         await asyncio.gather(*(connect(client, path) for client, path in zip(clients, paths, strict=True)))

@@ -31,7 +31,8 @@ async def jobprogress(*args: str, config: Path, url: str, timeout: float = 60) -
         str(CLI), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
     finally:
         if process.returncode is None:
             process.kill()

@@ -67,10 +67,11 @@ async def test_redis_connections_stay_bounded_from_10_to_500_subscribers(
         for job_id in jobs:
             await stack_store.append(job_id, EventType.LOG, {"line": f"hello {job_id}"})
         for job_id, response in streams:
-            event = await asyncio.wait_for(next_event(response), 10)
-            assert event.event == "status"  # the job's first event (the log from the start)
-            event = await asyncio.wait_for(next_event(response), 10)
-            assert event.data["line"] == f"hello {job_id}"
+            async with asyncio.timeout(10):
+                event = await next_event(response)
+                assert event.event == "status"  # the job's first event (the log from the start)
+                event = await next_event(response)
+                assert event.data["line"] == f"hello {job_id}"
     finally:
         for _, response in streams:
             response.close()

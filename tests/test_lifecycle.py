@@ -36,7 +36,8 @@ async def test_graceful_stop_closes_streams_and_clients_resume_elsewhere(
     # Stopped mid-stream: once the follower has its first event from the leaving instance.
     await eventually(lambda: follower.done() or any(m.event for m in arrived), "the follower's first event")
     stop = asyncio.create_task(asyncio.to_thread(leaving.stop))
-    await asyncio.wait_for(follower, 30)
+    async with asyncio.timeout(30):
+        await follower
     assert await stop == 0
     # It ended at the stop, not when the job did: its last event is not the job's last.
     assert received and received[-1].event not in ("complete", "failed", "cancelled")

@@ -81,7 +81,8 @@ async def run_schemathesis(base: str, workdir: Path) -> None:
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=workdir
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
+        async with asyncio.timeout(240):
+            output, _ = await process.communicate()
     finally:
         if process.returncode is None:
             process.kill()

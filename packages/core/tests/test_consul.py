@@ -199,7 +199,8 @@ async def test_a_rotation_with_nobody_passing_waits_a_moment_for_an_instance_to_
         await client.agent.service.register(
             "arrival-test", service_id="arrival-test-0", port=9300, check=check
         )
-        assert [i.port for i in await asyncio.wait_for(waiting, 10)] == [9300]
+        async with asyncio.timeout(10):
+            assert [i.port for i in await waiting] == [9300]
     finally:
         await lookup.stop()
         await client.agent.service.deregister("arrival-test-0")

@@ -88,7 +88,8 @@ async def test_a_blocked_read_wakes_on_a_new_entry(reader: StreamReader, redis: 
     await blocked_in_redis(reader, redis)  # else the entry would come before the "$" it follows
     added = await redis.xadd(stream, {"n": "1"})
 
-    [(_, [(entry_id, fields)])] = await asyncio.wait_for(read, 1.5)
+    async with asyncio.timeout(1.5):
+        [(_, [(entry_id, fields)])] = await read
 
     assert (entry_id, fields) == (added, {"n": "1"})
 
@@ -111,7 +112,8 @@ async def test_a_read_cut_short_fails_and_the_next_one_reconnects(reader: Stream
     await reader.redis.connection_pool.disconnect()  # what stop_reader does
 
     with pytest.raises(REDIS_ERRORS):
-        await asyncio.wait_for(read, 1.5)
+        async with asyncio.timeout(1.5):
+            await read
 
     added = await redis.xadd(stream, {"n": "1"})
     [(_, [(entry_id, _)])] = await reader.xread({stream: "0-0"}, block_ms=10, count=10)
@@ -131,5 +133,6 @@ async def test_a_cancelled_read_leaves_no_reply_behind(reader: StreamReader, red
     first = await redis.xadd(stream, {"n": "1"})
     second = await redis.xadd(stream, {"n": "2"})
     next_read = reader.xread({stream: str(first)}, block_ms=10, count=10)
-    [(_, [(entry_id, _)])] = await asyncio.wait_for(next_read, 3)
+    async with asyncio.timeout(3):
+        [(_, [(entry_id, _)])] = await next_read
     assert entry_id == second

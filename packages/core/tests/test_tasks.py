@@ -22,6 +22,7 @@ async def test_a_task_that_swallows_a_cancellation_is_cancelled_again_until_it_e
 
     task = asyncio.create_task(stubborn())
     await asyncio.sleep(0)
-    await asyncio.wait_for(cancel_and_wait(task), 5)
+    async with asyncio.timeout(5):
+        await cancel_and_wait(task)
     assert task.cancelled() and swallowed == 3
     await cancel_and_wait(task)  # an ended task: nothing to do

@@ -107,7 +107,8 @@ async def test_live_events_are_written_to_the_transport_as_chunks(
     log = await store.append(job_id, EventType.LOG, {"line": "x"})
     done = await store.append(job_id, EventType.COMPLETE, {"status": "COMPLETED"})
     for (_, reader), expected in ((chunked, log.chunk + done.chunk), (plain, log.sse + done.sse)):
-        assert await asyncio.wait_for(reader.readexactly(len(expected)), 3) == expected
+        async with asyncio.timeout(3):
+            assert await reader.readexactly(len(expected)) == expected
     assert log.chunk == b"%x\r\n%b\r\n" % (len(log.sse), log.sse)
     for subscription in subs:
         assert await subscription.wait(1) == COMPLETED
@@ -162,7 +163,8 @@ async def test_a_live_client_that_stops_reading_is_cut_loose_and_others_get_ever
     line = "z" * 1000
     events = [await store.append(job_id, EventType.LOG, {"line": line, "n": n}) for n in range(400)]
     expected = b"".join(event.sse for event in events)
-    assert await asyncio.wait_for(reader.readexactly(len(expected)), 10) == expected
+    async with asyncio.timeout(10):
+        assert await reader.readexactly(len(expected)) == expected
     with pytest.raises(Overflowed):
         await stalled.wait(1)
     # What it was written stays bounded, and it knows where to resume from the log.
@@ -184,7 +186,8 @@ async def test_a_client_ahead_of_the_reader_skips_what_it_has(
     hub.go_live(subscription, transport, chunked=False, last_id=seen.id)  # ahead of the cursor
     assert subscription.skip_until == seen.id and hub.cursors[job_id] == cursor
     hub.dispatch(job_id, [seen, new], now=0.0)
-    assert await asyncio.wait_for(reader.readexactly(len(new.sse)), 3) == new.sse
+    async with asyncio.timeout(3):
+        assert await reader.readexactly(len(new.sse)) == new.sse
     assert subscription.last_id == new.id and subscription.skip_until is None
     await hub.reader.aclose()
 
@@ -209,7 +212,8 @@ async def test_close_all_ends_every_subscription(jobprogress_store: JobStore, hu
     await asyncio.sleep(0)
     hub.close_all()
     with pytest.raises(Closed):
-        await asyncio.wait_for(waiter, 1)
+        async with asyncio.timeout(1):
+            await waiter
 
 
 async def test_wait_times_out_with_none(jobprogress_store: JobStore, hub: Hub) -> None:

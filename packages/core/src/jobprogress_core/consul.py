@@ -382,7 +382,8 @@ class ServiceLookup:
             raise RuntimeError("ServiceLookup.start() was not called")
         if not self._answered.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), self.first_answer_timeout)
+                async with asyncio.timeout(self.first_answer_timeout):
+                    await self._answered.wait()
         if not self._answered.is_set():
             raise TimeoutError(f"no answer from consul about {self.service} yet")
         if self._error is not None and self.answers == 0:
@@ -400,7 +401,8 @@ class ServiceLookup:
         deadline = loop.time() + wait
         while not instances and loop.time() < deadline:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._next_answer.wait(), deadline - loop.time())
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._next_answer.wait()
             instances = self._instances
         if not instances:
             return []

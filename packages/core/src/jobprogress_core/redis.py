@@ -212,7 +212,8 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
     """
     await reader.connection_pool.disconnect()
     try:
-        await asyncio.wait_for(asyncio.shield(task), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(task)
     except TimeoutError:
         logger.warning("reader loop %s did not stop in %.1fs; cancelling it", task.get_name(), timeout)
         await cancel_and_wait(task)

@@ -2,9 +2,10 @@
 
 A task's code can lose a cancellation: on Python 3.11, ``asyncio.wait_for`` returns the
 result of what it waited for, instead of raising, when the cancellation lands just as that
-completes (CPython gh-86296, fixed in 3.12). Our Redis connections no longer go through it
-(:class:`jobprogress_core.redis.CancellableSend`), but a job handler, or a library, may:
-so a task that must end is cancelled again while it runs on.
+completes (CPython gh-86296, fixed in 3.12). Our own code never calls it (ruff bans it), and
+our Redis connections do not go through redis-py's (:class:`jobprogress_core.redis.
+CancellableSend`), but a job handler, or a library, may: so a task that must end is
+cancelled again while it runs on.
 """
 
 from __future__ import annotations

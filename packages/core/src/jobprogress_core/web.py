@@ -136,7 +136,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HEALTH].add("redis", lambda: redis_ok(redis), fails_as="unavailable")
     logger.info("using redis at %s", settings.redis_url_masked)
     try:
-        await asyncio.wait_for(redis.ping(), settings.redis_timeout)
+        async with asyncio.timeout(settings.redis_timeout):
+            await redis.ping()
     except AuthenticationError as exc:
         # Serving on: /health says 503 until the credentials work (an ACL can be fixed live).
         logger.error("redis at %s refused the credentials of REDIS_URL: %s", settings.redis_url_masked, exc)
@@ -148,7 +149,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def redis_ok(redis: Redis, timeout: float = 2.0) -> bool:
     try:
-        return bool(await asyncio.wait_for(redis.ping(), timeout))
+        async with asyncio.timeout(timeout):
+            return bool(await redis.ping())
     except (TimeoutError, *REDIS_ERRORS):
         return False
 
