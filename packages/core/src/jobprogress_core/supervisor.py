@@ -13,6 +13,7 @@ in the run folder, with the time: its stdout may be gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -34,7 +35,7 @@ from .stack import (
     redis_answers,
 )
 
-#: The supervisor's own lines, with the time, in the run folder.
+#: The supervisor's own lines, with the time, in the run folder (this run's only).
 JOURNAL_NAME = "supervisor.log"
 
 
@@ -109,6 +110,7 @@ class Supervisor:
         self.plan = plan
         self.stack = Stack(plan.workdir, redis_url=plan.redis_url, consul_addr=plan.consul_addr)
         self.journal = plan.workdir / JOURNAL_NAME
+        self.journal.write_text("")
         self.interruptible = True
         self.signals: list[int] = []
 
@@ -116,7 +118,7 @@ class Supervisor:
         """Print a line, and keep it in the journal; once stdout is gone, print no more
         (and never fail at exit)."""
         if line.strip():
-            with self.journal.open("a") as file:
+            with contextlib.suppress(OSError), self.journal.open("a") as file:
                 file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line.strip()}\n")
         try:
             print(line, flush=True)
