@@ -119,7 +119,10 @@ def start_run(tmp_path: Path, jobprogress_redis: RedisServer) -> Iterator[Callab
 
 
 async def ready(run: Run) -> None:
-    await eventually(lambda: READY in run.output, "the run printing its addresses", timeout=60)
+    try:
+        await eventually(lambda: READY in run.output, "the run printing its addresses", timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\noutput:\n{run.output[-4000:]}") from None
 
 
 async def running_job(http: aiohttp.ClientSession, run: Run, store: JobStore) -> str:
