@@ -23,6 +23,7 @@ from aiohttp import web
 from consul.exceptions import ACLPermissionDenied, ConsulException
 
 from . import __version__
+from .backoff import Backoff
 from .health import Health
 from .settings import Settings
 from .tasks import cancel_and_wait
@@ -339,7 +340,7 @@ class ServiceLookup:
 
     async def _watch(self) -> None:
         assert self._client is not None
-        backoff = 0.5
+        backoff = Backoff(first=0.5, cap=10.0)
         failing = False
         while True:
             try:
@@ -361,12 +362,12 @@ class ServiceLookup:
                     )
                     failing = True
                 self._index = None  # the agent may have restarted: its indexes start again
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await backoff.sleep()
                 continue
             if failing:
                 logger.info("consul lookup of %s works again", self.service)
-            failing, backoff = False, 0.5
+            failing = False
+            backoff.reset()
             self._instances = instances
             self._error = None
             self.answers += 1

@@ -21,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .backoff import Backoff
 from .settings import Settings
 from .tasks import cancel_and_wait
 
@@ -185,16 +186,15 @@ async def retry_while_unavailable(call: Callable[[], Awaitable[T]], *, grace: fl
     """Run ``call`` again with backoff while Redis is unreachable, for up to ``grace``
     seconds; the last error is raised after that. Only for calls safe to repeat."""
     deadline = asyncio.get_running_loop().time() + grace
-    backoff = 0.1
+    backoff = Backoff(first=0.1, cap=2.0)
     while True:
         try:
             return await call()
         except REDIS_ERRORS as exc:
-            if asyncio.get_running_loop().time() + backoff > deadline:
+            if asyncio.get_running_loop().time() + backoff.delay > deadline:
                 raise
-            logger.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            logger.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+            await backoff.sleep()
 
 
 def range_entries(reply: Any) -> list[Entry]:
