@@ -20,12 +20,38 @@ logger = logging.getLogger(__name__)
 LISTEN_BACKLOG = 4096
 
 
+class _HeldBack(logging.Handler):
+    """Keeps what is logged before logging is configured (reading the settings warns), to be
+    logged once it is, in the format chosen (JSON lines, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def replay(self) -> None:
+        """Log what was kept through the handlers configured now (once)."""
+        records, self.records = self.records, []
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+
+
 def main(service: str, create_app: Callable[[Settings], web.Application]) -> None:
+    held = _HeldBack()
+    logging.getLogger().addHandler(held)
     try:
-        settings = Settings.from_env(service)
+        try:
+            settings = Settings.from_env(service)
+        finally:
+            logging.getLogger().removeHandler(held)
         configure_logging(service, settings.log_level, settings.log_json)
+        held.replay()
         app = create_app(settings)
     except ConfigError as exc:
+        logging.basicConfig(format=f"{service}: %(message)s")
+        held.replay()
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
