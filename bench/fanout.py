@@ -1,7 +1,7 @@
 """SSE fan-out: progress-service beside nchan (nginx), measured in the same run.
 
 Both servers run as child processes on this machine: progress-service (with a private
-redis-server and Consul, through ``jobprogress_core.stack``) and Debian's nginx with the
+redis-server and Consul, through ``jobprogress_testing``) and Debian's nginx with the
 nchan module (``bench/setup-nchan`` installs it), one worker, nchan's in-memory store. The
 clients are raw asyncio SSE connections in this process; they only split the body into lines
 and look at ``data:`` lines. Phases:
@@ -46,8 +46,8 @@ from redis.asyncio import Redis
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import Job, now_iso
 from jobprogress_core.security import Audience, Tokens, new_identity
-from jobprogress_core.stack import Process, ServiceProcess, Stack, free_port, http_get
 from jobprogress_core.store import JobStore
+from jobprogress_testing import Process, ServiceProcess, Stack, free_port, http_get
 
 HOST = "127.0.0.1"
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")

@@ -24,7 +24,7 @@ import aiohttp
 from fanout import BENCH_SECRET_KEY, fmt, percentile_ms
 
 from jobprogress_core.security import Audience, Tokens, new_identity
-from jobprogress_core.stack import Process, Stack, free_port, http_get
+from jobprogress_testing import Process, Stack, free_port, http_get
 
 BODY = {"type": "build", "steps": 4, "durationSeconds": 120}
 

@@ -28,7 +28,7 @@ from types import FrameType
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect, sync_playwright
 
-from jobprogress_core.stack import SERVICE_MODULES, Stack, StackError, consul_health, http_get
+from jobprogress_testing import SERVICE_MODULES, Stack, StackError, consul_health, http_get
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

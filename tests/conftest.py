@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import pytest
 from playwright.async_api import Page, async_playwright
 
@@ -11,10 +12,17 @@ from jobprogress_core.keys import Keys
 from jobprogress_core.model import Job
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
-from jobprogress_core.stack import Stack
 from jobprogress_core.store import JobStore
+from jobprogress_testing import Stack
 
 CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def http(jobprogress_http: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """The plugin's client under the short name these tests use: acting as
+    ``jobprogress_identity``, no total timeout, no cap on connections."""
+    return jobprogress_http
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ async def stack_store(jobprogress_stack: Stack) -> AsyncIterator[JobStore]:
 @pytest.fixture
 def new_job(stack_store: JobStore, jobprogress_identity: str) -> Callable[[], Awaitable[str]]:
     """Create a job no worker will take (it is never queued): the test plays the worker. It
-    belongs to the identity of the ``http`` client."""
+    belongs to the identity of the ``http`` client (``jobprogress_identity``)."""
 
     async def make() -> str:
         job = Job.new("build", {}, owner=jobprogress_identity)

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_core.stack import SERVICE_MODULES, Stack
+from jobprogress_testing import SERVICE_MODULES, Stack
 
 pytestmark = pytest.mark.stack
 

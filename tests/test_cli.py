@@ -14,9 +14,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobprogress_core.client import collect_events
-from jobprogress_core.pytest_plugin import eventually
-from jobprogress_core.stack import Stack
+from jobprogress_client import collect_events
+from jobprogress_testing import Stack, eventually
 
 pytestmark = pytest.mark.stack
 

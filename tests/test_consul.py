@@ -11,9 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_core.client import collect_events, submit_job
-from jobprogress_core.pytest_plugin import eventually
-from jobprogress_core.stack import ConsulAgent, ServiceProcess, Stack, free_port
+from jobprogress_client import collect_events, submit_job
+from jobprogress_testing import ConsulAgent, ServiceProcess, Stack, eventually, free_port
 
 pytestmark = pytest.mark.stack
 

@@ -12,9 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_core.client import collect_events, submit_job
-from jobprogress_core.pytest_plugin import TEST_ENV, eventually
-from jobprogress_core.stack import ConsulAgent, RedisServer, Stack, http_get
+from jobprogress_client import collect_events, submit_job
+from jobprogress_testing import TEST_ENV, ConsulAgent, RedisServer, Stack, eventually, http_get
 
 pytestmark = pytest.mark.stack
 

@@ -13,12 +13,10 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from jobprogress_core.client import ReceivedEvent, collect_events
+from jobprogress_client import ReceivedEvent, collect_events, read_messages
 from jobprogress_core.model import EventType
-from jobprogress_core.pytest_plugin import eventually
-from jobprogress_core.sseclient import read_messages
-from jobprogress_core.stack import ServiceProcess, Stack
 from jobprogress_core.store import JobStore
+from jobprogress_testing import ServiceProcess, Stack, eventually
 
 pytestmark = pytest.mark.stack
 

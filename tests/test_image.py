@@ -24,7 +24,7 @@ import pytest
 
 from jobprogress_core import healthcheck
 from jobprogress_core.settings import DEFAULT_PORTS, Settings
-from jobprogress_core.stack import Stack, free_port
+from jobprogress_testing import Stack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "deploy/Dockerfile"
@@ -164,6 +164,48 @@ def test_every_copied_path_exists_and_reaches_the_build() -> None:
             for source in sources:
                 assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
                 assert source.strip("/").split("/")[0] not in ignored, f"COPY {source}: in .dockerignore"
+
+
+def repo_packages() -> dict[str, tuple[str, list[str]]]:
+    """Each distribution of packages/: its folder and the distributions of this repository it
+    depends on."""
+    found = {}
+    for pyproject in REPO.glob("packages/*/pyproject.toml"):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        requires = [re.split(r"[<>=\[ ;]", requirement)[0] for requirement in project.get("dependencies", [])]
+        found[project["name"]] = (pyproject.parent.name, requires)
+    return found
+
+
+def needed_folders(distribution: str) -> set[str]:
+    """The folders of ``distribution`` and of every distribution of this repository it needs."""
+    packages = repo_packages()
+    folders, todo = set(), [distribution]
+    while todo:
+        folder, requires = packages[todo.pop()]
+        folders.add(folder)
+        todo += [name for name in requires if name in packages and packages[name][0] not in folders]
+    return folders
+
+
+@pytest.mark.parametrize("service", sorted(DEFAULT_PORTS))
+def test_an_image_holds_its_own_service_and_what_it_needs_only(service: str) -> None:
+    def built_for(text: str) -> str:  # the shell's ${SERVICE%-service}, for this service
+        return text.replace("${SERVICE%-service}", service.removesuffix("-service"))
+
+    distribution = f"jobprogress-{service.removesuffix('-service')}"
+    assert distribution in repo_packages(), f"{service} is not the package {distribution}"
+    (wheels,) = [
+        built_for(i.arguments) for i in stage("build") if i.keyword == "RUN" and "pip wheel" in i.arguments
+    ]
+    (install,) = [
+        built_for(i.arguments)
+        for i in stage("runtime")
+        if i.keyword == "RUN" and "pip install" in i.arguments
+    ]
+    assert set(re.findall(r"\./packages/([\w-]+)", wheels)) == needed_folders(distribution)
+    assert "testing" not in needed_folders(distribution)
+    assert re.findall(r"jobprogress-[\w-]+", install) == [distribution], f"the image installs: {install}"
 
 
 # --- the health check module -----------------------------------------------------------

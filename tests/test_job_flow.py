@@ -7,12 +7,12 @@ import asyncio
 import aiohttp
 import pytest
 
-from jobprogress_core.client import ReceivedEvent as Received
-from jobprogress_core.client import collect_events as collect
-from jobprogress_core.client import submit_job as submit
+from jobprogress_client import ReceivedEvent as Received
+from jobprogress_client import SseMessage
+from jobprogress_client import collect_events as collect
+from jobprogress_client import submit_job as submit
 from jobprogress_core.model import parse_stream_id
-from jobprogress_core.sseclient import SseMessage
-from jobprogress_core.stack import Stack
+from jobprogress_testing import Stack
 
 pytestmark = pytest.mark.stack
 

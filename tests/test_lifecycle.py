@@ -8,10 +8,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from jobprogress_core.client import ReceivedEvent, collect_events, submit_job
-from jobprogress_core.pytest_plugin import eventually
-from jobprogress_core.sseclient import SseMessage
-from jobprogress_core.stack import Stack
+from jobprogress_client import ReceivedEvent, SseMessage, collect_events, submit_job
+from jobprogress_testing import Stack, eventually
 
 pytestmark = pytest.mark.stack
 

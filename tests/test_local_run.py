@@ -20,14 +20,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_core.client import submit_job
+from jobprogress_client import submit_job
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import JobStatus
-from jobprogress_core.pytest_plugin import TEST_ENV, eventually
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
-from jobprogress_core.stack import RedisServer, free_port, http_get
 from jobprogress_core.store import JobStore
+from jobprogress_testing import TEST_ENV, RedisServer, eventually, free_port, http_get
 
 pytestmark = pytest.mark.stack
 

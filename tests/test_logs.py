@@ -11,9 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_core.client import collect_events
-from jobprogress_core.pytest_plugin import eventually
-from jobprogress_core.stack import Stack
+from jobprogress_client import collect_events
+from jobprogress_testing import Stack, eventually
 
 pytestmark = pytest.mark.stack
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jobprogress_core.pytest_plugin import bearer_headers
-from jobprogress_core.stack import Stack
+from jobprogress_testing import Stack, bearer_headers
 
 pytestmark = pytest.mark.stack
 

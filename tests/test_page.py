@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
-from jobprogress_core.stack import Stack
+from jobprogress_testing import Stack
 
 pytestmark = pytest.mark.stack
 

@@ -17,12 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jobprogress_core.client import collect_events
+from jobprogress_client import SseMessage, collect_events, read_messages
 from jobprogress_core.model import EventType
 from jobprogress_core.settings import Settings
-from jobprogress_core.sseclient import SseMessage, read_messages
-from jobprogress_core.stack import Process, Stack, free_port, http_get
 from jobprogress_core.store import JobStore
+from jobprogress_testing import Process, Stack, free_port, http_get
 
 REPO = Path(__file__).resolve().parents[1]
 NGINX_CONF = REPO / "deploy/nginx.conf"

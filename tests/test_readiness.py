@@ -10,8 +10,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from jobprogress_core.pytest_plugin import eventually
-from jobprogress_core.stack import ServiceProcess, Stack
+from jobprogress_testing import ServiceProcess, Stack, eventually
 
 pytestmark = pytest.mark.stack
 

@@ -12,13 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_core.client import ReceivedEvent, collect_events, submit_job
+from jobprogress_client import ReceivedEvent, collect_events, submit_job
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import parse_stream_id
-from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
-from jobprogress_core.stack import ServiceProcess, Stack, http_get
+from jobprogress_testing import ServiceProcess, Stack, eventually, http_get
 
 pytestmark = pytest.mark.stack
 

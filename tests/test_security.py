@@ -14,12 +14,11 @@ import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobprogress_core.client import collect_events
+from jobprogress_client import collect_events
 from jobprogress_core.model import Job
-from jobprogress_core.pytest_plugin import TEST_ENV, bearer_headers, eventually
 from jobprogress_core.security import IDENTITY_COOKIE, Audience, Tokens, new_identity
-from jobprogress_core.stack import Stack
 from jobprogress_core.store import JobStore
+from jobprogress_testing import TEST_ENV, Stack, bearer_headers, eventually
 
 pytestmark = pytest.mark.stack
 

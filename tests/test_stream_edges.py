@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from jobprogress_core.client import ReceivedEvent, collect_events
+from jobprogress_client import ReceivedEvent, SseMessage, collect_events
 from jobprogress_core.model import EventType
-from jobprogress_core.sseclient import SseMessage
 from jobprogress_core.store import JobStore
 
 pytestmark = pytest.mark.stack

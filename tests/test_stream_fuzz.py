@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobprogress_core.model import EventType
-from jobprogress_core.pytest_plugin import bearer_headers
 from jobprogress_core.store import JobStore
+from jobprogress_testing import bearer_headers
 
 pytestmark = pytest.mark.stack
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from jobprogress_core.sseclient import SseMessage, read_messages
+from jobprogress_client import SseMessage, read_messages
 
 
 async def test_parses_fields_comments_and_multiline_data(aiohttp_client: object) -> None:

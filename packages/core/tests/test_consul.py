@@ -20,9 +20,8 @@ from jobprogress_core.consul import (
     next_index_of,
 )
 from jobprogress_core.health import Health
-from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.settings import Settings
-from jobprogress_core.stack import ConsulAgent, free_port
+from jobprogress_testing import ConsulAgent, eventually, free_port
 
 
 def health_of(answers: dict[str, bool]) -> Health:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.redis import REDIS_ERRORS, StreamReader, create_redis, stream_entries
 from jobprogress_core.settings import Settings
+from jobprogress_testing import eventually
 
 
 @pytest.fixture

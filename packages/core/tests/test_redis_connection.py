@@ -13,8 +13,8 @@ import pytest
 
 from jobprogress_core.redis import REDIS_ERRORS, create_redis
 from jobprogress_core.settings import Settings
-from jobprogress_core.stack import RedisServer
 from jobprogress_core.store import JobStore
+from jobprogress_testing import RedisServer
 
 
 async def test_one_cancellation_ends_a_task_in_the_middle_of_redis_commands(

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from jobprogress_core import stack
-from jobprogress_core.stack import ephemeral_ports, free_port
+from jobprogress_testing.ports import ephemeral_ports, free_port, reserve
 
 
 def test_free_ports_are_bindable_distinct_and_below_the_ephemeral_range() -> None:
@@ -29,7 +28,7 @@ def test_a_port_another_process_picked_is_not_handed_out(monkeypatch: pytest.Mon
         [
             sys.executable,
             "-c",
-            "from jobprogress_core.stack import free_port; print(free_port(), flush=True); input()",
+            "from jobprogress_testing import free_port; print(free_port(), flush=True); input()",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -43,4 +42,4 @@ def test_a_port_another_process_picked_is_not_handed_out(monkeypatch: pytest.Mon
         assert free_port() != taken
     finally:
         holder.communicate("\n", timeout=10)
-    assert stack.reserve(taken)  # released with the process that held it
+    assert reserve(taken)  # released with the process that held it

@@ -10,9 +10,9 @@ from redis.exceptions import ResponseError
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
-from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.redis import stream_entries
 from jobprogress_core.store import JobStore
+from jobprogress_testing import eventually
 from worker_service.consumer import Consumer, Limits
 from worker_service.context import HandlerRegistry, JobContext
 

@@ -9,8 +9,8 @@ from prometheus_client import REGISTRY
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
-from jobprogress_core.pytest_plugin import eventually
 from jobprogress_core.store import JobStore
+from jobprogress_testing import eventually
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry, JobContext, JobError
 from worker_service.simulated import builtin_handlers

@@ -14,8 +14,8 @@ import pytest
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
-from jobprogress_core.stack import Stack
 from jobprogress_core.store import JobStore
+from jobprogress_testing import Stack
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry
 
@@ -69,7 +69,7 @@ async def test_readme_handler_succeeds_and_fails_as_documented(
 
 @pytest.mark.stack
 async def test_readme_harness_example_against_the_real_stack(
-    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession, tmp_path: Path
+    jobprogress_make_stack: Callable[..., Stack], jobprogress_http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     handler_block, harness_block = python_blocks()
     package = tmp_path / "myproject"
@@ -83,4 +83,4 @@ async def test_readme_harness_example_against_the_real_stack(
 
     namespace: dict[str, Any] = {}
     exec(compile(harness_block, str(README), "exec"), namespace)
-    await namespace["test_compile_runs_end_to_end"](make_stack, http)
+    await namespace["test_compile_runs_end_to_end"](make_stack, jobprogress_http)

@@ -12,7 +12,9 @@ from typing import Any
 
 import aiohttp
 
-from .sseclient import SseMessage, read_messages
+from .sse import SseMessage, read_messages
+
+__all__ = ["ApiError", "ReceivedEvent", "collect_events", "submit_job"]
 
 
 class ApiError(Exception):

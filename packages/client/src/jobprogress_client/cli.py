@@ -27,16 +27,13 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from .client import ApiError
-from .model import EventType, JobStatus
-from .sseclient import read_messages
+from .api import ApiError
+from .protocol import TERMINAL_STATUS_OF, EventType, JobStatus
+from .sse import read_messages
+
+__all__ = ["main", "parser"]
 
 EXIT_CODES = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 3}
-FINAL_STATUS = {
-    EventType.COMPLETE: JobStatus.COMPLETED,
-    EventType.FAILED: JobStatus.FAILED,
-    EventType.CANCELLED: JobStatus.CANCELLED,
-}
 EXIT_ERROR = 4
 BAR_WIDTH = 30
 STATUS_FIELDS = (
@@ -176,7 +173,7 @@ def apply(screen: Screen, job: dict[str, Any], kind: EventType, data: dict[str, 
             screen.line(f"COMPLETED: {data.get('result', '')}")
         else:
             screen.line("CANCELLED")
-        return FINAL_STATUS[kind]
+        return TERMINAL_STATUS_OF[kind]
     return None
 
 

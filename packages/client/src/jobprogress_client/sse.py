@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+__all__ = ["SseMessage", "read_messages"]
+
 
 @dataclass(frozen=True)
 class SseMessage:

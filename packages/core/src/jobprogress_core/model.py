@@ -7,25 +7,36 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from jobprogress_client.protocol import (
+    TERMINAL_EVENTS,
+    TERMINAL_STATUS_OF,
+    TERMINAL_STATUSES,
+    EventType,
+    JobStatus,
+)
 
-class JobStatus(StrEnum):
-    QUEUED = "QUEUED"
-    PROCESSING = "PROCESSING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
-
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-
+__all__ = [
+    "BUILTIN_JOB_TYPES",
+    "TERMINAL_EVENTS",
+    "TERMINAL_STATUSES",
+    "TERMINAL_STATUS_OF",
+    "Event",
+    "EventType",
+    "Job",
+    "JobStatus",
+    "dumps",
+    "encode_sse",
+    "epoch_iso",
+    "iso_time",
+    "now_iso",
+    "parse_stream_id",
+    "seconds_since",
+    "stream_id_after",
+    "valid_job_id",
+]
 
 #: Job types the built-in worker handlers run; the job-queue accepts these.
 BUILTIN_JOB_TYPES = ("build", "import", "report")
@@ -36,28 +47,6 @@ def valid_job_id(value: str) -> bool:
     """Job ids are 32 lowercase hex digits (a UUID4 without dashes)."""
     return _JOB_ID.match(value) is not None
 
-
-class EventType(StrEnum):
-    STATUS = "status"
-    PROGRESS = "progress"
-    LOG = "log"
-    COMPLETE = "complete"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    RESET = "reset"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_EVENTS
-
-
-TERMINAL_EVENTS = frozenset({EventType.COMPLETE, EventType.FAILED, EventType.CANCELLED})
-#: The status a job ends in with each terminal event.
-TERMINAL_STATUS_OF = {
-    EventType.COMPLETE: JobStatus.COMPLETED,
-    EventType.FAILED: JobStatus.FAILED,
-    EventType.CANCELLED: JobStatus.CANCELLED,
-}
 
 _STREAM_ID = re.compile(r"\A([0-9]{1,20})-([0-9]{1,20})\Z")
 _UINT64_MAX = 2**64 - 1

@@ -10,7 +10,7 @@ Two processes, so that every ending stops everything in order:
 - the **runner** (this module, the process ``scripts/run`` becomes) refuses to start a
   second run in the same folder or on ports in use, starts the supervisor, relays its
   output and passes signals on;
-- the **supervisor** (:mod:`jobprogress_core.supervisor`) starts the processes and stops
+- the **supervisor** (:mod:`jobprogress_testing.supervisor`) starts the processes and stops
   them, the services first.
 
 Ctrl-C, SIGTERM and SIGHUP reach the runner, which passes them on; a runner whose stdout
@@ -32,8 +32,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from .settings import ConfigError, Environ
-from .stack import die_with_parent
+from jobprogress_core.settings import ConfigError, Environ
+
+from .process import die_with_parent
 from .supervisor import Plan, port_variable, run_dir, service_ports
 
 LOCK_NAME = "run.lock"
@@ -107,7 +108,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 1
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "jobprogress_core.supervisor", str(lock)],
+        [sys.executable, "-m", "jobprogress_testing.supervisor", str(lock)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

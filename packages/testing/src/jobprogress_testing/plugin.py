@@ -9,72 +9,24 @@ the tail of every process log is added to its report.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
-from typing import Any, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from .keys import Keys
-from .redis import create_redis
-from .security import Audience, Tokens, new_identity
-from .settings import Settings
-from .stack import SERVICE_MODULES, ConsulAgent, RedisServer, Stack
-from .store import JobStore
+from jobprogress_core.keys import Keys
+from jobprogress_core.redis import create_redis
+from jobprogress_core.security import new_identity
+from jobprogress_core.settings import Settings
+from jobprogress_core.store import JobStore
 
-#: Settings that make the stack quick to react in tests (see the README's table).
-TEST_ENV = {
-    "JOBPROGRESS_ENV": "development",
-    "JOBPROGRESS_SECRET_KEY": "test-secret-key-not-for-production-use",
-    "JOBPROGRESS_CONSUL_CHECK_INTERVAL": "1",
-    "JOBPROGRESS_CONSUL_RETRY_SECONDS": "1",
-    "JOBPROGRESS_WORKER_BLOCK_MS": "1000",
-    "JOBPROGRESS_READER_BLOCK_MS": "2000",
-    "JOBPROGRESS_SHUTDOWN_TIMEOUT": "5",
-    "JOBPROGRESS_LOG_LEVEL": "INFO",
-    # Tests run many clients from one address and identity; the limits' own tests start
-    # instances with low ones.
-    "JOBPROGRESS_SUBMISSIONS_PER_MINUTE": "100000",
-    "JOBPROGRESS_NEW_IDENTITIES_PER_MINUTE": "100000",
-    "JOBPROGRESS_STREAMS_PER_IDENTITY": "100000",
-}
+from .backends import ConsulAgent, RedisServer
+from .environment import TEST_ENV, bearer_headers
+from .stack import SERVICE_MODULES, Stack
 
 _STACKS: list[Stack] = []
-
-T = TypeVar("T")
-
-
-@overload
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], what: str, *, timeout: float = ..., interval: float = ...
-) -> T: ...
-@overload
-async def eventually(
-    check: Callable[[], T | None], what: str, *, timeout: float = ..., interval: float = ...
-) -> T: ...
-async def eventually(
-    check: Callable[[], Any], what: str, *, timeout: float = 20.0, interval: float = 0.05
-) -> Any:
-    """Wait for ``check()`` (a function or a coroutine function) to return something true,
-    and return it; fail naming ``what`` and the last value after ``timeout`` seconds. A check
-    that raises fails at once: what it raised is the test's failure.
-
-    Whatever another process writes (a log line, a metric, a key) shows up some time after
-    the event a test saw last: read it through this, never right after that event."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what} (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -169,23 +121,14 @@ async def jobprogress_store(jobprogress_settings: Callable[..., Settings]) -> As
     await redis.aclose()
 
 
-def bearer_headers(identity: str | None = None) -> dict[str, str]:
-    """``Authorization`` for ``identity`` (a new one by default), signed with the stack's
-    secret, as ``POST /api/tokens`` would issue it."""
-    token, _ = Tokens(TEST_ENV["JOBPROGRESS_SECRET_KEY"]).issue(
-        Audience.API, identity or new_identity(), ttl=3600
-    )
-    return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture
 def jobprogress_identity() -> str:
-    """The identity the ``http`` client acts as (a new one per test)."""
+    """The identity the ``jobprogress_http`` client acts as (a new one per test)."""
     return new_identity()
 
 
 @pytest.fixture
-async def http(jobprogress_identity: str) -> AsyncIterator[aiohttp.ClientSession]:
+async def jobprogress_http(jobprogress_identity: str) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client without a total timeout (SSE streams are long; tests set their own)
     and without a cap on open connections. It acts as one identity of its own (a bearer
     token on every request): ``jobprogress_identity``. Another identity is

@@ -2,13 +2,13 @@
 and stops them in order: the services first, so that the worker hands its running jobs
 back to Redis within its grace period, then Consul and Redis (only those it started).
 
-It is started by the runner (:mod:`jobprogress_core.local`) in a session of its own, with
+It is started by the runner (:mod:`jobprogress_testing.local`) in a session of its own, with
 the run's lock, and stops on SIGTERM, SIGINT or SIGHUP, which the runner passes on, and
 on the SIGTERM the kernel sends it when the runner dies, however it dies. Its children
 get SIGTERM from the kernel if it dies itself. Its own lines also go to ``supervisor.log``
 in the run folder, with the time: its stdout may be gone.
 
-    python -m jobprogress_core.supervisor LOCK_FD
+    python -m jobprogress_testing.supervisor LOCK_FD
 """
 
 from __future__ import annotations
@@ -23,17 +23,13 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from .settings import DEFAULT_PORTS, Environ, Settings
-from .stack import (
-    ConsulAgent,
-    Process,
-    RedisServer,
-    ServiceProcess,
-    Stack,
-    StackError,
-    consul_answers,
-    redis_answers,
-)
+from jobprogress_core.settings import DEFAULT_PORTS, Environ, Settings
+
+from .backends import ConsulAgent, RedisServer
+from .errors import StackError
+from .probes import consul_answers, redis_answers
+from .process import Process
+from .stack import ServiceProcess, Stack
 
 #: The supervisor's own lines, with the time, in the run folder (this run's only).
 JOURNAL_NAME = "supervisor.log"
