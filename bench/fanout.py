@@ -603,6 +603,10 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def ratio(value: float | None, baseline: float | None) -> str:
+    return f"{value / baseline:.2f}" if value is not None and baseline else "n/a"
+
+
 def table_rows(measured: Measurements, args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
     """(metric, value, digits) of every table row, for one server."""
     connect, top = measured.connect, measured.max_rate
@@ -636,13 +640,25 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
         "latency phases, in a second process for the max-rate phase"
     )
     print()
-    print("| metric | progress-service | nchan | progress / nchan |")
-    print("|---|---|---|---|")
-    progress_rows = table_rows(results["progress-service"], args)
-    nchan_rows = table_rows(results["nchan"], args)
-    for (label, progress, digits), (_, nchan, _) in zip(progress_rows, nchan_rows, strict=True):
-        ratio = f"{progress / nchan:.2f}" if progress is not None and nchan else "n/a"
-        print(f"| {label} | {fmt(progress, digits)} | {fmt(nchan, digits)} | {ratio} |")
+    before = BEFORE in results
+    print(
+        "| metric | progress-service |"
+        + (f" {BEFORE} |" if before else "")
+        + " nchan | progress / nchan |"
+        + (" now / before |" if before else "")
+    )
+    print("|---|---|---|---|" + ("---|---|" if before else ""))
+    rows = {name: table_rows(measured, args) for name, measured in results.items()}
+    for index, (label, progress, digits) in enumerate(rows["progress-service"]):
+        nchan = rows["nchan"][index][1]
+        cells = [fmt(progress, digits)]
+        earlier = rows[BEFORE][index][1] if before else None
+        if before:
+            cells.append(fmt(earlier, digits))
+        cells += [fmt(nchan, digits), ratio(progress, nchan)]
+        if before:
+            cells.append(ratio(progress, earlier))
+        print(f"| {label} | {' | '.join(cells)} |")
     print()
     for label in results["progress-service"].latency:
         by_server = (
@@ -732,6 +748,16 @@ def raise_fd_limit(connections: int) -> int:
     return hard
 
 
+#: The name in the report of the progress-service of ``--before``.
+BEFORE = "progress-service (before)"
+PROGRESS_ENV = {
+    "JOBPROGRESS_MAX_STREAMS": "100000",
+    "JOBPROGRESS_STREAMS_PER_IDENTITY": "100000",  # the clients share one address
+    "JOBPROGRESS_SSE_HEARTBEAT_SECONDS": "15",
+    "JOBPROGRESS_LOG_LEVEL": "WARNING",
+}
+
+
 def bench_stack() -> Stack:
     """The stack the benchmarks start: private redis-server and Consul."""
     return Stack(env={"JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY})
@@ -753,6 +779,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--max-clients", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="CHECKOUT",
+        help="a checkout of an earlier revision (git worktree add): its progress-service runs as a "
+        "third server, on the same Redis, taking turns with the others",
+    )
     return parser.parse_args()
 
 
@@ -761,13 +794,11 @@ def main() -> None:
     fds = raise_fd_limit(args.clients)
     stack = bench_stack()
     with stack.running():
-        service = stack.start_service(
-            "progress-service",
-            JOBPROGRESS_MAX_STREAMS="100000",
-            JOBPROGRESS_STREAMS_PER_IDENTITY="100000",  # the clients share one address
-            JOBPROGRESS_SSE_HEARTBEAT_SECONDS="15",
-            JOBPROGRESS_LOG_LEVEL="WARNING",
-        )
+        service = stack.start_service("progress-service", **PROGRESS_ENV)
+        earlier = None
+        if args.before is not None:  # its own code first on the path: the packages of that checkout
+            code = ":".join(str(src) for src in sorted(args.before.resolve().glob("packages/*/src")))
+            earlier = stack.start_service("progress-service", PYTHONPATH=code, **PROGRESS_ENV)
         nginx, port = start_nginx(stack.workdir, fds)
         try:
             assert stack.redis is not None and stack.redis_url is not None
@@ -776,6 +807,8 @@ def main() -> None:
                 "progress-service": lambda: ProgressTarget(service, redis_url),
                 "nchan": lambda: NchanTarget(nginx, port),
             }
+            if earlier is not None:
+                targets[BEFORE] = lambda: ProgressTarget(earlier, redis_url)
             results = asyncio.run(measure(targets, redis_pid, args))
         finally:
             nginx.stop()
