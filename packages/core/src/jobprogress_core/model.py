@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -124,31 +125,74 @@ def encode_sse(event: str, data: str, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How the value of a :class:`Job` field is written: as text in the job's hash, and in
+    its JSON view."""
+
+    to_text: Callable[[Any], str]
+    from_text: Callable[[str], Any]
+    #: The text a field missing from the hash reads as.
+    absent: str = ""
+    to_json: Callable[[Any], Any] = _same
+
+
+TEXT = Codec(_same, _same)
+#: ``None`` is the empty string in the hash (and an empty string reads as ``None``).
+OPTIONAL_TEXT = Codec(lambda value: value or "", lambda text: text or None)
+COUNT = Codec(str, int, absent="0")
+FLAG = Codec(lambda value: "1" if value else "0", lambda text: text == "1", absent="0")
+JSON_OBJECT = Codec(dumps, json.loads, absent="{}")
+STATUS = Codec(lambda status: status.value, JobStatus, to_json=lambda status: status.value)
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A :class:`Job` field on the wire. Its key in the hash is its name; ``json`` is its key
+    in the JSON view (``None``: internal, never shown); a ``required`` one is in every hash."""
+
+    codec: Codec
+    json: str | None
+    required: bool = False
+
+
+def wire(codec: Codec, json: str | None, *, required: bool = False) -> dict[str, Wire]:
+    """The metadata of a :class:`Job` field (``field(metadata=wire(…))``)."""
+    return {"wire": Wire(codec, json, required)}
+
+
 @dataclass(frozen=True)
 class Job:
-    """The state of one job, as stored in its hash and returned by ``GET /api/jobs/{id}``."""
+    """The state of one job, as stored in its hash and returned by ``GET /api/jobs/{id}``.
 
-    id: str
-    owner: str
-    type: str
-    name: str
-    params: dict[str, Any]
-    status: JobStatus
-    progress: int = 0
-    message: str = ""
-    step: int = 0
-    total_steps: int = 0
-    result: str | None = None
-    error: str | None = None
-    created_at: str = ""
-    started_at: str | None = None
-    finished_at: str | None = None
-    worker: str | None = None
-    attempts: int = 0
-    last_event_id: str | None = None
-    cancel_requested: bool = False
+    Its fields are the one declaration of both forms: each says how it is written
+    (:class:`Wire`), and :data:`JOB_WIRE` lists them in order."""
+
+    id: str = field(metadata=wire(TEXT, "jobId", required=True))
+    owner: str = field(metadata=wire(TEXT, None))
+    type: str = field(metadata=wire(TEXT, "type", required=True))
+    name: str = field(metadata=wire(TEXT, "name"))
+    params: dict[str, Any] = field(metadata=wire(JSON_OBJECT, "params"))
+    status: JobStatus = field(metadata=wire(STATUS, "status", required=True))
+    progress: int = field(default=0, metadata=wire(COUNT, "progress"))
+    message: str = field(default="", metadata=wire(TEXT, "message"))
+    step: int = field(default=0, metadata=wire(COUNT, "step"))
+    total_steps: int = field(default=0, metadata=wire(COUNT, "totalSteps"))
+    result: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, "result"))
+    error: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, "error"))
+    created_at: str = field(default="", metadata=wire(TEXT, "createdAt"))
+    started_at: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, "startedAt"))
+    finished_at: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, "finishedAt"))
+    worker: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, "worker"))
+    attempts: int = field(default=0, metadata=wire(COUNT, "attempts"))
+    last_event_id: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, "lastEventId"))
+    cancel_requested: bool = field(default=False, metadata=wire(FLAG, "cancelRequested"))
     #: The queue entry whose run holds the job (internal: the claim checked on every report).
-    entry: str | None = None
+    entry: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, None))
 
     @classmethod
     def new(
@@ -176,31 +220,13 @@ class Job:
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> Job:
-        def optional(name: str) -> str | None:
-            value = fields.get(name, "")
-            return value or None
-
         return cls(
-            id=fields["id"],
-            owner=fields.get("owner", ""),
-            type=fields["type"],
-            name=fields.get("name", ""),
-            params=json.loads(fields.get("params", "{}")),
-            status=JobStatus(fields["status"]),
-            progress=int(fields.get("progress", 0)),
-            message=fields.get("message", ""),
-            step=int(fields.get("step", 0)),
-            total_steps=int(fields.get("total_steps", 0)),
-            result=optional("result"),
-            error=optional("error"),
-            created_at=fields.get("created_at", ""),
-            started_at=optional("started_at"),
-            finished_at=optional("finished_at"),
-            worker=optional("worker"),
-            attempts=int(fields.get("attempts", 0)),
-            last_event_id=optional("last_event_id"),
-            cancel_requested=fields.get("cancel_requested") == "1",
-            entry=optional("entry"),
+            **{
+                name: spec.codec.from_text(
+                    fields[name] if spec.required else fields.get(name, spec.codec.absent)
+                )
+                for name, spec in JOB_WIRE.items()
+            }
         )
 
     @property
@@ -213,48 +239,16 @@ class Job:
 
     def to_hash(self) -> dict[str, str]:
         """Fields to store with HSET; ``None`` becomes the empty string."""
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "type": self.type,
-            "name": self.name,
-            "params": dumps(self.params),
-            "status": self.status.value,
-            "progress": str(self.progress),
-            "message": self.message,
-            "step": str(self.step),
-            "total_steps": str(self.total_steps),
-            "result": self.result or "",
-            "error": self.error or "",
-            "created_at": self.created_at,
-            "started_at": self.started_at or "",
-            "finished_at": self.finished_at or "",
-            "worker": self.worker or "",
-            "attempts": str(self.attempts),
-            "last_event_id": self.last_event_id or "",
-            "cancel_requested": "1" if self.cancel_requested else "0",
-            "entry": self.entry or "",
-        }
+        return {name: spec.codec.to_text(getattr(self, name)) for name, spec in JOB_WIRE.items()}
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON view (camelCase, as the API and the ``reset`` event show it)."""
         return {
-            "jobId": self.id,
-            "type": self.type,
-            "name": self.name,
-            "params": self.params,
-            "status": self.status.value,
-            "progress": self.progress,
-            "message": self.message,
-            "step": self.step,
-            "totalSteps": self.total_steps,
-            "result": self.result,
-            "error": self.error,
-            "createdAt": self.created_at,
-            "startedAt": self.started_at,
-            "finishedAt": self.finished_at,
-            "worker": self.worker,
-            "attempts": self.attempts,
-            "lastEventId": self.last_event_id,
-            "cancelRequested": self.cancel_requested,
+            spec.json: spec.codec.to_json(getattr(self, name))
+            for name, spec in JOB_WIRE.items()
+            if spec.json is not None
         }
+
+
+#: How each field of :class:`Job` is written, by name (its key in the hash), in their order.
+JOB_WIRE: dict[str, Wire] = {job_field.name: job_field.metadata["wire"] for job_field in fields(Job)}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from jobprogress_core.consul import consul_ctx
 from jobprogress_core.limits import rate_limits_ctx
+from jobprogress_core.registration import consul_ctx
 from jobprogress_core.settings import Settings
 from jobprogress_core.web import create_base_app
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from jobprogress_core.model import BUILTIN_JOB_TYPES, JobStatus
+from jobprogress_core.model import (
+    BUILTIN_JOB_TYPES,
+    COUNT,
+    FLAG,
+    JOB_WIRE,
+    JSON_OBJECT,
+    OPTIONAL_TEXT,
+    STATUS,
+    TEXT,
+    Codec,
+    JobStatus,
+)
 from jobprogress_core.store import HistoryCursor
 
 MAX_STEPS = 100
@@ -125,28 +138,37 @@ class JobLinksSchema(Schema):
     progress = fields.String(required=True)
 
 
-class JobSchema(Schema):
-    """A job's state, as ``GET /api/jobs/{id}`` answers it."""
+#: The marshmallow field of each way a job field is written (:data:`JOB_WIRE`).
+JOB_FIELD_TYPES: dict[Codec, Callable[..., fields.Field[Any]]] = {
+    TEXT: fields.String,
+    OPTIONAL_TEXT: partial(fields.String, allow_none=True),
+    COUNT: fields.Integer,
+    FLAG: fields.Boolean,
+    JSON_OBJECT: fields.Dict,
+    STATUS: fields.String,
+}
+#: What the description says of some job fields beyond their type.
+JOB_FIELD_VALIDATORS = {
+    "status": validate.OneOf([s.value for s in JobStatus]),
+    "progress": validate.Range(min=0, max=100),
+}
 
-    job_id = fields.String(data_key="jobId", required=True)
-    type = fields.String(required=True)
-    name = fields.String(required=True)
-    params = fields.Dict(required=True)
-    status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]))
-    progress = fields.Integer(required=True, validate=validate.Range(min=0, max=100))
-    message = fields.String(required=True)
-    step = fields.Integer(required=True)
-    total_steps = fields.Integer(data_key="totalSteps", required=True)
-    result = fields.String(required=True, allow_none=True)
-    error = fields.String(required=True, allow_none=True)
-    created_at = fields.String(data_key="createdAt", required=True)
-    started_at = fields.String(data_key="startedAt", required=True, allow_none=True)
-    finished_at = fields.String(data_key="finishedAt", required=True, allow_none=True)
-    worker = fields.String(required=True, allow_none=True)
-    attempts = fields.Integer(required=True)
-    last_event_id = fields.String(data_key="lastEventId", required=True, allow_none=True)
-    cancel_requested = fields.Boolean(data_key="cancelRequested", required=True)
-    links = fields.Nested(JobLinksSchema, required=True)
+
+def job_fields() -> dict[str, fields.Field[Any]]:
+    """The fields of a job's JSON view, as the model declares them (:data:`JOB_WIRE`)."""
+    return {
+        name: JOB_FIELD_TYPES[spec.codec](
+            data_key=spec.json, required=True, validate=JOB_FIELD_VALIDATORS.get(name)
+        )
+        for name, spec in JOB_WIRE.items()
+        if spec.json is not None
+    }
+
+
+#: A job's state, as ``GET /api/jobs/{id}`` answers it.
+JobSchema = Schema.from_dict(
+    {**job_fields(), "links": fields.Nested(JobLinksSchema, required=True)}, name="JobSchema"
+)
 
 
 class JobSubmittedSchema(Schema):

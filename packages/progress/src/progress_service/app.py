@@ -10,10 +10,10 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from aiohttp_security import remember
 
-from jobprogress_core.consul import consul_ctx
 from jobprogress_core.errors import Handler, TooManyRequests
 from jobprogress_core.limits import mint_identity, rate_limits_ctx, stream_leases_ctx
 from jobprogress_core.redis import REDIS_ERRORS, create_redis
+from jobprogress_core.registration import consul_ctx
 from jobprogress_core.security import identity_of
 from jobprogress_core.settings import ConfigError, Settings
 from jobprogress_core.web import KEYS, SETTINGS, STOP_HOOKS, STORE, create_base_app

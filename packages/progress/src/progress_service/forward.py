@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import hdrs, web
 
-from jobprogress_core.consul import CONSUL_ERRORS, ServiceLookup
+from jobprogress_core.consul_client import CONSUL_ERRORS
+from jobprogress_core.discovery import ServiceLookup
 from jobprogress_core.errors import ServiceUnavailable
 from jobprogress_core.limits import mint_identity
 from jobprogress_core.security import TOKENS, Audience, identity_of

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from jobprogress_core.consul import LIVENESS, consul_ctx
 from jobprogress_core.redis import create_redis
+from jobprogress_core.registration import LIVENESS, consul_ctx
 from jobprogress_core.settings import ConfigError, Settings
 from jobprogress_core.web import HEALTH, KEYS, SETTINGS, STORE, create_base_app
 
