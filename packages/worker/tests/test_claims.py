@@ -1,5 +1,5 @@
-"""Claims on a real redis-server: stale entries found behind fresh ones, duplicates of a
-running job acknowledged, handler failures kept apart from Redis outages."""
+"""Claims on a real redis-server: duplicates of a running job acknowledged, handler failures
+kept apart from Redis outages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.pytest_plugin import eventually
-from jobprogress_core.redis import stream_entries
+from jobprogress_core.queue import JobQueue
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer, Limits
 from worker_service.context import HandlerRegistry, JobContext
@@ -20,35 +20,13 @@ from worker_service.context import HandlerRegistry, JobContext
 async def queued(store: JobStore, **params: object) -> Job:
     job = Job.new("build", {"steps": 1, **params}, owner="o")
     await store.create(job, {"status": "QUEUED"})
-    await store.enqueue(job.id)
+    await JobQueue(store.redis, store.keys).enqueue(job.id)
     return job
 
 
 def consumer(store: JobStore, handlers: HandlerRegistry, name: str, visibility: float = 0.3) -> Consumer:
     limits = Limits(visibility_timeout=visibility, outage_grace=0.5)
     return Consumer(store, store.redis, store.keys, handlers, block_ms=100, limits=limits, name=name)
-
-
-async def test_a_stale_entry_behind_many_fresh_ones_is_found(jobprogress_store: JobStore) -> None:
-    store = jobprogress_store
-    live = consumer(store, HandlerRegistry(), "live", visibility=30)
-    await live.claims.ensure_group()
-    fresh = [await queued(store) for _ in range(15)]
-    await store.redis.xreadgroup(QUEUE_GROUP, "live", {store.keys.queue: ">"}, count=15)
-    stale = await queued(store)
-    reply = await store.redis.xreadgroup(QUEUE_GROUP, "dead", {store.keys.queue: ">"}, count=1)
-    [(_, [(stale_entry, _)])] = stream_entries(reply)
-    # As if "dead" had taken it a minute ago and never been heard of since (no waiting: the
-    # fresh ones, read a moment ago, are far from the 30 s visibility timeout).
-    await store.redis.xclaim(
-        store.keys.queue, QUEUE_GROUP, "dead", 0, [stale_entry], idle=60_000, justid=True
-    )
-    assert len(fresh) == 15
-
-    claimer = consumer(store, HandlerRegistry(), "claimer", visibility=30)
-    [(_, fields)] = await claimer.claims.take_stale()
-    assert fields["jobId"] == stale.id
-    assert await claimer.claims.take_stale() == []  # the fresh ones stay with the live worker
 
 
 async def test_handler_failures_are_not_taken_for_redis_outages(jobprogress_store: JobStore) -> None:
@@ -64,7 +42,7 @@ async def test_handler_failures_are_not_taken_for_redis_outages(jobprogress_stor
         raise errors[ctx.params["kind"]]
 
     worker = consumer(store, handlers, "w")
-    await worker.claims.ensure_group()
+    await worker.queue.ensure_group()
     for kind, message in [("redis", "ResponseError: WRONGTYPE"), ("timeout", "TimeoutError: upstream slow")]:
         job = await queued(store, kind=kind)
         reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=1)
@@ -90,9 +68,9 @@ async def test_duplicate_entries_of_a_running_job_are_acknowledged(jobprogress_s
         return "ok"
 
     worker = consumer(store, handlers, "w", visibility=30)
-    await worker.claims.ensure_group()
+    await worker.queue.ensure_group()
     job = await queued(store)
-    await store.enqueue(job.id)  # a duplicate, as a retried XADD would make
+    await worker.queue.enqueue(job.id)  # a duplicate, as a retried XADD would make
     reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=2)
     (first, _), (second, _) = reply[0][1]
     running = asyncio.create_task(worker.process(first, job.id))
@@ -110,7 +88,7 @@ async def test_duplicate_entries_of_a_running_job_are_acknowledged(jobprogress_s
 async def test_a_requested_cancel_wins_over_the_attempt_limit(jobprogress_store: JobStore) -> None:
     store = jobprogress_store
     worker = consumer(store, HandlerRegistry(), "w")
-    await worker.claims.ensure_group()
+    await worker.queue.ensure_group()
     job = await queued(store)
     await store.append(job.id, EventType.STATUS, {"status": "PROCESSING"}, status="PROCESSING", attempts=3)
     await store.append(job.id, EventType.LOG, {"line": "cancel"}, cancel_requested=1)

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.pytest_plugin import eventually
+from jobprogress_core.queue import JobQueue
 from jobprogress_core.store import JobStore
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry, JobContext, JobError
@@ -24,12 +25,12 @@ async def enqueue(store: JobStore, job_type: str = "build", **params: object) ->
         total_steps=2,
     )
     await store.create(job, {"status": "QUEUED"})
-    entry = await store.enqueue(job.id)
+    entry = await JobQueue(store.redis, store.keys).enqueue(job.id)
     return job, entry
 
 
 async def take(consumer: Consumer) -> tuple[str, str]:
-    await consumer.claims.ensure_group()
+    await consumer.queue.ensure_group()
     reply = await consumer.reader.xreadgroup(QUEUE_GROUP, consumer.name, {consumer.keys.queue: ">"}, count=1)
     entry_id, fields = reply[0][1][0]
     return entry_id, fields["jobId"]
@@ -157,12 +158,12 @@ async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
 ) -> None:
     store = jobprogress_store
     consumer = consumer_for(store, builtin_handlers())
-    await consumer.claims.ensure_group()
+    await consumer.queue.ensure_group()
     await enqueue(store)
     await store.redis.xreadgroup(QUEUE_GROUP, "gone-holding", {store.keys.queue: ">"}, count=1)
     await store.redis.xgroup_createconsumer(store.keys.queue, QUEUE_GROUP, "gone-idle")
-    monkeypatch.setattr("worker_service.claims.DEAD_CONSUMER_IDLE_MS", -1)
-    assert await consumer.claims.forget_dead_consumers() == 1
+    monkeypatch.setattr("jobprogress_core.queue.DEAD_CONSUMER_IDLE_MS", -1)
+    assert await consumer.queue.forget_dead_consumers(consumer.name) == 1
 
     async def consumer_names() -> set[str]:
         return {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}

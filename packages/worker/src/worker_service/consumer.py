@@ -25,20 +25,15 @@ from functools import partial
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from jobprogress_core.keys import QUEUE_GROUP, Keys
+from jobprogress_core.keys import Keys
 from jobprogress_core.logs import job_scope
 from jobprogress_core.metrics import count_finished
 from jobprogress_core.model import EventType, Job, JobStatus, now_iso, seconds_since
-from jobprogress_core.redis import (
-    REDIS_ERRORS,
-    retry_while_unavailable,
-    stop_reader,
-    stream_entries,
-)
+from jobprogress_core.queue import JobQueue
+from jobprogress_core.redis import REDIS_ERRORS, retry_while_unavailable, stop_reader
 from jobprogress_core.store import ClaimLost, JobStore
 from jobprogress_core.tasks import cancel_and_wait
 
-from .claims import Claims
 from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError, ReportFailed
 from .metrics import JOB_DURATION, JOBS_IN_PROGRESS, JOBS_RECLAIMED
 
@@ -98,7 +93,8 @@ class Consumer:
         #: When the job loop last turned, and whether it waits for a free slot (not stuck).
         self.turned_at = 0.0
         self.waiting_for_slot = False
-        self.claims = Claims(store, keys, self.name, visibility_timeout=self.limits.visibility_timeout)
+        visibility = self.limits.visibility_timeout
+        self.queue = JobQueue(store.redis, keys, visibility_timeout=visibility, reader=reader)
 
     @property
     def alive(self) -> bool:
@@ -139,17 +135,14 @@ class Consumer:
             self.turned_at = loop.time()
             try:
                 if not group_ready:
-                    await self.claims.ensure_group()
+                    await self.queue.ensure_group()
                     group_ready = True
                 reclaimed = True
-                entries = await self.claims.take_stale()
+                entries = await self.queue.reclaim(self.name)
                 if not entries:
                     reclaimed = False
                     self.reading = True
-                    reply = await self.reader.xreadgroup(
-                        QUEUE_GROUP, self.name, {self.keys.queue: ">"}, count=1, block=self.block_ms
-                    )
-                    entries = [entry for _, stream in stream_entries(reply) for entry in stream]
+                    entries = await self.queue.read(self.name, block_ms=self.block_ms)
                     self.turned_at = loop.time()
                 backoff = 0.1
             except RedisError as exc:
@@ -192,10 +185,10 @@ class Consumer:
             waited += period
             entry_ids = list(self.running)
             try:
-                await self.claims.refresh(entry_ids)
+                await self.queue.refresh(self.name, entry_ids)
                 if waited >= CONSUMER_SWEEP_SECONDS:
                     waited = 0.0
-                    await self.claims.forget_dead_consumers()
+                    await self.queue.forget_dead_consumers(self.name)
             except RedisError as exc:
                 logger.warning("could not refresh %d claims: %s", len(entry_ids), exc)
 
@@ -210,18 +203,18 @@ class Consumer:
         if job is None or job.status.terminal or (job.status is JobStatus.PROCESSING and not reclaimed):
             state = job.status.value if job else "gone"
             logger.info("queue entry %s: job %s is %s; acknowledging", entry_id, job_id, state)
-            await self.store.ack(entry_id)
+            await self.queue.ack(entry_id)
             return
-        if job.status is JobStatus.PROCESSING and await self.claims.held_elsewhere(job, entry_id):
+        if job.status is JobStatus.PROCESSING and await self.queue.held_elsewhere(job, entry_id):
             logger.info(
                 "queue entry %s: job %s runs under entry %s; acknowledging", entry_id, job_id, job.entry
             )
-            await self.store.ack(entry_id)
+            await self.queue.ack(entry_id)
             return
         if job.cancel_requested:
             if await self.store.finish(job.id, EventType.CANCELLED):
                 count_finished(job.type, EventType.CANCELLED)
-            await self.store.ack(entry_id)
+            await self.queue.ack(entry_id)
             return
         attempt = job.attempts + 1
         if attempt > self.limits.max_attempts:
@@ -229,7 +222,7 @@ class Consumer:
             if await self.store.finish(job.id, EventType.FAILED, error=reason):
                 count_finished(job.type, EventType.FAILED)
             logger.warning("job %s: %s", job.id, reason)
-            await self.store.ack(entry_id)
+            await self.queue.ack(entry_id)
             return
         taking_over = job.status is JobStatus.PROCESSING
         if taking_over:
@@ -256,7 +249,7 @@ class Consumer:
             attempts=attempt,
         )
         if started is None:
-            await self.store.ack(entry_id)
+            await self.queue.ack(entry_id)
             return
         if taking_over:
             JOBS_RECLAIMED.inc()
@@ -267,7 +260,7 @@ class Consumer:
         finally:
             JOBS_IN_PROGRESS.dec()
         if done:
-            await self.store.ack(entry_id)
+            await self.queue.ack(entry_id)
 
     async def run_job(self, job: Job, entry_id: str, *, started_at: str | None = None) -> bool:
         """Run the handler and record how the job ended; ``False`` when the entry must stay
@@ -369,16 +362,16 @@ class Consumer:
         go back to the queue at once rather than waiting out the visibility timeout; then
         the worker leaves the consumer group."""
         try:
-            for entry_id, job_id in await self.claims.held_by_me():
+            for entry_id, job_id in await self.queue.held_by(self.name):
                 job = await self.store.get(job_id)
                 if job is not None and job.entry == entry_id:
                     await self.hand_back(entry_id, job_id)
                     continue
                 if job is not None and job.status is JobStatus.QUEUED:
-                    await self.store.enqueue(job_id)
-                await self.store.ack(entry_id)
+                    await self.queue.enqueue(job_id)
+                await self.queue.ack(entry_id)
                 logger.info("released unseen queue entry %s (job %s)", entry_id, job_id)
-            await self.claims.leave()
+            await self.queue.leave(self.name)
         except RedisError as exc:
             logger.warning("could not release entries or leave the group: %s", exc)
 
@@ -386,7 +379,7 @@ class Consumer:
         """Put a job this worker holds back in the queue for another worker to continue."""
         job = await self.store.get(job_id)
         if job is None or job.status.terminal:
-            await self.store.ack(entry_id)
+            await self.queue.ack(entry_id)
             return False
         message = f"Handed back by {self.name} (worker stopping); another worker continues"
         try:
@@ -403,7 +396,7 @@ class Consumer:
             )
         except ClaimLost:
             return False
-        await self.store.enqueue(job_id)
-        await self.store.ack(entry_id)
+        await self.queue.enqueue(job_id)
+        await self.queue.ack(entry_id)
         logger.info("job %s handed back", job_id)
         return True
