@@ -25,12 +25,13 @@ from functools import partial
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from jobprogress_core.backoff import Backoff
 from jobprogress_core.keys import Keys
 from jobprogress_core.logs import job_scope
 from jobprogress_core.metrics import count_finished
 from jobprogress_core.model import EventType, Job, JobStatus, now_iso, seconds_since
 from jobprogress_core.queue import JobQueue
-from jobprogress_core.redis import REDIS_ERRORS, retry_while_unavailable, stop_reader
+from jobprogress_core.redis import REDIS_ERRORS, Entry, retry_while_unavailable, stop_reader
 from jobprogress_core.store import ClaimLost, JobStore
 from jobprogress_core.tasks import cancel_and_wait
 
@@ -95,6 +96,7 @@ class Consumer:
         self.waiting_for_slot = False
         visibility = self.limits.visibility_timeout
         self.queue = JobQueue(store.redis, keys, visibility_timeout=visibility, reader=reader)
+        self.group_ready = False
 
     @property
     def alive(self) -> bool:
@@ -124,8 +126,7 @@ class Consumer:
     async def run(self) -> None:
         """Take jobs while there are free slots: stale ones first, then new ones."""
         slots = asyncio.Semaphore(self.concurrency)
-        backoff = 0.1
-        group_ready = False
+        backoff = Backoff(first=0.1, cap=5.0)
         loop = asyncio.get_running_loop()
         while not self.stopping:
             self.turned_at = loop.time()
@@ -134,43 +135,49 @@ class Consumer:
             self.waiting_for_slot = False
             self.turned_at = loop.time()
             try:
-                if not group_ready:
-                    await self.queue.ensure_group()
-                    group_ready = True
-                reclaimed = True
-                entries = await self.queue.reclaim(self.name)
-                if not entries:
-                    reclaimed = False
-                    self.reading = True
-                    entries = await self.queue.read(self.name, block_ms=self.block_ms)
-                    self.turned_at = loop.time()
-                backoff = 0.1
+                entries, reclaimed = await self._take()
+                backoff.reset()
             except RedisError as exc:
                 slots.release()
                 if self.stopping:
                     return
                 if "NOGROUP" in str(exc):
-                    group_ready = False  # the queue was deleted: create the group again
-                logger.warning("queue read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                    self.group_ready = False  # the queue was deleted: create the group again
+                logger.warning("queue read failed (%s); retrying in %.1fs", exc, backoff.delay)
+                await backoff.sleep()
                 continue
             finally:
                 self.reading = False
             if not entries:
                 slots.release()
-                continue
             for entry_id, fields in entries:
-                if entry_id in self.running:
-                    # Our own running job, idle because Redis was away: the claim is ours again.
-                    slots.release()
-                    continue
-                job_id = fields.get("jobId", "")
-                task = asyncio.create_task(self.process(entry_id, job_id, reclaimed=reclaimed))
-                self.running[entry_id] = (job_id, task)
-                task.add_done_callback(partial(self._forget, entry_id))
-                task.add_done_callback(lambda _: slots.release())
-                task.add_done_callback(_log_crash)
+                self._launch(entry_id, fields.get("jobId", ""), slots, reclaimed=reclaimed)
+
+    async def _take(self) -> tuple[list[Entry], bool]:
+        """Entries to run, and whether they are reclaimed: a stale one if there is, else
+        new ones (a blocking read: it sets :attr:`reading`, which the loop clears)."""
+        if not self.group_ready:
+            await self.queue.ensure_group()
+            self.group_ready = True
+        entries = await self.queue.reclaim(self.name)
+        if entries:
+            return entries, True
+        self.reading = True
+        entries = await self.queue.read(self.name, block_ms=self.block_ms)
+        self.turned_at = asyncio.get_running_loop().time()
+        return entries, False
+
+    def _launch(self, entry_id: str, job_id: str, slots: asyncio.Semaphore, *, reclaimed: bool) -> None:
+        """Process an entry in a task of its own, which frees its slot when it ends."""
+        if entry_id in self.running:
+            # Our own running job, idle because Redis was away: the claim is ours again.
+            slots.release()
+            return
+        task = asyncio.create_task(self.process(entry_id, job_id, reclaimed=reclaimed))
+        self.running[entry_id] = (job_id, task)
+        task.add_done_callback(partial(self._forget, entry_id))
+        task.add_done_callback(lambda _: slots.release())
+        task.add_done_callback(_log_crash)
 
     def _forget(self, entry_id: str, _: asyncio.Task[None]) -> None:
         self.running.pop(entry_id, None)
