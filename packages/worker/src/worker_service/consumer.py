@@ -10,6 +10,9 @@ entry of a job another worker runs) is acknowledged without running it.
 
 On a stop, the worker takes no new jobs, lets running ones finish within a grace period,
 and hands the rest back to the queue so another worker continues them at once.
+
+The commands on the queue are :class:`jobprogress_core.queue.JobQueue`'s; one run of one
+job is a :class:`.job_run.JobRun`.
 """
 
 from __future__ import annotations
@@ -29,14 +32,14 @@ from jobprogress_core.backoff import Backoff
 from jobprogress_core.keys import Keys
 from jobprogress_core.logs import job_scope
 from jobprogress_core.metrics import count_finished
-from jobprogress_core.model import EventType, Job, JobStatus, now_iso, seconds_since
+from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.queue import JobQueue
-from jobprogress_core.redis import REDIS_ERRORS, Entry, retry_while_unavailable, stop_reader
+from jobprogress_core.redis import REDIS_ERRORS, Entry, stop_reader
 from jobprogress_core.store import ClaimLost, JobStore
 from jobprogress_core.tasks import cancel_and_wait
 
-from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError, ReportFailed
-from .metrics import JOB_DURATION, JOBS_IN_PROGRESS, JOBS_RECLAIMED
+from .context import HandlerRegistry
+from .job_run import JobRun
 
 logger = logging.getLogger(__name__)
 
@@ -203,139 +206,47 @@ class Consumer:
         """Run the job of a queue entry, unless it need not run; acknowledge the entry once
         the job has ended. Its log lines carry the job's id."""
         with job_scope(job_id):
-            await self._process(entry_id, job_id, reclaimed=reclaimed)
+            job = await self._job_to_run(entry_id, job_id, reclaimed=reclaimed)
+            if job is not None:
+                run = JobRun(
+                    self.store,
+                    job,
+                    entry_id,
+                    self.handlers.get(job.type),
+                    worker=self.name,
+                    time_limit=self.limits.time_limit,
+                    outage_grace=self.limits.outage_grace,
+                )
+                if not await run.run():
+                    return  # Redis stayed away: the entry stays pending, for a later attempt
+            await self.queue.ack(entry_id)
 
-    async def _process(self, entry_id: str, job_id: str, *, reclaimed: bool) -> None:
+    async def _job_to_run(self, entry_id: str, job_id: str, *, reclaimed: bool) -> Job | None:
+        """The entry's job if it is to run now. ``None`` when it is not waiting to run
+        (finished, gone, running under this entry or, live, under another), or was
+        cancelled, or has had all its attempts: then it has been ended if need be, and the
+        entry is done with."""
         job = await self.store.get(job_id)
         if job is None or job.status.terminal or (job.status is JobStatus.PROCESSING and not reclaimed):
             state = job.status.value if job else "gone"
             logger.info("queue entry %s: job %s is %s; acknowledging", entry_id, job_id, state)
-            await self.queue.ack(entry_id)
-            return
+            return None
         if job.status is JobStatus.PROCESSING and await self.queue.held_elsewhere(job, entry_id):
             logger.info(
                 "queue entry %s: job %s runs under entry %s; acknowledging", entry_id, job_id, job.entry
             )
-            await self.queue.ack(entry_id)
-            return
+            return None
         if job.cancel_requested:
             if await self.store.finish(job.id, EventType.CANCELLED):
                 count_finished(job.type, EventType.CANCELLED)
-            await self.queue.ack(entry_id)
-            return
-        attempt = job.attempts + 1
-        if attempt > self.limits.max_attempts:
+            return None
+        if job.attempts + 1 > self.limits.max_attempts:
             reason = f"Gave up after {job.attempts} attempts: worker {job.worker or '?'} stopped responding"
             if await self.store.finish(job.id, EventType.FAILED, error=reason):
                 count_finished(job.type, EventType.FAILED)
             logger.warning("job %s: %s", job.id, reason)
-            await self.queue.ack(entry_id)
-            return
-        taking_over = job.status is JobStatus.PROCESSING
-        if taking_over:
-            message = (
-                f"Reclaimed by {self.name} after {job.worker or '?'} stopped responding (attempt {attempt})"
-            )
-        else:
-            message = f"Started by {self.name} (attempt {attempt})"
-        started_at = job.started_at or now_iso()
-        started = await self.store.append(
-            job.id,
-            EventType.STATUS,
-            {
-                "status": JobStatus.PROCESSING.value,
-                "message": message,
-                "worker": self.name,
-                "attempt": attempt,
-            },
-            status=JobStatus.PROCESSING.value,
-            message=message,
-            started_at=started_at,
-            worker=self.name,
-            entry=entry_id,
-            attempts=attempt,
-        )
-        if started is None:
-            await self.queue.ack(entry_id)
-            return
-        if taking_over:
-            JOBS_RECLAIMED.inc()
-        logger.info("job %s: %s", job.id, message)
-        JOBS_IN_PROGRESS.inc()
-        try:
-            done = await self.run_job(job, entry_id, started_at=started_at)
-        finally:
-            JOBS_IN_PROGRESS.dec()
-        if done:
-            await self.queue.ack(entry_id)
-
-    async def run_job(self, job: Job, entry_id: str, *, started_at: str | None = None) -> bool:
-        """Run the handler and record how the job ended; ``False`` when the entry must stay
-        pending (Redis stayed away, so the job could not be reported). ``started_at`` is the
-        job's first start, for its duration."""
-        started_at = started_at or job.started_at or now_iso()
-        handler = self.handlers.get(job.type)
-        context = JobContext(self.store, job, entry=entry_id, outage_grace=self.limits.outage_grace)
-        limit = float(job.params.get("timeLimitSeconds") or self.limits.time_limit)
-        ending: tuple[EventType, str | None, str | None]
-        deadline: asyncio.Timeout | None = None
-        try:
-            if handler is None:
-                raise JobError(f"No handler for job type {job.type!r}")
-            async with asyncio.timeout(limit) as deadline:
-                await context.check_cancelled()
-                result = await handler(context)
-            ending = (EventType.COMPLETE, result, None)
-        except JobCancelled:
-            ending = (EventType.CANCELLED, None, None)
-        except JobError as exc:
-            ending = (EventType.FAILED, None, str(exc))
-        except JobEnded:
-            logger.info("job %s ended elsewhere", job.id)
-            return True
-        except ClaimLost:
-            logger.warning("job %s was taken over by another run; letting go of entry %s", job.id, entry_id)
-            return True
-        except ReportFailed as exc:
-            logger.error("job %s: could not report (%s); the job stays pending", job.id, exc)
-            return False
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the handler's own failure, whatever it is
-            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
-                ending = (EventType.FAILED, None, f"Time limit of {limit:g}s exceeded")
-            else:
-                logger.exception("job %s: handler raised", job.id)
-                ending = (EventType.FAILED, None, f"{type(exc).__name__}: {exc}")
-        event_type, result, error = ending
-        token = uuid.uuid4().hex  # one for every retry of this write
-        try:
-            recorded = await retry_while_unavailable(
-                lambda: self.store.finish(
-                    job.id,
-                    event_type,
-                    result=result,
-                    error=error,
-                    progress=context.progress_percent,
-                    holder=entry_id,
-                    token=token,
-                ),
-                grace=self.limits.outage_grace,
-            )
-        except ClaimLost:
-            return True
-        except REDIS_ERRORS as exc:
-            logger.error("job %s: could not record its end (%s); the job stays pending", job.id, exc)
-            return False
-        if recorded is None:  # it had ended already (cancelled while queued, given up elsewhere)
-            logger.info("job %s had already ended; its %s is not recorded", job.id, event_type.value)
-            return True
-        status = count_finished(job.type, event_type)
-        duration = max(seconds_since(started_at), 0.0)  # a reclaimed job's start is another host's clock
-        JOB_DURATION.labels(job.type, status).observe(duration)
-        why = f" ({error})" if error else ""
-        logger.info("job %s ended: %s after %.1fs%s", job.id, status, duration, why)
-        return True
+            return None
+        return job
 
     async def stop(self) -> None:
         """Take no new jobs; give running ones the grace period; hand the rest back."""
