@@ -12,7 +12,7 @@ On a stop, the worker takes no new jobs, lets running ones finish within a grace
 and hands the rest back to the queue so another worker continues them at once.
 
 The commands on the queue are :class:`jobprogress_core.queue.JobQueue`'s; one run of one
-job is a :class:`.job_run.JobRun`.
+job is a :class:`.job_run.JobRun`; handing back is in :mod:`.handback`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from jobprogress_core.metrics import count_finished
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.queue import JobQueue
 from jobprogress_core.redis import REDIS_ERRORS, Entry, stop_reader
-from jobprogress_core.store import ClaimLost, JobStore
+from jobprogress_core.store import JobStore
 from jobprogress_core.tasks import cancel_and_wait
 
 from .context import HandlerRegistry
+from .handback import hand_back, release_unseen
 from .job_run import JobRun
 
 logger = logging.getLogger(__name__)
@@ -267,54 +268,10 @@ class Consumer:
         handed = 0
         for entry_id, job_id in left.items():
             try:
-                handed += await self.hand_back(entry_id, job_id)
+                handed += await hand_back(self.store, self.queue, self.name, entry_id, job_id)
             except REDIS_ERRORS as exc:
                 logger.warning("could not hand job %s back (%s); it will be reclaimed", job_id, exc)
         logger.info(
             "stopped: %d finished in the grace period, %d handed back", len(running) - len(left), handed
         )
-        await self.release_unseen()
-
-    async def release_unseen(self) -> None:
-        """Entries Redis gave this worker as it stopped reading (the reply never arrived)
-        go back to the queue at once rather than waiting out the visibility timeout; then
-        the worker leaves the consumer group."""
-        try:
-            for entry_id, job_id in await self.queue.held_by(self.name):
-                job = await self.store.get(job_id)
-                if job is not None and job.entry == entry_id:
-                    await self.hand_back(entry_id, job_id)
-                    continue
-                if job is not None and job.status is JobStatus.QUEUED:
-                    await self.queue.enqueue(job_id)
-                await self.queue.ack(entry_id)
-                logger.info("released unseen queue entry %s (job %s)", entry_id, job_id)
-            await self.queue.leave(self.name)
-        except RedisError as exc:
-            logger.warning("could not release entries or leave the group: %s", exc)
-
-    async def hand_back(self, entry_id: str, job_id: str) -> bool:
-        """Put a job this worker holds back in the queue for another worker to continue."""
-        job = await self.store.get(job_id)
-        if job is None or job.status.terminal:
-            await self.queue.ack(entry_id)
-            return False
-        message = f"Handed back by {self.name} (worker stopping); another worker continues"
-        try:
-            await self.store.append(
-                job_id,
-                EventType.STATUS,
-                {"status": JobStatus.QUEUED.value, "message": message},
-                holder=entry_id,
-                status=JobStatus.QUEUED.value,
-                message=message,
-                worker="",
-                entry="",
-                attempts=max(job.attempts - 1, 0),  # a hand-back is not a failed attempt
-            )
-        except ClaimLost:
-            return False
-        await self.queue.enqueue(job_id)
-        await self.queue.ack(entry_id)
-        logger.info("job %s handed back", job_id)
-        return True
+        await release_unseen(self.store, self.queue, self.name)
