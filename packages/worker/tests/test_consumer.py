@@ -1,18 +1,20 @@
-"""The consumer on a real redis-server: runs jobs, reports, acknowledges only when finished."""
+"""The consumer on a real redis-server: runs jobs, acknowledges only when finished (and
+duplicates of a running job at once), keeps its claims through Redis refusals, leaves the
+group when it stops."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from prometheus_client import REGISTRY
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
+from jobprogress_core.queue import JobQueue
 from jobprogress_core.store import JobStore
 from jobprogress_testing import eventually
-from worker_service.consumer import Consumer
-from worker_service.context import HandlerRegistry, JobContext, JobError
+from worker_service.consumer import Consumer, Limits
+from worker_service.context import HandlerRegistry, JobContext
 from worker_service.simulated import builtin_handlers
 
 
@@ -24,12 +26,12 @@ async def enqueue(store: JobStore, job_type: str = "build", **params: object) ->
         total_steps=2,
     )
     await store.create(job, {"status": "QUEUED"})
-    entry = await store.enqueue(job.id)
+    entry = await JobQueue(store.redis, store.keys).enqueue(job.id)
     return job, entry
 
 
 async def take(consumer: Consumer) -> tuple[str, str]:
-    await consumer.claims.ensure_group()
+    await consumer.queue.ensure_group()
     reply = await consumer.reader.xreadgroup(QUEUE_GROUP, consumer.name, {consumer.keys.queue: ">"}, count=1)
     entry_id, fields = reply[0][1][0]
     return entry_id, fields["jobId"]
@@ -42,6 +44,18 @@ async def pending(store: JobStore) -> int:
 
 def consumer_for(store: JobStore, handlers: HandlerRegistry) -> Consumer:
     return Consumer(store, store.redis, store.keys, handlers, block_ms=100)
+
+
+async def queued(store: JobStore, **params: object) -> Job:
+    job = Job.new("build", {"steps": 1, **params}, owner="o")
+    await store.create(job, {"status": "QUEUED"})
+    await JobQueue(store.redis, store.keys).enqueue(job.id)
+    return job
+
+
+def consumer(store: JobStore, handlers: HandlerRegistry, name: str, visibility: float = 0.3) -> Consumer:
+    limits = Limits(visibility_timeout=visibility, outage_grace=0.5)
+    return Consumer(store, store.redis, store.keys, handlers, block_ms=100, limits=limits, name=name)
 
 
 async def test_runs_a_job_to_completion_and_acknowledges(jobprogress_store: JobStore) -> None:
@@ -70,34 +84,6 @@ async def test_runs_a_job_to_completion_and_acknowledges(jobprogress_store: JobS
     assert stored.result == "Build succeeded: all 2 steps passed"
 
 
-async def test_handler_api_and_failures(jobprogress_store: JobStore) -> None:
-    store = jobprogress_store
-    handlers = HandlerRegistry()
-
-    @handlers.register("build")
-    async def checked(ctx: JobContext) -> str:
-        await ctx.log("working", level="warning")
-        await ctx.progress(1, 3, "a third")
-        raise JobError("disk full")
-
-    @handlers.register("report")
-    async def broken(ctx: JobContext) -> str:
-        raise KeyError("oops")
-
-    consumer = consumer_for(store, handlers)
-    for job_type, error in [("build", "disk full"), ("report", "KeyError: 'oops'"), ("import", "No handler")]:
-        job, _ = await enqueue(store, job_type)
-        entry_id, job_id = await take(consumer)
-        await consumer.process(entry_id, job_id)
-        stored = await store.get(job.id)
-        assert stored is not None and stored.status is JobStatus.FAILED
-        assert stored.error is not None and error in stored.error
-        last = (await store.events(job.id))[-1]
-        assert last.type is EventType.FAILED and last.data["error"] == stored.error
-    assert await pending(store) == 0
-    assert handlers.types() == ["build", "report"]
-
-
 async def test_a_finished_job_is_acknowledged_without_running_again(jobprogress_store: JobStore) -> None:
     store = jobprogress_store
     consumer = consumer_for(store, builtin_handlers())
@@ -110,14 +96,49 @@ async def test_a_finished_job_is_acknowledged_without_running_again(jobprogress_
     assert await pending(store) == 0
 
 
-async def test_failing_at_a_step_reports_progress_so_far(jobprogress_store: JobStore) -> None:
+async def test_duplicate_entries_of_a_running_job_are_acknowledged(jobprogress_store: JobStore) -> None:
     store = jobprogress_store
-    consumer = consumer_for(store, builtin_handlers())
-    job, _ = await enqueue(store, "report", steps=2, failAtStep=2)
-    await consumer.process(*await take(consumer))
-    events = await store.events(job.id)
-    assert events[-1].type is EventType.FAILED
-    assert events[-1].data == {**events[-1].data, "progress": 50, "error": "Step 2/2 (Aggregate) failed"}
+    handlers = HandlerRegistry()
+    runs = 0
+    release = asyncio.Event()
+
+    @handlers.register("build")
+    async def slow(ctx: JobContext) -> str:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+        await ctx.progress(1, 1, "done")
+        return "ok"
+
+    worker = consumer(store, handlers, "w", visibility=30)
+    await worker.queue.ensure_group()
+    job = await queued(store)
+    await worker.queue.enqueue(job.id)  # a duplicate, as a retried XADD would make
+    reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=2)
+    (first, _), (second, _) = reply[0][1]
+    running = asyncio.create_task(worker.process(first, job.id))
+    await eventually(lambda: runs == 1, "the first entry's run started")  # the job holds its claim
+    await worker.process(second, job.id)  # fresh duplicate: acknowledged
+    await worker.process(second, job.id, reclaimed=True)  # even when reclaimed: the first run is live
+    release.set()
+    await running
+    stored = await store.get(job.id)
+    assert stored is not None and stored.status is JobStatus.COMPLETED and stored.attempts == 1
+    assert runs == 1
+    assert (await store.redis.xpending(store.keys.queue, QUEUE_GROUP))["pending"] == 0
+
+
+async def test_a_requested_cancel_wins_over_the_attempt_limit(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    worker = consumer(store, HandlerRegistry(), "w")
+    await worker.queue.ensure_group()
+    job = await queued(store)
+    await store.append(job.id, EventType.STATUS, {"status": "PROCESSING"}, status="PROCESSING", attempts=3)
+    await store.append(job.id, EventType.LOG, {"line": "cancel"}, cancel_requested=1)
+    reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=1)
+    await worker.process(reply[0][1][0][0], job.id, reclaimed=True)
+    stored = await store.get(job.id)
+    assert stored is not None and stored.status is JobStatus.CANCELLED
 
 
 async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(
@@ -152,17 +173,36 @@ async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(
     assert not consumer.alive
 
 
+async def test_claim_refreshing_survives_redis_refusals(
+    jobprogress_store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = jobprogress_store
+    worker = consumer(store, HandlerRegistry(), "w", visibility=1.0)
+    worker.running["1-0"] = ("job", asyncio.create_task(asyncio.sleep(0)))
+    await store.redis.delete(store.keys.queue)  # XCLAIM now answers NOGROUP
+    # The refresher alone: the job loop would make the group again at once.
+    worker.refresher = asyncio.create_task(worker.keep_claims_fresh())
+
+    def refused() -> int:
+        return sum("could not refresh" in record.getMessage() for record in caplog.records)
+
+    await eventually(lambda: refused() >= 2, "two refreshes refused")  # it went on after the first
+    assert not worker.refresher.done()
+    worker.running.clear()
+    await worker.stop()
+
+
 async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
     jobprogress_store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = jobprogress_store
     consumer = consumer_for(store, builtin_handlers())
-    await consumer.claims.ensure_group()
+    await consumer.queue.ensure_group()
     await enqueue(store)
     await store.redis.xreadgroup(QUEUE_GROUP, "gone-holding", {store.keys.queue: ">"}, count=1)
     await store.redis.xgroup_createconsumer(store.keys.queue, QUEUE_GROUP, "gone-idle")
-    monkeypatch.setattr("worker_service.claims.DEAD_CONSUMER_IDLE_MS", -1)
-    assert await consumer.claims.forget_dead_consumers() == 1
+    monkeypatch.setattr("jobprogress_core.queue.DEAD_CONSUMER_IDLE_MS", -1)
+    assert await consumer.queue.forget_dead_consumers(consumer.name) == 1
 
     async def consumer_names() -> set[str]:
         return {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
@@ -199,34 +239,3 @@ async def test_liveness_says_whether_the_job_loop_turns(jobprogress_store: JobSt
     finally:
         await consumer.stop()
     assert consumer.liveness() == (False, "the job loop has stopped")
-
-
-async def test_a_job_that_ended_meanwhile_is_counted_once(jobprogress_store: JobStore) -> None:
-    """Cancelled (by job-queue-service, which counts it) while its handler returned: the
-    worker's completion is not recorded, nor counted as a second end."""
-    store = jobprogress_store
-    handlers = HandlerRegistry()
-
-    @handlers.register("race")
-    async def race(context: JobContext) -> str:
-        await store.finish(context.job_id, EventType.CANCELLED)  # lands before the handler's end
-        return "done"
-
-    consumer = consumer_for(store, handlers)
-    await enqueue(store, "race")
-    entry_id, job_id = await take(consumer)
-    labels = {"type": "race", "status": "completed"}
-
-    def counted() -> tuple[float | None, float | None]:
-        return (
-            REGISTRY.get_sample_value("jobprogress_jobs_finished_total", labels),
-            REGISTRY.get_sample_value("jobprogress_job_duration_seconds_count", labels),
-        )
-
-    before = counted()
-    await consumer.process(entry_id, job_id)
-
-    job = await store.get(job_id)
-    assert job is not None and job.status is JobStatus.CANCELLED
-    assert counted() == before
-    assert await pending(store) == 0

@@ -14,6 +14,7 @@ import pytest
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
+from jobprogress_core.queue import JobQueue
 from jobprogress_core.store import JobStore
 from jobprogress_testing import Stack
 from worker_service.consumer import Consumer
@@ -37,9 +38,9 @@ def readme_handlers() -> HandlerRegistry:
 async def run_job(store: JobStore, handlers: HandlerRegistry, **params: Any) -> Job:
     job = Job.new("compile", params, owner="o")
     await store.create(job, {"status": "QUEUED"})
-    await store.enqueue(job.id)
+    await JobQueue(store.redis, store.keys).enqueue(job.id)
     consumer = Consumer(store, store.redis, store.keys, handlers)
-    await consumer.claims.ensure_group()
+    await consumer.queue.ensure_group()
     reply = await store.redis.xreadgroup(QUEUE_GROUP, consumer.name, {store.keys.queue: ">"}, count=1)
     entry_id, fields = reply[0][1][0]
     await consumer.process(entry_id, fields["jobId"])

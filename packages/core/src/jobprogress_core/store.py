@@ -1,4 +1,5 @@
-"""Job state and event log in Redis: every write of the services goes through here.
+"""Job state and event log in Redis: every write of a job's state goes through here (the
+queue's own commands are in :mod:`.queue`).
 
 The job's hash and its event stream are changed together by one Lua script, so
 ``GET /api/jobs/{id}`` and the SSE stream never disagree.
@@ -14,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .keys import QUEUE_GROUP, Keys
+from .keys import Keys
 from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso, valid_job_id
 from .redis import range_entries
 
@@ -86,10 +87,6 @@ class JobStore:
             pipe.zremrangebyrank(key, 0, -self.history_limit - 1)
             pipe.expire(key, self.retention_seconds + 3600)
             await pipe.execute()
-
-    async def enqueue(self, job_id: str) -> str:
-        """Hand a stored job to the workers (queue stream, consumer group ``workers``)."""
-        return str(await self.redis.xadd(self.keys.queue, {"jobId": job_id}))
 
     async def get(self, job_id: str) -> Job | None:
         fields: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
@@ -163,29 +160,6 @@ class JobStore:
     async def cancel_requested(self, job_id: str) -> bool:
         flag = await self.redis.hget(self.keys.job(job_id), "cancel_requested")
         return flag == "1"
-
-    async def ack(self, entry_id: str) -> None:
-        """Done with a queue entry: acknowledge it and drop it, so the queue stays short."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.queue, QUEUE_GROUP, entry_id)
-            pipe.xdel(self.keys.queue, entry_id)
-            await pipe.execute()
-
-    async def queue_counts(self) -> tuple[int, int]:
-        """Jobs waiting for a worker and jobs a worker holds (delivered, not yet acknowledged),
-        read in one transaction. Acknowledged entries are deleted (:meth:`ack`), so what the
-        queue holds besides the pending ones is waiting."""
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xlen(self.keys.queue)
-                pipe.xpending(self.keys.queue, QUEUE_GROUP)
-                length, pending = await pipe.execute()
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc) and "no such key" not in str(exc):
-                raise
-            return int(await self.redis.xlen(self.keys.queue)), 0  # no worker has started yet
-        held = int(pending["pending"])
-        return max(int(length) - held, 0), held
 
     async def history(
         self, owner: str, *, limit: int, before: HistoryCursor | None = None

@@ -1,5 +1,6 @@
 """What every service's web application shares: typed app keys, the base app with its
-middlewares, the Redis resource, ``/health`` and ``/metrics``."""
+middlewares, the Redis resource (with the job store and queue on it), ``/health`` and
+``/metrics``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .health import Health
 from .keys import Keys
 from .logs import REQUEST_ID
 from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
+from .queue import JobQueue
 from .redis import REDIS_ERRORS, create_redis
 from .security import add_security_headers, same_origin_middleware, setup_security
 from .settings import Settings
@@ -33,6 +35,7 @@ SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("keys", Keys)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", JobStore)
+QUEUE = web.AppKey("queue", JobQueue)
 #: Run, in order, once the server listens (registering in Consul waits for that).
 LISTENING_HOOKS = web.AppKey("listening_hooks", list[Callable[[], None]])
 #: Run, in order, when a stop is asked for and before the server stops listening.
@@ -133,6 +136,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         retention_seconds=settings.retention_seconds,
         history_limit=settings.history_limit,
     )
+    app[QUEUE] = JobQueue(redis, app[KEYS], visibility_timeout=settings.visibility_timeout)
     app[HEALTH].add("redis", lambda: redis_ok(redis), fails_as="unavailable")
     logger.info("using redis at %s", settings.redis_url_masked)
     try:

@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from jobprogress_core.metrics import METRICS_REFRESHERS
-from jobprogress_core.web import STORE
+from jobprogress_core.web import QUEUE
 
 JOBS_SUBMITTED = Counter("jobprogress_jobs_submitted_total", "Jobs accepted and queued, by type", ["type"])
 QUEUE_DEPTH = Gauge("jobprogress_queue_depth", "Queue entries no worker has taken yet")
@@ -21,7 +21,7 @@ def setup_queue_metrics(app: web.Application) -> None:
     reports the same shared numbers: graph them with ``max``, not ``sum``."""
 
     async def queue_counts() -> None:
-        waiting, pending = await app[STORE].queue_counts()
+        waiting, pending = await app[QUEUE].counts()
         QUEUE_DEPTH.set(waiting)
         QUEUE_PENDING.set(pending)
 

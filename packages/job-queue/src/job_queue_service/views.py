@@ -26,7 +26,7 @@ from jobprogress_core.security import (
     identity_of,
     require_identity,
 )
-from jobprogress_core.web import SETTINGS, STORE
+from jobprogress_core.web import QUEUE, SETTINGS, STORE
 
 from .metrics import JOBS_SUBMITTED
 from .schemas import JobListQuerySchema, JobRequestSchema, ShareRequestSchema
@@ -87,7 +87,7 @@ async def submit_job(request: web.Request) -> web.Response:
     store = request.app[STORE]
     await store.create(job, {"status": JobStatus.QUEUED.value, "message": job.message})
     try:
-        await store.enqueue(job_id)
+        await request.app[QUEUE].enqueue(job_id)
     except REDIS_ERRORS:
         # Stored but not queued: end the job rather than leave it waiting for ever.
         with contextlib.suppress(*REDIS_ERRORS):

@@ -10,6 +10,9 @@ entry of a job another worker runs) is acknowledged without running it.
 
 On a stop, the worker takes no new jobs, lets running ones finish within a grace period,
 and hands the rest back to the queue so another worker continues them at once.
+
+The commands on the queue are :class:`jobprogress_core.queue.JobQueue`'s; one run of one
+job is a :class:`.job_run.JobRun`; handing back is in :mod:`.handback`.
 """
 
 from __future__ import annotations
@@ -25,22 +28,19 @@ from functools import partial
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from jobprogress_core.keys import QUEUE_GROUP, Keys
+from jobprogress_core.backoff import Backoff
+from jobprogress_core.keys import Keys
 from jobprogress_core.logs import job_scope
 from jobprogress_core.metrics import count_finished
-from jobprogress_core.model import EventType, Job, JobStatus, now_iso, seconds_since
-from jobprogress_core.redis import (
-    REDIS_ERRORS,
-    retry_while_unavailable,
-    stop_reader,
-    stream_entries,
-)
-from jobprogress_core.store import ClaimLost, JobStore
+from jobprogress_core.model import EventType, Job, JobStatus
+from jobprogress_core.queue import JobQueue
+from jobprogress_core.redis import REDIS_ERRORS, Entry, stop_reader
+from jobprogress_core.store import JobStore
 from jobprogress_core.tasks import cancel_and_wait
 
-from .claims import Claims
-from .context import HandlerRegistry, JobCancelled, JobContext, JobEnded, JobError, ReportFailed
-from .metrics import JOB_DURATION, JOBS_IN_PROGRESS, JOBS_RECLAIMED
+from .context import HandlerRegistry
+from .handback import hand_back, release_unseen
+from .job_run import JobRun
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ class Consumer:
         #: When the job loop last turned, and whether it waits for a free slot (not stuck).
         self.turned_at = 0.0
         self.waiting_for_slot = False
-        self.claims = Claims(store, keys, self.name, visibility_timeout=self.limits.visibility_timeout)
+        visibility = self.limits.visibility_timeout
+        self.queue = JobQueue(store.redis, keys, visibility_timeout=visibility, reader=reader)
+        self.group_ready = False
 
     @property
     def alive(self) -> bool:
@@ -128,8 +130,7 @@ class Consumer:
     async def run(self) -> None:
         """Take jobs while there are free slots: stale ones first, then new ones."""
         slots = asyncio.Semaphore(self.concurrency)
-        backoff = 0.1
-        group_ready = False
+        backoff = Backoff(first=0.1, cap=5.0)
         loop = asyncio.get_running_loop()
         while not self.stopping:
             self.turned_at = loop.time()
@@ -138,46 +139,49 @@ class Consumer:
             self.waiting_for_slot = False
             self.turned_at = loop.time()
             try:
-                if not group_ready:
-                    await self.claims.ensure_group()
-                    group_ready = True
-                reclaimed = True
-                entries = await self.claims.take_stale()
-                if not entries:
-                    reclaimed = False
-                    self.reading = True
-                    reply = await self.reader.xreadgroup(
-                        QUEUE_GROUP, self.name, {self.keys.queue: ">"}, count=1, block=self.block_ms
-                    )
-                    entries = [entry for _, stream in stream_entries(reply) for entry in stream]
-                    self.turned_at = loop.time()
-                backoff = 0.1
+                entries, reclaimed = await self._take()
+                backoff.reset()
             except RedisError as exc:
                 slots.release()
                 if self.stopping:
                     return
                 if "NOGROUP" in str(exc):
-                    group_ready = False  # the queue was deleted: create the group again
-                logger.warning("queue read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                    self.group_ready = False  # the queue was deleted: create the group again
+                logger.warning("queue read failed (%s); retrying in %.1fs", exc, backoff.delay)
+                await backoff.sleep()
                 continue
             finally:
                 self.reading = False
             if not entries:
                 slots.release()
-                continue
             for entry_id, fields in entries:
-                if entry_id in self.running:
-                    # Our own running job, idle because Redis was away: the claim is ours again.
-                    slots.release()
-                    continue
-                job_id = fields.get("jobId", "")
-                task = asyncio.create_task(self.process(entry_id, job_id, reclaimed=reclaimed))
-                self.running[entry_id] = (job_id, task)
-                task.add_done_callback(partial(self._forget, entry_id))
-                task.add_done_callback(lambda _: slots.release())
-                task.add_done_callback(_log_crash)
+                self._launch(entry_id, fields.get("jobId", ""), slots, reclaimed=reclaimed)
+
+    async def _take(self) -> tuple[list[Entry], bool]:
+        """Entries to run, and whether they are reclaimed: a stale one if there is, else
+        new ones (a blocking read: it sets :attr:`reading`, which the loop clears)."""
+        if not self.group_ready:
+            await self.queue.ensure_group()
+            self.group_ready = True
+        entries = await self.queue.reclaim(self.name)
+        if entries:
+            return entries, True
+        self.reading = True
+        entries = await self.queue.read(self.name, block_ms=self.block_ms)
+        self.turned_at = asyncio.get_running_loop().time()
+        return entries, False
+
+    def _launch(self, entry_id: str, job_id: str, slots: asyncio.Semaphore, *, reclaimed: bool) -> None:
+        """Process an entry in a task of its own, which frees its slot when it ends."""
+        if entry_id in self.running:
+            # Our own running job, idle because Redis was away: the claim is ours again.
+            slots.release()
+            return
+        task = asyncio.create_task(self.process(entry_id, job_id, reclaimed=reclaimed))
+        self.running[entry_id] = (job_id, task)
+        task.add_done_callback(partial(self._forget, entry_id))
+        task.add_done_callback(lambda _: slots.release())
+        task.add_done_callback(_log_crash)
 
     def _forget(self, entry_id: str, _: asyncio.Task[None]) -> None:
         self.running.pop(entry_id, None)
@@ -192,10 +196,10 @@ class Consumer:
             waited += period
             entry_ids = list(self.running)
             try:
-                await self.claims.refresh(entry_ids)
+                await self.queue.refresh(self.name, entry_ids)
                 if waited >= CONSUMER_SWEEP_SECONDS:
                     waited = 0.0
-                    await self.claims.forget_dead_consumers()
+                    await self.queue.forget_dead_consumers(self.name)
             except RedisError as exc:
                 logger.warning("could not refresh %d claims: %s", len(entry_ids), exc)
 
@@ -203,139 +207,47 @@ class Consumer:
         """Run the job of a queue entry, unless it need not run; acknowledge the entry once
         the job has ended. Its log lines carry the job's id."""
         with job_scope(job_id):
-            await self._process(entry_id, job_id, reclaimed=reclaimed)
+            job = await self._job_to_run(entry_id, job_id, reclaimed=reclaimed)
+            if job is not None:
+                run = JobRun(
+                    self.store,
+                    job,
+                    entry_id,
+                    self.handlers.get(job.type),
+                    worker=self.name,
+                    time_limit=self.limits.time_limit,
+                    outage_grace=self.limits.outage_grace,
+                )
+                if not await run.run():
+                    return  # Redis stayed away: the entry stays pending, for a later attempt
+            await self.queue.ack(entry_id)
 
-    async def _process(self, entry_id: str, job_id: str, *, reclaimed: bool) -> None:
+    async def _job_to_run(self, entry_id: str, job_id: str, *, reclaimed: bool) -> Job | None:
+        """The entry's job if it is to run now. ``None`` when it is not waiting to run
+        (finished, gone, running under this entry or, live, under another), or was
+        cancelled, or has had all its attempts: then it has been ended if need be, and the
+        entry is done with."""
         job = await self.store.get(job_id)
         if job is None or job.status.terminal or (job.status is JobStatus.PROCESSING and not reclaimed):
             state = job.status.value if job else "gone"
             logger.info("queue entry %s: job %s is %s; acknowledging", entry_id, job_id, state)
-            await self.store.ack(entry_id)
-            return
-        if job.status is JobStatus.PROCESSING and await self.claims.held_elsewhere(job, entry_id):
+            return None
+        if job.status is JobStatus.PROCESSING and await self.queue.held_elsewhere(job, entry_id):
             logger.info(
                 "queue entry %s: job %s runs under entry %s; acknowledging", entry_id, job_id, job.entry
             )
-            await self.store.ack(entry_id)
-            return
+            return None
         if job.cancel_requested:
             if await self.store.finish(job.id, EventType.CANCELLED):
                 count_finished(job.type, EventType.CANCELLED)
-            await self.store.ack(entry_id)
-            return
-        attempt = job.attempts + 1
-        if attempt > self.limits.max_attempts:
+            return None
+        if job.attempts + 1 > self.limits.max_attempts:
             reason = f"Gave up after {job.attempts} attempts: worker {job.worker or '?'} stopped responding"
             if await self.store.finish(job.id, EventType.FAILED, error=reason):
                 count_finished(job.type, EventType.FAILED)
             logger.warning("job %s: %s", job.id, reason)
-            await self.store.ack(entry_id)
-            return
-        taking_over = job.status is JobStatus.PROCESSING
-        if taking_over:
-            message = (
-                f"Reclaimed by {self.name} after {job.worker or '?'} stopped responding (attempt {attempt})"
-            )
-        else:
-            message = f"Started by {self.name} (attempt {attempt})"
-        started_at = job.started_at or now_iso()
-        started = await self.store.append(
-            job.id,
-            EventType.STATUS,
-            {
-                "status": JobStatus.PROCESSING.value,
-                "message": message,
-                "worker": self.name,
-                "attempt": attempt,
-            },
-            status=JobStatus.PROCESSING.value,
-            message=message,
-            started_at=started_at,
-            worker=self.name,
-            entry=entry_id,
-            attempts=attempt,
-        )
-        if started is None:
-            await self.store.ack(entry_id)
-            return
-        if taking_over:
-            JOBS_RECLAIMED.inc()
-        logger.info("job %s: %s", job.id, message)
-        JOBS_IN_PROGRESS.inc()
-        try:
-            done = await self.run_job(job, entry_id, started_at=started_at)
-        finally:
-            JOBS_IN_PROGRESS.dec()
-        if done:
-            await self.store.ack(entry_id)
-
-    async def run_job(self, job: Job, entry_id: str, *, started_at: str | None = None) -> bool:
-        """Run the handler and record how the job ended; ``False`` when the entry must stay
-        pending (Redis stayed away, so the job could not be reported). ``started_at`` is the
-        job's first start, for its duration."""
-        started_at = started_at or job.started_at or now_iso()
-        handler = self.handlers.get(job.type)
-        context = JobContext(self.store, job, entry=entry_id, outage_grace=self.limits.outage_grace)
-        limit = float(job.params.get("timeLimitSeconds") or self.limits.time_limit)
-        ending: tuple[EventType, str | None, str | None]
-        deadline: asyncio.Timeout | None = None
-        try:
-            if handler is None:
-                raise JobError(f"No handler for job type {job.type!r}")
-            async with asyncio.timeout(limit) as deadline:
-                await context.check_cancelled()
-                result = await handler(context)
-            ending = (EventType.COMPLETE, result, None)
-        except JobCancelled:
-            ending = (EventType.CANCELLED, None, None)
-        except JobError as exc:
-            ending = (EventType.FAILED, None, str(exc))
-        except JobEnded:
-            logger.info("job %s ended elsewhere", job.id)
-            return True
-        except ClaimLost:
-            logger.warning("job %s was taken over by another run; letting go of entry %s", job.id, entry_id)
-            return True
-        except ReportFailed as exc:
-            logger.error("job %s: could not report (%s); the job stays pending", job.id, exc)
-            return False
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the handler's own failure, whatever it is
-            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
-                ending = (EventType.FAILED, None, f"Time limit of {limit:g}s exceeded")
-            else:
-                logger.exception("job %s: handler raised", job.id)
-                ending = (EventType.FAILED, None, f"{type(exc).__name__}: {exc}")
-        event_type, result, error = ending
-        token = uuid.uuid4().hex  # one for every retry of this write
-        try:
-            recorded = await retry_while_unavailable(
-                lambda: self.store.finish(
-                    job.id,
-                    event_type,
-                    result=result,
-                    error=error,
-                    progress=context.progress_percent,
-                    holder=entry_id,
-                    token=token,
-                ),
-                grace=self.limits.outage_grace,
-            )
-        except ClaimLost:
-            return True
-        except REDIS_ERRORS as exc:
-            logger.error("job %s: could not record its end (%s); the job stays pending", job.id, exc)
-            return False
-        if recorded is None:  # it had ended already (cancelled while queued, given up elsewhere)
-            logger.info("job %s had already ended; its %s is not recorded", job.id, event_type.value)
-            return True
-        status = count_finished(job.type, event_type)
-        duration = max(seconds_since(started_at), 0.0)  # a reclaimed job's start is another host's clock
-        JOB_DURATION.labels(job.type, status).observe(duration)
-        why = f" ({error})" if error else ""
-        logger.info("job %s ended: %s after %.1fs%s", job.id, status, duration, why)
-        return True
+            return None
+        return job
 
     async def stop(self) -> None:
         """Take no new jobs; give running ones the grace period; hand the rest back."""
@@ -356,54 +268,10 @@ class Consumer:
         handed = 0
         for entry_id, job_id in left.items():
             try:
-                handed += await self.hand_back(entry_id, job_id)
+                handed += await hand_back(self.store, self.queue, self.name, entry_id, job_id)
             except REDIS_ERRORS as exc:
                 logger.warning("could not hand job %s back (%s); it will be reclaimed", job_id, exc)
         logger.info(
             "stopped: %d finished in the grace period, %d handed back", len(running) - len(left), handed
         )
-        await self.release_unseen()
-
-    async def release_unseen(self) -> None:
-        """Entries Redis gave this worker as it stopped reading (the reply never arrived)
-        go back to the queue at once rather than waiting out the visibility timeout; then
-        the worker leaves the consumer group."""
-        try:
-            for entry_id, job_id in await self.claims.held_by_me():
-                job = await self.store.get(job_id)
-                if job is not None and job.entry == entry_id:
-                    await self.hand_back(entry_id, job_id)
-                    continue
-                if job is not None and job.status is JobStatus.QUEUED:
-                    await self.store.enqueue(job_id)
-                await self.store.ack(entry_id)
-                logger.info("released unseen queue entry %s (job %s)", entry_id, job_id)
-            await self.claims.leave()
-        except RedisError as exc:
-            logger.warning("could not release entries or leave the group: %s", exc)
-
-    async def hand_back(self, entry_id: str, job_id: str) -> bool:
-        """Put a job this worker holds back in the queue for another worker to continue."""
-        job = await self.store.get(job_id)
-        if job is None or job.status.terminal:
-            await self.store.ack(entry_id)
-            return False
-        message = f"Handed back by {self.name} (worker stopping); another worker continues"
-        try:
-            await self.store.append(
-                job_id,
-                EventType.STATUS,
-                {"status": JobStatus.QUEUED.value, "message": message},
-                holder=entry_id,
-                status=JobStatus.QUEUED.value,
-                message=message,
-                worker="",
-                entry="",
-                attempts=max(job.attempts - 1, 0),  # a hand-back is not a failed attempt
-            )
-        except ClaimLost:
-            return False
-        await self.store.enqueue(job_id)
-        await self.store.ack(entry_id)
-        logger.info("job %s handed back", job_id)
-        return True
+        await release_unseen(self.store, self.queue, self.name)
