@@ -174,3 +174,29 @@ async def test_watch_resumes_after_the_service_drops_without_loss_or_repeat(
         assert printed_log(out) == await job_log(tmp_path, url, job_id)
     finally:
         replacement.stop()
+
+
+async def test_status_shows_every_field_the_service_gives(tmp_path: Path, progress_url: str) -> None:
+    code, out, err = await jobprogress(
+        "submit",
+        "--name",
+        "fields",
+        "--steps",
+        "1",
+        "--duration",
+        "0.2",
+        "--watch",
+        config=tmp_path,
+        url=progress_url,
+    )
+    assert code == 0, err
+    job_id = out.splitlines()[0]
+    code, out, _ = await jobprogress("status", job_id, "--json", config=tmp_path, url=progress_url)
+    job = json.loads(out)
+    code, out, _ = await jobprogress("status", job_id, config=tmp_path, url=progress_url)
+    shown = dict(line.strip().split(": ", 1) for line in out.splitlines())
+    expected = {
+        key: str(value) for key, value in job.items() if value is not None and not isinstance(value, dict)
+    }
+    assert code == 0 and shown == expected
+    assert shown["name"] == "fields" and shown["status"] == "COMPLETED"

@@ -36,10 +36,6 @@ __all__ = ["main", "parser"]
 EXIT_CODES = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 3}
 EXIT_ERROR = 4
 BAR_WIDTH = 30
-STATUS_FIELDS = (
-    "jobId", "type", "name", "status", "progress", "message", "result", "error",
-    "createdAt", "startedAt", "finishedAt", "attempts",
-)  # fmt: skip
 
 
 class Api:
@@ -208,9 +204,15 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             if args.json:
                 print(json.dumps(job, indent=2), file=out)
             else:
-                for key in STATUS_FIELDS:
-                    if job.get(key) is not None:
-                        print(f"{key:>11}: {job[key]}", file=out)
+                # Every field the service gives, in its order; the nested ones (params, links) in --json.
+                shown = {
+                    key: value
+                    for key, value in job.items()
+                    if value is not None and not isinstance(value, dict)
+                }
+                width = max(map(len, shown), default=0)
+                for key, value in shown.items():
+                    print(f"{key:>{width}}: {value}", file=out)
             return 0
         answer = await api.call("GET", f"/api/jobs?limit={args.limit}")
         for job in answer["jobs"]:
