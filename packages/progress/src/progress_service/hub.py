@@ -27,6 +27,7 @@ from collections import deque
 
 from redis.asyncio import Redis
 
+from jobprogress_core.backoff import Backoff
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import Event, stream_id_after
 from jobprogress_core.redis import REDIS_ERRORS, StreamReader, stop_reader
@@ -298,7 +299,7 @@ class Hub:
     async def run(self) -> None:
         """The reader loop; one per process."""
         loop = asyncio.get_running_loop()
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not self.stopping:
             if not self.cursors:
                 self._changed.clear()
@@ -311,13 +312,12 @@ class Hub:
             self._reading = True
             try:
                 reply = await self._reads.xread(streams, block_ms=self.block_ms, count=500)
-                backoff = 0.1
+                backoff.reset()
             except REDIS_ERRORS as exc:
                 if self.stopping:
                     return
-                logger.warning("hub read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                logger.warning("hub read failed (%s); retrying in %.1fs", exc, backoff.delay)
+                await backoff.sleep()
                 continue
             finally:
                 self._reading = False

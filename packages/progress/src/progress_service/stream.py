@@ -14,6 +14,7 @@ import logging
 
 from aiohttp import HttpVersion11, web
 
+from jobprogress_core.backoff import Backoff
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.logs import set_job_id
@@ -196,19 +197,19 @@ async def _deliver(
     """
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + settings.sse_max_lifetime
-    backoff = 0.1
+    backoff = Backoff(first=0.1, cap=2.0)
     while True:
         if loop.time() >= ends_at:
             return "max_lifetime"
         try:
             subscription, cursor = await hub.subscribe(job_id)
         except REDIS_ERRORS as exc:
-            backoff = await _ride_out_outage(writer, job_id, exc, backoff)
+            await _ride_out_outage(writer, job_id, exc, backoff)
             continue
         try:
             if await _catch_up(writer, store, subscription, cursor):
                 return "completed"
-            backoff = 0.1
+            backoff.reset()
             transport = writer.request.transport
             if transport is None:
                 raise ConnectionResetError("client gone")
@@ -219,7 +220,7 @@ async def _deliver(
             writer.last_id = subscription.last_id or writer.last_id
             await writer.drain()
         except REDIS_ERRORS as exc:
-            backoff = await _ride_out_outage(writer, job_id, exc, backoff)
+            await _ride_out_outage(writer, job_id, exc, backoff)
         finally:
             hub.unsubscribe(subscription)
 
@@ -265,9 +266,8 @@ async def _follow(writer: SseWriter, subscription: Subscription, settings: Setti
             return "completed"
 
 
-async def _ride_out_outage(writer: SseWriter, job_id: str, exc: Exception, backoff: float) -> float:
-    """Keep the client's line open through a Redis outage; the next backoff."""
+async def _ride_out_outage(writer: SseWriter, job_id: str, exc: Exception, backoff: Backoff) -> None:
+    """Keep the client's line open through a Redis outage, then wait before the next try."""
     logger.warning("stream of job %s: redis unavailable (%s); holding on", job_id, exc)
     await writer.write(HEARTBEAT)  # also tells us whether the client is still there
-    await asyncio.sleep(backoff)
-    return min(backoff * 2, 2.0)
+    await backoff.sleep()
