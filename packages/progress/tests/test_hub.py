@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from jobprogress_core.model import Event, EventType, Job
+from jobprogress_core.model import Event, EventType, Job, dumps
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
+from progress_service.frames import Frame, http_chunk
 from progress_service.hub import COMPLETED, Closed, Gone, Hub, Overflowed, Subscription
 
 Connect = Callable[..., Awaitable[tuple[asyncio.Transport, asyncio.StreamReader]]]
@@ -69,17 +70,29 @@ async def connect() -> AsyncIterator[Connect]:
     await server.wait_closed()
 
 
-async def buffered(subscription: Subscription, count: int, timeout: float = 5) -> list[Event]:
+async def buffered_frames(subscription: Subscription, count: int, timeout: float = 5) -> list[Frame]:
     """The next ``count`` events the hub buffered for a subscription still catching up."""
-    events: list[Event] = []
+    frames: list[Frame] = []
     async with asyncio.timeout(timeout):
-        while len(events) < count:
-            event = subscription.pop()
-            if event is None:
+        while len(frames) < count:
+            frame = subscription.pop()
+            if frame is None:
                 await asyncio.sleep(0.005)
             else:
-                events.append(event)
-    return events
+                frames.append(frame)
+    return frames
+
+
+def frame_of(event: Event | None) -> Frame:
+    """An event the store appended, as the hub reads it from the log."""
+    assert event is not None
+    return Frame(event.id, event.type, dumps(event.data))
+
+
+async def buffered(subscription: Subscription, count: int, timeout: float = 5) -> list[Event]:
+    """The same, decoded (the hub passes the data on as it is) to compare with the store's."""
+    frames = await buffered_frames(subscription, count, timeout)
+    return [Event.from_entry(f.id, {"type": f.type, "data": f.data}) for f in frames]
 
 
 async def test_log_up_to_cursor_then_buffered_live_events_with_no_gap(
@@ -106,10 +119,13 @@ async def test_live_events_are_written_to_the_transport_as_chunks(
     hub.go_live(subs[1], plain[0], chunked=False, last_id=None)
     log = await store.append(job_id, EventType.LOG, {"line": "x"})
     done = await store.append(job_id, EventType.COMPLETE, {"status": "COMPLETED"})
-    for (_, reader), expected in ((chunked, log.chunk + done.chunk), (plain, log.sse + done.sse)):
+    for (_, reader), expected in (
+        (chunked, http_chunk(log.sse) + http_chunk(done.sse)),
+        (plain, log.sse + done.sse),
+    ):
         async with asyncio.timeout(3):
             assert await reader.readexactly(len(expected)) == expected
-    assert log.chunk == b"%x\r\n%b\r\n" % (len(log.sse), log.sse)
+    assert http_chunk(log.sse) == b"%x\r\n%b\r\n" % (len(log.sse), log.sse)
     for subscription in subs:
         assert await subscription.wait(1) == COMPLETED
         assert subscription.last_id == done.id
@@ -185,7 +201,7 @@ async def test_a_client_ahead_of_the_reader_skips_what_it_has(
     transport, reader = await connect()
     hub.go_live(subscription, transport, chunked=False, last_id=seen.id)  # ahead of the cursor
     assert subscription.skip_until == seen.id and hub.cursors[job_id] == cursor
-    hub.dispatch(job_id, [seen, new], now=0.0)
+    hub.dispatch(job_id, [frame_of(seen), frame_of(new)], now=0.0)
     async with asyncio.timeout(3):
         assert await reader.readexactly(len(new.sse)) == new.sse
     assert subscription.last_id == new.id and subscription.skip_until is None
@@ -227,7 +243,7 @@ async def test_each_event_is_decoded_and_encoded_once_for_all_subscribers(
     job_id = await new_job(jobprogress_store)
     subscriptions = [(await hub.subscribe(job_id))[0] for _ in range(5)]
     await jobprogress_store.append(job_id, EventType.LOG, {"line": "shared"})
-    received = [(await buffered(subscription, 1))[0] for subscription in subscriptions]
+    received = [(await buffered_frames(subscription, 1))[0] for subscription in subscriptions]
     assert all(event is received[0] for event in received)  # one object, not five copies
     first_bytes, first_chunk = received[0].sse, received[0].chunk
     assert all(event.sse is first_bytes and event.chunk is first_chunk for event in received)

@@ -2,8 +2,8 @@
 
 The reader issues one ``XREAD BLOCK`` over the event streams of every job that has a
 subscriber, so the Redis connections of a process stay constant whatever the number of
-clients. Each event is decoded and encoded once, then handed to every subscriber of its
-job.
+clients. Each event is framed once (its data as the worker wrote it, never decoded), then
+handed to every subscriber of its job.
 
 A subscription has two phases. While its stream catches up from the log, live events are
 buffered for it (bounded: past ``queue_size`` it is cut loose). Once it has written the log
@@ -29,10 +29,11 @@ from redis.asyncio import Redis
 
 from jobprogress_core.backoff import Backoff
 from jobprogress_core.keys import Keys
-from jobprogress_core.model import Event, stream_id_after
+from jobprogress_core.model import stream_id_after
 from jobprogress_core.redis import REDIS_ERRORS, StreamReader, stop_reader
 from jobprogress_core.store import JobStore
 
+from .frames import Frame
 from .metrics import EVENTS_SENT_BY_TYPE, observe_delivery
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Subscription:
     def __init__(self, job_id: str, capacity: int) -> None:
         self.job_id = job_id
         self.capacity = capacity
-        self._buffer: deque[Event] = deque()
+        self._buffer: deque[Frame] = deque()
         self._ended = asyncio.Event()
         #: ``None`` while catching up; the client's transport once live.
         self.transport: asyncio.Transport | None = None
@@ -90,7 +91,7 @@ class Subscription:
 
     # -- catching up ------------------------------------------------------------------
 
-    def push(self, event: Event) -> bool:
+    def push(self, event: Frame) -> bool:
         """Buffer an event while catching up; ``False`` (and cut loose) when full."""
         if len(self._buffer) >= self.capacity:
             self._buffer.clear()
@@ -99,7 +100,7 @@ class Subscription:
         self._buffer.append(event)
         return True
 
-    def pop(self) -> Event | None:
+    def pop(self) -> Frame | None:
         """The next buffered event, or ``None``; raises how the subscription ended, if it did."""
         if self._buffer:
             return self._buffer.popleft()
@@ -235,7 +236,7 @@ class Hub:
         except REDIS_ERRORS as exc:
             logger.warning("could not wake the hub reader: %s", exc)
 
-    def dispatch(self, job_id: str, events: list[Event], now: float) -> None:
+    def dispatch(self, job_id: str, events: list[Frame], now: float) -> None:
         """Hand ``events`` (new, in order, of one job) to its subscribers: written at once to
         the live ones (all of them in one write each), buffered for those catching up."""
         subs = self.subscribers.get(job_id)
@@ -263,7 +264,7 @@ class Hub:
                 EVENTS_SENT_BY_TYPE[event.type].inc(written)
             observe_delivery(events)
 
-    def _one_by_one(self, sub: Subscription, events: list[Event], now: float) -> None:
+    def _one_by_one(self, sub: Subscription, events: list[Frame], now: float) -> None:
         """The slow path of :meth:`dispatch`: buffer while catching up, or skip what the
         client already has."""
         for event in events:
@@ -279,7 +280,7 @@ class Hub:
             if self._write(sub, event.chunk, event.sse, event, now):
                 EVENTS_SENT_BY_TYPE[event.type].inc()
 
-    def _write(self, sub: Subscription, chunk: bytes, plain: bytes, last: Event, now: float) -> bool:
+    def _write(self, sub: Subscription, chunk: bytes, plain: bytes, last: Frame, now: float) -> bool:
         """Write to a live subscriber, or end it when its client is gone or too far behind."""
         transport = sub.transport
         assert transport is not None
@@ -331,7 +332,7 @@ class Hub:
                 if cursor is None:
                     continue
                 events = [
-                    Event.from_entry(entry_id, fields)
+                    Frame.from_entry(entry_id, fields)
                     for entry_id, fields in entries
                     if stream_id_after(entry_id, cursor)
                 ]

@@ -18,30 +18,21 @@ from jobprogress_core.backoff import Backoff
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.logs import set_job_id
-from jobprogress_core.model import (
-    Event,
-    EventType,
-    Job,
-    dumps,
-    encode_sse,
-    parse_stream_id,
-    stream_id_after,
-    valid_job_id,
-)
+from jobprogress_core.model import EventType, Job, parse_stream_id, stream_id_after, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import Permission, authorize, identity_of
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_core.web import SETTINGS, STORE
 
+from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
 from .hub import COMPLETED, Closed, Hub, Overflowed, Subscription
 from .metrics import EVENTS_REPLAYED, EVENTS_SENT_BY_TYPE, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
+from .replay import REPLAY_PAGE, log_frames
 
 logger = logging.getLogger(__name__)
 
 HUB = web.AppKey("hub", Hub)
-REPLAY_PAGE = 500
-HEARTBEAT = b": ping\n\n"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -82,11 +73,11 @@ class SseWriter:
             await self.response.write(data)
         self.last_write_at = asyncio.get_running_loop().time()
 
-    async def event(self, event: Event) -> None:
-        await self.write(event.sse)
-        self.last_id = event.id
+    async def event(self, frame: Frame) -> None:
+        await self.write(frame.sse)
+        self.last_id = frame.id
         self.last_event_at = self.last_write_at
-        EVENTS_SENT_BY_TYPE[event.type].inc()
+        EVENTS_SENT_BY_TYPE[frame.type].inc()
 
     async def drain(self) -> None:
         """Wait, at most the send timeout, until the client has taken what it was sent."""
@@ -159,9 +150,9 @@ async def _serve(
     STREAMS_ACTIVE.inc()
     reason = "error"
     try:
-        await writer.write(f"retry: {settings.sse_retry_ms}\n\n".encode())
+        await writer.write(retry_frame(settings.sse_retry_ms))
         if reset:
-            await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
+            await writer.write(reset_frame(job))
             EVENTS_SENT_BY_TYPE[EventType.RESET].inc()
         reason = await _deliver(writer, store, hub, job_id, settings, chunked=chunked)
     except Closed:
@@ -230,11 +221,11 @@ async def _catch_up(writer: SseWriter, store: JobStore, subscription: Subscripti
     meanwhile. ``True`` when the terminal event went out."""
     job_id = subscription.job_id
     while True:
-        page = await store.events(job_id, writer.last_id, until=cursor, count=REPLAY_PAGE)
-        for event in page:
-            await writer.event(event)
+        page = await log_frames(store, job_id, writer.last_id, until=cursor, count=REPLAY_PAGE)
+        for frame in page:
+            await writer.event(frame)
             EVENTS_REPLAYED.inc()
-            if event.type.terminal:
+            if frame.type.terminal:
                 return True
         if len(page) < REPLAY_PAGE:
             break
