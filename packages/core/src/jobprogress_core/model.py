@@ -110,12 +110,6 @@ class Event:
         """The exact bytes of this event on an SSE stream, encoded once per process."""
         return encode_sse(self.type, dumps(self.data), event_id=self.id)
 
-    @cached_property
-    def chunk(self) -> bytes:
-        """:attr:`sse` framed as one HTTP/1.1 chunk, for writing straight to a chunked response."""
-        sse = self.sse
-        return b"%x\r\n%b\r\n" % (len(sse), sse)
-
 
 def encode_sse(event: str, data: str, event_id: str | None = None) -> bytes:
     """Frame one SSE event. ``data`` is single-line JSON, so one ``data:`` line suffices."""

@@ -1,20 +1,22 @@
-"""Fan-out hub: one Redis reader per process, dispatching events to local subscribers.
+"""Fan-out hub: one Redis reader per process, dispatching events to local viewers.
 
 The reader issues one ``XREAD BLOCK`` over the event streams of every job that has a
-subscriber, so the Redis connections of a process stay constant whatever the number of
-clients. Each event is decoded and encoded once, then handed to every subscriber of its
-job.
+viewer, so the Redis connections of a process stay constant whatever the number of
+clients. Each event is framed once (its data as the worker wrote it, never decoded), then
+handed to every viewer of its job.
 
-A subscription has two phases. While its stream catches up from the log, live events are
-buffered for it (bounded: past ``queue_size`` it is cut loose). Once it has written the log
-and that buffer, it goes *live*: the hub then writes each event's bytes straight to the
-client's transport, with no task switch and no copy per subscriber. A live client whose
-unsent bytes pass ``buffer_bytes`` is cut loose too. A subscriber cut loose (``Overflowed``)
-catches up from the log by its own last ID, so nobody else waits for it and nothing is lost.
+A viewer's stay in the hub has two phases. While its stream catches up from the log, live
+events are buffered for it (bounded: past ``queue_size`` it is let go). Once it has written
+the log and that buffer, it goes *live*: the hub then writes each event's bytes straight to
+the client's transport, with no task switch and no copy per viewer. A live client whose
+unsent bytes pass ``buffer_bytes`` is let go too. A viewer let go that way
+(:attr:`Ending.OVERFLOW`) catches up from the log by its own last ID, so nobody else waits
+for it and nothing is lost. How a stay ended is recorded on the viewer, whose stream's task
+wakes up and reads it.
 
 Seam: :meth:`Hub.subscribe` returns the hub's cursor for the job. Everything up to the
-cursor is in the log (read it with XRANGE); everything after it arrives through the
-subscription. Subscribing and dispatching run on one event loop, so nothing falls between.
+cursor is in the log (read it with XRANGE); everything after it arrives through the hub.
+Subscribing and dispatching run on one event loop, so nothing falls between.
 """
 
 from __future__ import annotations
@@ -23,118 +25,22 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
 
 from redis.asyncio import Redis
 
+from jobprogress_core.backoff import Backoff
 from jobprogress_core.keys import Keys
-from jobprogress_core.model import Event, stream_id_after
+from jobprogress_core.model import stream_id_after
 from jobprogress_core.redis import REDIS_ERRORS, StreamReader, stop_reader
 from jobprogress_core.store import JobStore
 
-from .metrics import EVENTS_SENT_BY_TYPE, observe_delivery
+from .frames import Frame
+from .metrics import observe_delivery
+from .viewer import Ending, Viewer
+
+__all__ = ["Hub"]
 
 logger = logging.getLogger(__name__)
-
-
-class Overflowed(Exception):
-    """The subscriber fell behind its buffer; it must catch up from the log."""
-
-
-class Closed(Exception):
-    """The hub is shutting down; the client should reconnect (to any instance)."""
-
-
-class Gone(ConnectionResetError):
-    """The client's connection closed while the hub was writing to it."""
-
-
-#: How a subscription ended: its terminal event was written.
-COMPLETED = "completed"
-
-
-class Subscription:
-    """One SSE stream's place in the hub: a bounded buffer while it catches up, then a
-    transport the hub writes to directly."""
-
-    __slots__ = (
-        "_buffer",
-        "_ended",
-        "capacity",
-        "chunked",
-        "job_id",
-        "last_id",
-        "last_sent",
-        "outcome",
-        "skip_until",
-        "transport",
-    )
-
-    def __init__(self, job_id: str, capacity: int) -> None:
-        self.job_id = job_id
-        self.capacity = capacity
-        self._buffer: deque[Event] = deque()
-        self._ended = asyncio.Event()
-        #: ``None`` while catching up; the client's transport once live.
-        self.transport: asyncio.Transport | None = None
-        self.chunked = True
-        #: The last event the hub wrote to the client (live phase).
-        self.last_id: str | None = None
-        #: Loop time of that write.
-        self.last_sent = 0.0
-        #: A client's own ID the hub's cursor has not reached yet: events up to it are skipped.
-        self.skip_until: str | None = None
-        #: ``COMPLETED``, or the exception the stream's task raises (Overflowed, Closed, Gone).
-        self.outcome: str | Exception | None = None
-
-    # -- catching up ------------------------------------------------------------------
-
-    def push(self, event: Event) -> bool:
-        """Buffer an event while catching up; ``False`` (and cut loose) when full."""
-        if len(self._buffer) >= self.capacity:
-            self._buffer.clear()
-            self.end(Overflowed())
-            return False
-        self._buffer.append(event)
-        return True
-
-    def pop(self) -> Event | None:
-        """The next buffered event, or ``None``; raises how the subscription ended, if it did."""
-        if self._buffer:
-            return self._buffer.popleft()
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return None
-
-    def go_live(
-        self, transport: asyncio.Transport, *, chunked: bool, last_id: str | None, now: float
-    ) -> None:
-        """From now on the hub writes to ``transport``. Call with the buffer drained and no
-        ``await`` since, so no event falls between the buffer and the live writes."""
-        if self._buffer:
-            raise RuntimeError("go_live with buffered events")
-        self.transport = transport
-        self.chunked = chunked
-        self.last_id = last_id
-        self.last_sent = now
-
-    # -- ending -------------------------------------------------------------------------
-
-    def end(self, outcome: str | Exception) -> None:
-        if self.outcome is None:
-            self.outcome = outcome
-            self._ended.set()
-
-    async def wait(self, timeout: float) -> str | None:
-        """Until the subscription ends (``COMPLETED``; the others raise) or ``timeout``
-        seconds pass (``None``)."""
-        if self.outcome is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._ended.wait()
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
 
 
 class Hub:
@@ -156,7 +62,7 @@ class Hub:
         self.queue_size = queue_size
         self.buffer_bytes = buffer_bytes
         self.cursors: dict[str, str] = {}
-        self.subscribers: dict[str, set[Subscription]] = {}
+        self.subscribers: dict[str, set[Viewer]] = {}
         self.closing = False
         self.stopping = False
         #: SSE streams this process serves (``JOBPROGRESS_MAX_STREAMS`` caps it).
@@ -173,12 +79,14 @@ class Hub:
     def subscriber_count(self) -> int:
         return sum(len(subs) for subs in self.subscribers.values())
 
-    async def subscribe(self, job_id: str) -> tuple[Subscription, str]:
-        """A new subscription and the cursor that separates log from live events.
+    async def subscribe(self, viewer: Viewer) -> str:
+        """Add ``viewer`` to its job's viewers, catching up; returns the cursor that separates
+        log from live events.
 
         For a stream the hub does not follow yet, the cursor is the stream's last entry,
         looked up now: a reply the reader already has in flight can only hold entries up to
         that one or after it, so nothing falls between the log and the live events."""
+        job_id = viewer.job_id
         new_stream = False
         if job_id not in self.cursors:
             last = await self.store.last_event_id(job_id) or "0-0"
@@ -186,40 +94,38 @@ class Hub:
                 self.cursors[job_id] = last
                 self.subscribers[job_id] = set()
                 new_stream = True
-        subscription = Subscription(job_id, self.queue_size)
-        self.subscribers[job_id].add(subscription)
+        viewer.subscribed()
+        self.subscribers[job_id].add(viewer)
         cursor = self.cursors[job_id]
         if new_stream:
             await self._wake()
-        return subscription, cursor
+        return cursor
 
-    def go_live(
-        self, subscription: Subscription, transport: asyncio.Transport, *, chunked: bool, last_id: str | None
-    ) -> None:
+    def go_live(self, viewer: Viewer, transport: asyncio.Transport, *, chunked: bool) -> None:
         """The stream has written the log and its buffer: from now on the hub writes to
-        ``transport`` (framed as HTTP/1.1 chunks when ``chunked``). Events up to ``last_id``
-        that the reader has not dispatched yet are skipped for this client."""
-        now = asyncio.get_running_loop().time()
-        subscription.go_live(transport, chunked=chunked, last_id=last_id, now=now)
-        cursor = self.cursors.get(subscription.job_id)
+        ``transport`` (framed as HTTP/1.1 chunks when ``chunked``). Events up to the viewer's
+        last ID that the reader has not dispatched yet are skipped for this client."""
+        viewer.go_live(transport, chunked=chunked, now=asyncio.get_running_loop().time())
+        cursor = self.cursors.get(viewer.job_id)
+        last_id = viewer.last_id
         if last_id is not None and cursor is not None and stream_id_after(last_id, cursor):
-            subscription.skip_until = last_id
+            viewer.skip_until = last_id
 
-    def unsubscribe(self, subscription: Subscription) -> None:
-        subs = self.subscribers.get(subscription.job_id)
-        if subs is None:
+    def unsubscribe(self, viewer: Viewer) -> None:
+        viewers = self.subscribers.get(viewer.job_id)
+        if viewers is None:
             return
-        subs.discard(subscription)
-        if not subs:
-            del self.subscribers[subscription.job_id]
-            del self.cursors[subscription.job_id]
+        viewers.discard(viewer)
+        if not viewers:
+            del self.subscribers[viewer.job_id]
+            del self.cursors[viewer.job_id]
 
     def close_all(self) -> None:
         """Ask every stream of this process to end now (graceful shutdown)."""
         self.closing = True
-        for subs in self.subscribers.values():
-            for subscription in subs:
-                subscription.end(Closed())
+        for viewers in self.subscribers.values():
+            for viewer in viewers:
+                viewer.end(Ending.SHUTDOWN)
 
     async def _wake(self) -> None:
         self._changed.set()
@@ -234,11 +140,11 @@ class Hub:
         except REDIS_ERRORS as exc:
             logger.warning("could not wake the hub reader: %s", exc)
 
-    def dispatch(self, job_id: str, events: list[Event], now: float) -> None:
-        """Hand ``events`` (new, in order, of one job) to its subscribers: written at once to
+    def dispatch(self, job_id: str, events: list[Frame], now: float) -> None:
+        """Hand ``events`` (new, in order, of one job) to its viewers: written at once to
         the live ones (all of them in one write each), buffered for those catching up."""
-        subs = self.subscribers.get(job_id)
-        if not subs:
+        viewers = self.subscribers.get(job_id)
+        if not viewers:
             return
         last = events[-1]
         if len(events) == 1:
@@ -246,59 +152,41 @@ class Hub:
         else:
             chunk = b"".join(event.chunk for event in events)
             plain = b"".join(event.sse for event in events)
-        ended: list[Subscription] = []
+        ended: list[Viewer] = []
         written = 0
-        for sub in subs:
-            if sub.transport is None or sub.skip_until is not None:
-                self._one_by_one(sub, events, now)
-            elif self._write(sub, chunk, plain, last, now):
+        for viewer in viewers:
+            if viewer.transport is None or viewer.skip_until is not None:
+                self._one_by_one(viewer, events, now)
+            elif viewer.write_live(chunk, plain, last, now, limit=self.buffer_bytes):
                 written += 1
-            if sub.outcome is not None:
-                ended.append(sub)
-        for sub in ended:
-            subs.discard(sub)
+            if viewer.ending is not None:
+                ended.append(viewer)
+        for viewer in ended:
+            viewers.discard(viewer)
         if written:
-            for event in events:
-                EVENTS_SENT_BY_TYPE[event.type].inc(written)
+            Viewer.count_sent((event.type for event in events), viewers=written)
             observe_delivery(events)
 
-    def _one_by_one(self, sub: Subscription, events: list[Event], now: float) -> None:
+    def _one_by_one(self, viewer: Viewer, events: list[Frame], now: float) -> None:
         """The slow path of :meth:`dispatch`: buffer while catching up, or skip what the
         client already has."""
         for event in events:
-            if sub.outcome is not None:
+            if viewer.ending is not None:
                 return
-            if sub.transport is None:
-                sub.push(event)
+            if viewer.transport is None:
+                viewer.push(event, self.queue_size)
                 continue
-            if sub.skip_until is not None:
-                if not stream_id_after(event.id, sub.skip_until):
+            if viewer.skip_until is not None:
+                if not stream_id_after(event.id, viewer.skip_until):
                     continue
-                sub.skip_until = None
-            if self._write(sub, event.chunk, event.sse, event, now):
-                EVENTS_SENT_BY_TYPE[event.type].inc()
-
-    def _write(self, sub: Subscription, chunk: bytes, plain: bytes, last: Event, now: float) -> bool:
-        """Write to a live subscriber, or end it when its client is gone or too far behind."""
-        transport = sub.transport
-        assert transport is not None
-        if transport.is_closing():
-            sub.end(Gone())
-            return False
-        if transport.get_write_buffer_size() > self.buffer_bytes:
-            sub.end(Overflowed())
-            return False
-        transport.write(chunk if sub.chunked else plain)
-        sub.last_id = last.id
-        sub.last_sent = now
-        if last.type.terminal:
-            sub.end(COMPLETED)
-        return True
+                viewer.skip_until = None
+            if viewer.write_live(event.chunk, event.sse, event, now, limit=self.buffer_bytes):
+                Viewer.count_sent((event.type,))
 
     async def run(self) -> None:
         """The reader loop; one per process."""
         loop = asyncio.get_running_loop()
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not self.stopping:
             if not self.cursors:
                 self._changed.clear()
@@ -311,13 +199,12 @@ class Hub:
             self._reading = True
             try:
                 reply = await self._reads.xread(streams, block_ms=self.block_ms, count=500)
-                backoff = 0.1
+                backoff.reset()
             except REDIS_ERRORS as exc:
                 if self.stopping:
                     return
-                logger.warning("hub read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                logger.warning("hub read failed (%s); retrying in %.1fs", exc, backoff.delay)
+                await backoff.sleep()
                 continue
             finally:
                 self._reading = False
@@ -331,7 +218,7 @@ class Hub:
                 if cursor is None:
                     continue
                 events = [
-                    Event.from_entry(entry_id, fields)
+                    Frame.from_entry(entry_id, fields)
                     for entry_id, fields in entries
                     if stream_id_after(entry_id, cursor)
                 ]

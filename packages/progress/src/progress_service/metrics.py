@@ -1,10 +1,13 @@
 """Prometheus metrics of the progress service."""
 
 import time
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from jobprogress_core.model import Event, EventType, parse_stream_id
+from jobprogress_core.model import EventType, parse_stream_id
+
+from .frames import Frame
 
 STREAMS_ACTIVE = Gauge("jobprogress_sse_streams_active", "SSE streams open on this process")
 STREAMS_OPENED = Counter("jobprogress_sse_connections_total", "SSE streams opened")
@@ -23,7 +26,7 @@ DELIVERY_LATENCY = Histogram(
 )
 
 
-def observe_delivery(events: list[Event]) -> None:
+def observe_delivery(events: Sequence[Frame]) -> None:
     """Record the delivery latency of ``events``, just written to their live clients. The
     time is Redis's clock against this host's: keep the hosts' clocks in sync (NTP)."""
     now_ms = time.time() * 1000

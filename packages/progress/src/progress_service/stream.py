@@ -14,33 +14,26 @@ import logging
 
 from aiohttp import HttpVersion11, web
 
+from jobprogress_core.backoff import Backoff
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.logs import set_job_id
-from jobprogress_core.model import (
-    Event,
-    EventType,
-    Job,
-    dumps,
-    encode_sse,
-    parse_stream_id,
-    stream_id_after,
-    valid_job_id,
-)
+from jobprogress_core.model import EventType, Job, parse_stream_id, stream_id_after, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import Permission, authorize, identity_of
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_core.web import SETTINGS, STORE
 
-from .hub import COMPLETED, Closed, Hub, Overflowed, Subscription
-from .metrics import EVENTS_REPLAYED, EVENTS_SENT_BY_TYPE, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
+from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
+from .hub import Hub
+from .metrics import EVENTS_REPLAYED, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
+from .replay import REPLAY_PAGE, log_frames
+from .viewer import Ending, Viewer
 
 logger = logging.getLogger(__name__)
 
 HUB = web.AppKey("hub", Hub)
-REPLAY_PAGE = 500
-HEARTBEAT = b": ping\n\n"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -66,26 +59,28 @@ def requested_last_id(request: web.Request) -> str | None:
     return value
 
 
-class SseWriter:
-    """Writes to one client with a send timeout, counting what goes out and when."""
+class Sender:
+    """The stream task's own writes to its client, each within the send timeout, recorded on
+    the client's :class:`Viewer` (as the hub's writes are)."""
 
-    def __init__(self, request: web.Request, response: web.StreamResponse, send_timeout: float) -> None:
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, viewer: Viewer, send_timeout: float
+    ) -> None:
         self.request = request
         self.response = response
+        self.viewer = viewer
         self.send_timeout = send_timeout
-        self.last_id: str | None = None
-        self.last_event_at = self.last_write_at = asyncio.get_running_loop().time()
 
     async def write(self, data: bytes) -> None:
+        """Anything but an event: ``retry:``, ``reset``, a heartbeat."""
         async with asyncio.timeout(self.send_timeout):
             await self.response.write(data)
-        self.last_write_at = asyncio.get_running_loop().time()
+        self.viewer.wrote(asyncio.get_running_loop().time())
 
-    async def event(self, event: Event) -> None:
-        await self.write(event.sse)
-        self.last_id = event.id
-        self.last_event_at = self.last_write_at
-        EVENTS_SENT_BY_TYPE[event.type].inc()
+    async def event(self, frame: Frame) -> None:
+        async with asyncio.timeout(self.send_timeout):
+            await self.response.write(frame.sse)
+        self.viewer.sent(frame, asyncio.get_running_loop().time())
 
     async def drain(self) -> None:
         """Wait, at most the send timeout, until the client has taken what it was sent."""
@@ -152,122 +147,124 @@ async def _serve(
     if chunked:
         response.enable_chunked_encoding()
     await response.prepare(request)
-    writer = SseWriter(request, response, settings.sse_send_timeout)
-    writer.last_id = None if reset else last_id
+    viewer = Viewer(job_id, last_id=None if reset else last_id)
+    sender = Sender(request, response, viewer, settings.sse_send_timeout)
     STREAMS_OPENED.inc()
     STREAMS_ACTIVE.inc()
-    reason = "error"
+    ending = Ending.ERROR
     try:
-        await writer.write(f"retry: {settings.sse_retry_ms}\n\n".encode())
+        await sender.write(retry_frame(settings.sse_retry_ms))
         if reset:
-            await writer.write(encode_sse(EventType.RESET.value, dumps(job.to_json())))
-            EVENTS_SENT_BY_TYPE[EventType.RESET].inc()
-        reason = await _deliver(writer, store, hub, job_id, settings, chunked=chunked)
-    except Closed:
-        reason = "shutdown"
+            await sender.write(reset_frame(job))
+            Viewer.count_sent((EventType.RESET,))
+        ending = await _deliver(sender, store, hub, settings, chunked=chunked)
     except TimeoutError:
-        reason = "send_timeout"
+        ending = Ending.SEND_TIMEOUT
         logger.info("stream of job %s: client too slow, disconnected", job_id)
     except (ConnectionResetError, asyncio.CancelledError):
-        reason = "client_gone"
+        ending = Ending.GONE
         raise
     except Exception:
         # Headers are sent: an error can only end the stream (the client resumes by its ID).
         logger.exception("stream of job %s ended by an unexpected error", job_id)
     finally:
         STREAMS_ACTIVE.dec()
-        STREAMS_CLOSED.labels(reason).inc()
-    if reason != "send_timeout":
+        STREAMS_CLOSED.labels(ending.value).inc()
+    if ending is Ending.GONE:
+        # The hub found the connection closed: end as when a write of this task does.
+        raise ConnectionResetError(f"the client of job {job_id} is gone")
+    if ending is not Ending.SEND_TIMEOUT:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
     return response
 
 
-async def _deliver(
-    writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings, *, chunked: bool
-) -> str:
+async def _deliver(sender: Sender, store: JobStore, hub: Hub, settings: Settings, *, chunked: bool) -> Ending:
     """Catch up from the log, then follow live events, until the terminal event, or until
     the stream has been idle or open too long (the client then resumes by its last ID).
-    Returns why the stream ended.
+    Returns how the stream ended.
 
     A client that falls behind is given the send timeout to take what it has, then catches
     up from the log again. While Redis is unreachable the stream stays open with heartbeats
     and carries on from the client's last event once Redis is back.
     """
+    viewer = sender.viewer
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + settings.sse_max_lifetime
-    backoff = 0.1
+    backoff = Backoff(first=0.1, cap=2.0)
     while True:
         if loop.time() >= ends_at:
-            return "max_lifetime"
+            return Ending.LIFETIME
         try:
-            subscription, cursor = await hub.subscribe(job_id)
+            cursor = await hub.subscribe(viewer)
         except REDIS_ERRORS as exc:
-            backoff = await _ride_out_outage(writer, job_id, exc, backoff)
+            await _ride_out_outage(sender, exc, backoff)
             continue
         try:
-            if await _catch_up(writer, store, subscription, cursor):
-                return "completed"
-            backoff = 0.1
-            transport = writer.request.transport
-            if transport is None:
-                raise ConnectionResetError("client gone")
-            hub.go_live(subscription, transport, chunked=chunked, last_id=writer.last_id)
-            return await _follow(writer, subscription, settings, ends_at)
-        except Overflowed:
-            logger.info("stream of job %s fell behind; catching up from the log", job_id)
-            writer.last_id = subscription.last_id or writer.last_id
-            await writer.drain()
+            ending = await _catch_up(sender, store, cursor)
+            if ending is None:
+                backoff.reset()
+                transport = sender.request.transport
+                if transport is None:
+                    raise ConnectionResetError("client gone")
+                hub.go_live(viewer, transport, chunked=chunked)
+                ending = await _follow(sender, settings, ends_at)
+            if ending is not Ending.OVERFLOW:
+                return ending
+            logger.info("stream of job %s fell behind; catching up from the log", viewer.job_id)
+            await sender.drain()
         except REDIS_ERRORS as exc:
-            backoff = await _ride_out_outage(writer, job_id, exc, backoff)
+            await _ride_out_outage(sender, exc, backoff)
         finally:
-            hub.unsubscribe(subscription)
+            hub.unsubscribe(viewer)
 
 
-async def _catch_up(writer: SseWriter, store: JobStore, subscription: Subscription, cursor: str) -> bool:
+async def _catch_up(sender: Sender, store: JobStore, cursor: str) -> Ending | None:
     """Write the log after the client's last ID up to ``cursor``, then what the hub buffered
-    meanwhile. ``True`` when the terminal event went out."""
-    job_id = subscription.job_id
+    meanwhile. :attr:`Ending.COMPLETE` when the terminal event went out, how the hub let the
+    client go if it did, else ``None``: caught up."""
+    viewer = sender.viewer
     while True:
-        page = await store.events(job_id, writer.last_id, until=cursor, count=REPLAY_PAGE)
-        for event in page:
-            await writer.event(event)
+        page = await log_frames(store, viewer.job_id, viewer.last_id, until=cursor, count=REPLAY_PAGE)
+        for frame in page:
+            await sender.event(frame)
             EVENTS_REPLAYED.inc()
-            if event.type.terminal:
-                return True
+            if frame.type.terminal:
+                return Ending.COMPLETE
         if len(page) < REPLAY_PAGE:
             break
-    while (buffered := subscription.pop()) is not None:
-        if writer.last_id is not None and not stream_id_after(buffered.id, writer.last_id):
+    while (buffered := viewer.pop()) is not None:
+        if viewer.last_id is not None and not stream_id_after(buffered.id, viewer.last_id):
             continue
-        await writer.event(buffered)
+        await sender.event(buffered)
         if buffered.type.terminal:
-            return True
-    return False
+            return Ending.COMPLETE
+    return viewer.ending
 
 
-async def _follow(writer: SseWriter, subscription: Subscription, settings: Settings, ends_at: float) -> str:
+async def _follow(sender: Sender, settings: Settings, ends_at: float) -> Ending:
     """Live: the hub writes the events; this task keeps the heartbeat, the idle timeout and
-    the lifetime, and learns how the subscription ended."""
+    the lifetime, and learns how the hub let the client go."""
+    viewer = sender.viewer
     loop = asyncio.get_running_loop()
     while True:
         now = loop.time()
         if now >= ends_at:
-            return "max_lifetime"
-        idle_until = max(writer.last_event_at, subscription.last_sent) + settings.sse_idle_timeout
+            return Ending.LIFETIME
+        idle_until = viewer.last_event_at + settings.sse_idle_timeout
         if now >= idle_until:
-            return "idle_timeout"
-        beat_at = max(writer.last_write_at, subscription.last_sent) + settings.sse_heartbeat_seconds
+            return Ending.IDLE
+        beat_at = viewer.last_write_at + settings.sse_heartbeat_seconds
         if now >= beat_at:
-            await writer.write(HEARTBEAT)
+            await sender.write(HEARTBEAT)
             continue
-        if await subscription.wait(min(beat_at, idle_until, ends_at) - now) == COMPLETED:
-            return "completed"
+        ending = await viewer.wait(min(beat_at, idle_until, ends_at) - now)
+        if ending is not None:
+            return ending
 
 
-async def _ride_out_outage(writer: SseWriter, job_id: str, exc: Exception, backoff: float) -> float:
-    """Keep the client's line open through a Redis outage; the next backoff."""
-    logger.warning("stream of job %s: redis unavailable (%s); holding on", job_id, exc)
-    await writer.write(HEARTBEAT)  # also tells us whether the client is still there
-    await asyncio.sleep(backoff)
-    return min(backoff * 2, 2.0)
+async def _ride_out_outage(sender: Sender, exc: Exception, backoff: Backoff) -> None:
+    """Keep the client's line open through a Redis outage, then wait before the next try."""
+    logger.warning("stream of job %s: redis unavailable (%s); holding on", sender.viewer.job_id, exc)
+    await sender.write(HEARTBEAT)  # also tells us whether the client is still there
+    await backoff.sleep()
