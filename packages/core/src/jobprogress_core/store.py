@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from .keys import Keys
 from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso, valid_job_id
-from .redis import range_entries
+from .redis import Entry, range_entries
 
 
 @dataclass(frozen=True)
@@ -208,9 +208,15 @@ class JobStore:
         self, job_id: str, after: str | None = None, *, until: str = "+", count: int = 500
     ) -> list[Event]:
         """Events strictly after ``after`` (from the start if ``None``) up to ``until`` inclusive."""
+        entries = await self.entries(job_id, after, until=until, count=count)
+        return [Event.from_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def entries(
+        self, job_id: str, after: str | None = None, *, until: str = "+", count: int = 500
+    ) -> list[Entry]:
+        """What :meth:`events` reads, as the log holds it (for passing on undecoded)."""
         start = f"({after}" if after else "-"
-        reply = await self.redis.xrange(self.keys.events(job_id), start, until, count=count)
-        return [Event.from_entry(entry_id, fields) for entry_id, fields in range_entries(reply)]
+        return range_entries(await self.redis.xrange(self.keys.events(job_id), start, until, count=count))
 
     async def get_with_first_event(self, job_id: str) -> tuple[Job | None, str | None]:
         """The job and the ID of its oldest retained event, in one round trip."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from jobprogress_core.redis import range_entries
 from jobprogress_core.store import JobStore
 
 from .frames import Frame
@@ -17,8 +16,6 @@ async def log_frames(
     store: JobStore, job_id: str, after: str | None, *, until: str, count: int
 ) -> list[Frame]:
     """Up to ``count`` events of the job strictly after ``after`` (from the start if
-    ``None``) up to ``until`` inclusive: the read of :meth:`JobStore.events`, without
-    decoding what is only passed on."""
-    start = f"({after}" if after else "-"
-    reply = await store.redis.xrange(store.keys.events(job_id), start, until, count=count)
-    return [Frame.from_entry(entry_id, fields) for entry_id, fields in range_entries(reply)]
+    ``None``) up to ``until`` inclusive, without decoding what is only passed on."""
+    entries = await store.entries(job_id, after, until=until, count=count)
+    return [Frame.from_entry(entry_id, fields) for entry_id, fields in entries]
