@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -22,7 +23,7 @@ from .logs import REQUEST_ID
 from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
 from .redis import REDIS_ERRORS, create_redis
 from .security import add_security_headers, same_origin_middleware, setup_security
-from .settings import Settings
+from .settings import ClientFacingSettings, JobQueueSettings, ProgressSettings, Settings, WorkerSettings
 from .store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ logger = logging.getLogger(__name__)
 StopHook = Callable[[], Awaitable[None]]
 
 SETTINGS = web.AppKey("settings", Settings)
+#: The same key, typed as the settings of the services whose apps hold them (each service's
+#: ``create_app`` takes its own class): for code that runs in those services' apps only.
+CLIENT_FACING_SETTINGS = cast("web.AppKey[ClientFacingSettings]", SETTINGS)
+JOB_QUEUE_SETTINGS = cast("web.AppKey[JobQueueSettings]", SETTINGS)
+WORKER_SETTINGS = cast("web.AppKey[WorkerSettings]", SETTINGS)
+PROGRESS_SETTINGS = cast("web.AppKey[ProgressSettings]", SETTINGS)
 KEYS = web.AppKey("keys", Keys)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", JobStore)

@@ -29,9 +29,10 @@ from jobprogress_core.model import (
 )
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import Permission, authorize, identity_of
-from jobprogress_core.settings import Settings
+from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.store import JobStore
-from jobprogress_core.web import SETTINGS, STORE
+from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
+from jobprogress_core.web import STORE
 
 from .hub import COMPLETED, Closed, Hub, Overflowed, Subscription
 from .metrics import EVENTS_REPLAYED, EVENTS_SENT_BY_TYPE, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
@@ -108,7 +109,7 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
         hub.streams -= 1
 
 
-async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.StreamResponse:
+async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) -> web.StreamResponse:
     store = request.app[STORE]
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
@@ -133,7 +134,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         return await _serve(request, job, last_id, reset, hub, settings)
 
 
-async def stream_subject(request: web.Request, settings: Settings) -> str:
+async def stream_subject(request: web.Request, settings: ProgressSettings) -> str:
     """Whose streams this one counts among: the caller's identity, or for someone holding
     only a share link, the client's address."""
     identity = await identity_of(request)
@@ -143,7 +144,7 @@ async def stream_subject(request: web.Request, settings: Settings) -> str:
 
 
 async def _serve(
-    request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: Settings
+    request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: ProgressSettings
 ) -> web.StreamResponse:
     store = request.app[STORE]
     job_id = job.id
@@ -184,7 +185,7 @@ async def _serve(
 
 
 async def _deliver(
-    writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: Settings, *, chunked: bool
+    writer: SseWriter, store: JobStore, hub: Hub, job_id: str, settings: ProgressSettings, *, chunked: bool
 ) -> str:
     """Catch up from the log, then follow live events, until the terminal event, or until
     the stream has been idle or open too long (the client then resumes by its last ID).
@@ -246,7 +247,9 @@ async def _catch_up(writer: SseWriter, store: JobStore, subscription: Subscripti
     return False
 
 
-async def _follow(writer: SseWriter, subscription: Subscription, settings: Settings, ends_at: float) -> str:
+async def _follow(
+    writer: SseWriter, subscription: Subscription, settings: ProgressSettings, ends_at: float
+) -> str:
     """Live: the hub writes the events; this task keeps the heartbeat, the idle timeout and
     the lifetime, and learns how the subscription ended."""
     loop = asyncio.get_running_loop()
