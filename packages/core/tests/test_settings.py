@@ -46,12 +46,28 @@ def test_values_are_read_and_typed() -> None:
     assert settings.advertise_addr not in ("0.0.0.0", "")  # a wildcard is never advertised
     assert settings.port == 9000 and settings.log_json and settings.worker_concurrency == 8
     assert str(settings.consul_token) == "tok"
-    typed = Settings.from_env(
-        "worker-service",
-        {**BASE, "JOBPROGRESS_JOB_TYPES": "compile, data-import", "JOBPROGRESS_HANDLERS": "my.jobs:handlers"},
+    environ = {
+        **BASE,
+        "JOBPROGRESS_JOB_TYPES": "compile, data-import",
+        "JOBPROGRESS_HANDLERS": "my.jobs:handlers",
+    }
+    queue, worker = (
+        Settings.from_env("job-queue-service", environ),
+        Settings.from_env("worker-service", environ),
     )
-    assert typed.job_types == ("compile", "data-import") and typed.handlers == "my.jobs:handlers"
-    assert Settings.from_env("worker-service", BASE).job_types == ("build", "import", "report")
+    assert queue.job_types == ("compile", "data-import") and worker.handlers == "my.jobs:handlers"
+    assert Settings.from_env("job-queue-service", BASE).job_types == ("build", "import", "report")
+
+
+#: The service that reads each variable below that job-queue-service does not read.
+READER = {
+    "JOBPROGRESS_SSE_HEARTBEAT_SECONDS": "progress-service",
+    "JOBPROGRESS_SSE_RETRY_MS": "progress-service",
+    "JOBPROGRESS_WORKER_CONCURRENCY": "worker-service",
+    "JOBPROGRESS_HANDLERS": "worker-service",
+    "JOBPROGRESS_VISIBILITY_TIMEOUT": "worker-service",
+    "JOBPROGRESS_MAX_ATTEMPTS": "worker-service",
+}
 
 
 @pytest.mark.parametrize(
@@ -83,7 +99,7 @@ def test_values_are_read_and_typed() -> None:
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
-        Settings.from_env("job-queue-service", {**BASE, variable: value})
+        Settings.from_env(READER.get(variable, "job-queue-service"), {**BASE, variable: value})
 
 
 def test_secrets_never_show() -> None:

@@ -15,7 +15,7 @@ from .keys import Keys  # after __version__, which modules import from here
 from .model import Event, EventType, Job, JobStatus
 from .queue import JobQueue
 from .redis import create_redis
-from .settings import ConfigError, Secret, Settings
+from .settings import ConfigError, JobQueueSettings, ProgressSettings, Secret, Settings, WorkerSettings
 from .store import JobStore
 
 __all__ = [
@@ -24,11 +24,14 @@ __all__ = [
     "EventType",
     "Job",
     "JobQueue",
+    "JobQueueSettings",
     "JobStatus",
     "JobStore",
     "Keys",
+    "ProgressSettings",
     "Secret",
     "Settings",
+    "WorkerSettings",
     "__version__",
     "create_redis",
 ]

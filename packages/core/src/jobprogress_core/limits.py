@@ -29,7 +29,7 @@ from .redis import REDIS_ERRORS
 from .security import new_identity
 from .store import load_script
 from .tasks import cancel_and_wait
-from .web import KEYS, REDIS, SETTINGS
+from .web import CLIENT_FACING_SETTINGS, JOB_QUEUE_SETTINGS, KEYS, PROGRESS_SETTINGS, REDIS
 
 logger = logging.getLogger(__name__)
 
@@ -144,20 +144,26 @@ SUBMISSIONS = web.AppKey("submission_limit", RateLimit)
 NEW_IDENTITIES = web.AppKey("new_identity_limit", RateLimit)
 
 
-async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The rate limits of every service (after the Redis context)."""
-    settings, redis, keys = app[SETTINGS], app[REDIS], app[KEYS]
-    app[SUBMISSIONS] = RateLimit(redis, keys, "submit", limit=settings.submissions_per_minute, period=60)
+async def identity_limit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """New identities per client address (job-queue, progress; after the Redis context)."""
+    settings = app[CLIENT_FACING_SETTINGS]
     app[NEW_IDENTITIES] = RateLimit(
-        redis, keys, "identity", limit=settings.new_identities_per_minute, period=60
+        app[REDIS], app[KEYS], "identity", limit=settings.new_identities_per_minute, period=60
     )
+    yield
+
+
+async def submission_limit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Job submissions per identity (job-queue; after the Redis context)."""
+    limit = app[JOB_QUEUE_SETTINGS].submissions_per_minute
+    app[SUBMISSIONS] = RateLimit(app[REDIS], app[KEYS], "submit", limit=limit, period=60)
     yield
 
 
 async def mint_identity(request: web.Request) -> str:
     """A new identity for the client of ``request``, within the limit per client address
     (else minting identities would get round every limit per identity)."""
-    address = client_address(request, request.app[SETTINGS].trusted_proxy_hops)
+    address = client_address(request, request.app[CLIENT_FACING_SETTINGS].trusted_proxy_hops)
     await request.app[NEW_IDENTITIES].hit(address, "new identities from this address")
     return new_identity()
 
@@ -167,7 +173,7 @@ STREAM_LEASES = web.AppKey("stream_leases", StreamLeases)
 
 async def stream_leases_ctx(app: web.Application) -> AsyncIterator[None]:
     """Concurrent streams per identity (progress-service), with the renewal loop."""
-    leases = StreamLeases(app[REDIS], app[KEYS], limit=app[SETTINGS].streams_per_identity)
+    leases = StreamLeases(app[REDIS], app[KEYS], limit=app[PROGRESS_SETTINGS].streams_per_identity)
     app[STREAM_LEASES] = leases
     task = asyncio.create_task(leases.run(), name="stream-leases")
     yield

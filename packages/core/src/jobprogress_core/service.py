@@ -7,14 +7,19 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any, Literal, TypeVar, overload
 
 from aiohttp import web
 
 from .logs import configure_logging
-from .settings import ConfigError, Settings
+from .settings import ConfigError, JobQueueSettings, ProgressSettings, Settings, WorkerSettings
 from .web import LISTENING_HOOKS, STOP_HOOKS
 
 logger = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=Settings)
+#: A service's ``create_app``: its own settings in, its application out.
+AppFactory = Callable[[S], web.Application]
 
 #: Pending connections the kernel queues for us; aiohttp's 128 makes mass reconnects crawl.
 LISTEN_BACKLOG = 4096
@@ -38,7 +43,14 @@ class _HeldBack(logging.Handler):
             logging.getLogger(record.name).handle(record)
 
 
-def main(service: str, create_app: Callable[[Settings], web.Application]) -> None:
+@overload
+def main(service: Literal["job-queue-service"], create_app: AppFactory[JobQueueSettings]) -> None: ...
+@overload
+def main(service: Literal["worker-service"], create_app: AppFactory[WorkerSettings]) -> None: ...
+@overload
+def main(service: Literal["progress-service"], create_app: AppFactory[ProgressSettings]) -> None: ...
+def main(service: str, create_app: AppFactory[Any]) -> None:
+    """Run ``service``: its own settings (:meth:`Settings.from_env`), logging, its app."""
     held = _HeldBack()
     logging.getLogger().addHandler(held)
     try:

@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -24,7 +25,7 @@ from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
 from .queue import JobQueue
 from .redis import REDIS_ERRORS, create_redis
 from .security import add_security_headers, same_origin_middleware, setup_security
-from .settings import Settings
+from .settings import ClientFacingSettings, JobQueueSettings, ProgressSettings, Settings, WorkerSettings
 from .store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ logger = logging.getLogger(__name__)
 StopHook = Callable[[], Awaitable[None]]
 
 SETTINGS = web.AppKey("settings", Settings)
+#: The same key, typed as the settings of the services whose apps hold them (each service's
+#: ``create_app`` takes its own class): for code that runs in those services' apps only.
+CLIENT_FACING_SETTINGS = cast("web.AppKey[ClientFacingSettings]", SETTINGS)
+JOB_QUEUE_SETTINGS = cast("web.AppKey[JobQueueSettings]", SETTINGS)
+WORKER_SETTINGS = cast("web.AppKey[WorkerSettings]", SETTINGS)
+PROGRESS_SETTINGS = cast("web.AppKey[ProgressSettings]", SETTINGS)
 KEYS = web.AppKey("keys", Keys)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", JobStore)
@@ -136,7 +143,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         retention_seconds=settings.retention_seconds,
         history_limit=settings.history_limit,
     )
-    app[QUEUE] = JobQueue(redis, app[KEYS], visibility_timeout=settings.visibility_timeout)
+    # Enqueueing and counting; the worker's consumer has its own, with its reader and visibility.
+    app[QUEUE] = JobQueue(redis, app[KEYS])
     app[HEALTH].add("redis", lambda: redis_ok(redis), fails_as="unavailable")
     logger.info("using redis at %s", settings.redis_url_masked)
     try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import web
 
-from jobprogress_core.limits import rate_limits_ctx
+from jobprogress_core.limits import identity_limit_ctx, submission_limit_ctx
 from jobprogress_core.registration import consul_ctx
-from jobprogress_core.settings import Settings
+from jobprogress_core.settings import JobQueueSettings
 from jobprogress_core.web import create_base_app
 
 from . import views
@@ -14,10 +16,10 @@ from .metrics import setup_queue_metrics
 from .openapi import OPENAPI, build_spec, openapi_json
 from .schemas import JobRequestSchema, ShareRequestSchema
 
-SERVICE = "job-queue-service"
+SERVICE: Final = "job-queue-service"
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: JobQueueSettings) -> web.Application:
     app = create_base_app(settings)
     app[views.REQUEST_SCHEMA] = JobRequestSchema(settings.job_types)
     app[views.SHARE_SCHEMA] = ShareRequestSchema(settings.share_ttl, settings.share_max_ttl)
@@ -30,6 +32,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_queue_metrics(app)
     app[OPENAPI] = build_spec(settings)
     app.router.add_get("/api/openapi.json", openapi_json, name="openapi")
-    app.cleanup_ctx.append(rate_limits_ctx)
+    app.cleanup_ctx.append(identity_limit_ctx)
+    app.cleanup_ctx.append(submission_limit_ctx)
     app.cleanup_ctx.append(consul_ctx)
     return app

@@ -11,7 +11,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from jobprogress_core.security import IDENTITY_COOKIE, SHARE_PARAMETER
-from jobprogress_core.settings import Settings
+from jobprogress_core.settings import JobQueueSettings
 
 from .schemas import (
     ErrorSchema,
@@ -74,7 +74,7 @@ def errors(*statuses: int) -> dict[str, Any]:
     return {str(status): ERRORS[str(status)] for status in statuses}
 
 
-def build_spec(settings: Settings) -> dict[str, Any]:
+def build_spec(settings: JobQueueSettings) -> dict[str, Any]:
     marshmallow = MarshmallowPlugin()
     spec = APISpec(
         title="jobprogress job API",

@@ -26,7 +26,8 @@ from jobprogress_core.security import (
     identity_of,
     require_identity,
 )
-from jobprogress_core.web import QUEUE, SETTINGS, STORE
+from jobprogress_core.web import JOB_QUEUE_SETTINGS as SETTINGS
+from jobprogress_core.web import QUEUE, STORE
 
 from .metrics import JOBS_SUBMITTED
 from .schemas import JobListQuerySchema, JobRequestSchema, ShareRequestSchema

@@ -6,17 +6,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Final
 
 from aiohttp import hdrs, web
 from aiohttp_security import remember
 
 from jobprogress_core.errors import Handler, TooManyRequests
-from jobprogress_core.limits import mint_identity, rate_limits_ctx, stream_leases_ctx
+from jobprogress_core.limits import identity_limit_ctx, mint_identity, stream_leases_ctx
 from jobprogress_core.redis import REDIS_ERRORS, create_redis
 from jobprogress_core.registration import consul_ctx
 from jobprogress_core.security import identity_of
-from jobprogress_core.settings import ConfigError, Settings
-from jobprogress_core.web import KEYS, SETTINGS, STOP_HOOKS, STORE, create_base_app
+from jobprogress_core.settings import ConfigError, ProgressSettings
+from jobprogress_core.web import KEYS, PROGRESS_SETTINGS, STOP_HOOKS, STORE, create_base_app
 
 from .forward import forward_ctx, forward_job_call
 from .hub import Hub
@@ -24,7 +25,7 @@ from .stream import HUB, progress_stream
 
 logger = logging.getLogger(__name__)
 
-SERVICE = "progress-service"
+SERVICE: Final = "progress-service"
 
 
 def find_web_dir(configured: str | None) -> Path:
@@ -40,7 +41,7 @@ def find_web_dir(configured: str | None) -> Path:
     raise ConfigError("JOBPROGRESS_WEB_DIR is not set and no web/index.html was found")
 
 
-def create_app(settings: Settings, web_dir: Path | None = None) -> web.Application:
+def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.Application:
     app = create_base_app(settings)
     app.middlewares.append(page_identity_middleware)
     web_dir = web_dir or find_web_dir(settings.web_dir)
@@ -53,7 +54,7 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> web.Applicati
     app.router.add_get("/client", redirect_to_page)
     app.router.add_get("/client/", redirect_to_page)
     app.router.add_static("/client", web_dir, name="client")
-    app.cleanup_ctx.append(rate_limits_ctx)
+    app.cleanup_ctx.append(identity_limit_ctx)
     app.cleanup_ctx.append(stream_leases_ctx)
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(consul_ctx)
@@ -88,7 +89,7 @@ async def redirect_to_page(request: web.Request) -> web.Response:
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[PROGRESS_SETTINGS]
     # The reader's blocking XREAD holds its connection: it gets a client of its own.
     reader = create_redis(settings, block_ms=settings.reader_block_ms, max_connections=1, role="hub-reader")
     hub = Hub(

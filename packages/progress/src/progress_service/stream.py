@@ -21,9 +21,10 @@ from jobprogress_core.logs import set_job_id
 from jobprogress_core.model import EventType, Job, parse_stream_id, stream_id_after, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import Permission, authorize, identity_of
-from jobprogress_core.settings import Settings
+from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.store import JobStore
-from jobprogress_core.web import SETTINGS, STORE
+from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
+from jobprogress_core.web import STORE
 
 from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
 from .hub import Hub
@@ -103,7 +104,7 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
         hub.streams -= 1
 
 
-async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.StreamResponse:
+async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) -> web.StreamResponse:
     store = request.app[STORE]
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
@@ -128,7 +129,7 @@ async def _stream(request: web.Request, hub: Hub, settings: Settings) -> web.Str
         return await _serve(request, job, last_id, reset, hub, settings)
 
 
-async def stream_subject(request: web.Request, settings: Settings) -> str:
+async def stream_subject(request: web.Request, settings: ProgressSettings) -> str:
     """Whose streams this one counts among: the caller's identity, or for someone holding
     only a share link, the client's address."""
     identity = await identity_of(request)
@@ -138,7 +139,7 @@ async def stream_subject(request: web.Request, settings: Settings) -> str:
 
 
 async def _serve(
-    request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: Settings
+    request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: ProgressSettings
 ) -> web.StreamResponse:
     store = request.app[STORE]
     job_id = job.id
@@ -179,7 +180,9 @@ async def _serve(
     return response
 
 
-async def _deliver(sender: Sender, store: JobStore, hub: Hub, settings: Settings, *, chunked: bool) -> Ending:
+async def _deliver(
+    sender: Sender, store: JobStore, hub: Hub, settings: ProgressSettings, *, chunked: bool
+) -> Ending:
     """Catch up from the log, then follow live events, until the terminal event, or until
     the stream has been idle or open too long (the client then resumes by its last ID).
     Returns how the stream ended.
@@ -242,7 +245,7 @@ async def _catch_up(sender: Sender, store: JobStore, cursor: str) -> Ending | No
     return viewer.ending
 
 
-async def _follow(sender: Sender, settings: Settings, ends_at: float) -> Ending:
+async def _follow(sender: Sender, settings: ProgressSettings, ends_at: float) -> Ending:
     """Live: the hub writes the events; this task keeps the heartbeat, the idle timeout and
     the lifetime, and learns how the hub let the client go."""
     viewer = sender.viewer

@@ -14,6 +14,7 @@ in the run folder, with the time: its stdout may be gone.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from jobprogress_core.settings import DEFAULT_PORTS, Environ, Settings
+from jobprogress_core.settings import DEFAULT_PORTS, Environ, Settings, WorkerSettings
 
 from .backends import ConsulAgent, RedisServer
 from .errors import StackError
@@ -52,6 +53,21 @@ def run_dir() -> Path:
     return Path(os.environ.get("JOBPROGRESS_RUN_DIR", ".run")).resolve()
 
 
+def checked_settings() -> WorkerSettings:
+    """The worker's settings (the stop needs its grace), with the other services' settings
+    read too: a mistake in any service's variables is said before anything starts."""
+    worker = Settings.from_env("worker-service")
+    # What every service reads, and warns about (the secret), the worker's reading has checked.
+    base = logging.getLogger(Settings.__module__)
+    was_disabled, base.disabled = base.disabled, True
+    try:
+        for service in ("job-queue-service", "progress-service"):
+            Settings.from_env(service)
+    finally:
+        base.disabled = was_disabled
+    return worker
+
+
 @dataclass(frozen=True)
 class Plan:
     """What ``scripts/run`` runs, read from the environment."""
@@ -67,7 +83,7 @@ class Plan:
     def from_env(cls) -> Plan:
         env = Environ()
         consul_host, consul_port, _ = env.host_port("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
-        worker = Settings.from_env("worker-service")  # the worker's own reading of its grace
+        worker = checked_settings()
         return cls(
             workdir=run_dir(),
             redis_url=env.redis_url("REDIS_URL", "redis://127.0.0.1:6379/0"),

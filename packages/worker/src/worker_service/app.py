@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator
+from typing import Final
 
 from aiohttp import web
 
 from jobprogress_core.redis import create_redis
 from jobprogress_core.registration import LIVENESS, consul_ctx
-from jobprogress_core.settings import ConfigError, Settings
-from jobprogress_core.web import HEALTH, KEYS, SETTINGS, STORE, create_base_app
+from jobprogress_core.settings import ConfigError, WorkerSettings
+from jobprogress_core.web import HEALTH, KEYS, STORE, WORKER_SETTINGS, create_base_app
 
 from .consumer import Consumer, Limits
 from .context import HandlerRegistry
 from .simulated import builtin_handlers
 
-SERVICE = "worker-service"
+SERVICE: Final = "worker-service"
 HANDLERS = web.AppKey("handlers", HandlerRegistry)
 CONSUMER = web.AppKey("consumer", Consumer)
 
 
-def create_app(settings: Settings, handlers: HandlerRegistry | None = None) -> web.Application:
+def create_app(settings: WorkerSettings, handlers: HandlerRegistry | None = None) -> web.Application:
     app = create_base_app(settings)
     app[HANDLERS] = handlers or load_handlers(settings.handlers)
     app.cleanup_ctx.append(consumer_ctx)
@@ -46,7 +47,7 @@ def load_handlers(path: str | None) -> HandlerRegistry:
 
 
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[WORKER_SETTINGS]
     # The blocking XREADGROUP holds its connection for the whole wait: it gets its own.
     reader = create_redis(settings, block_ms=settings.worker_block_ms, max_connections=1, role="queue-reader")
     consumer = Consumer(

@@ -1,0 +1,169 @@
+"""Each service's own settings: the base :class:`~.base.Settings` plus only what that
+service reads besides, so that it validates every variable it reads and no other."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import BUILTIN_JOB_TYPES
+from .base import Settings
+from .environ import ConfigError, Environ
+
+__all__ = [
+    "SERVICE_SETTINGS",
+    "ClientFacingSettings",
+    "JobQueueSettings",
+    "ProgressSettings",
+    "WorkerSettings",
+]
+
+
+@dataclass(frozen=True)
+class ClientFacingSettings(Settings):
+    """What the services that clients call (job-queue, progress) read besides: the limit on
+    new identities per client address (``jobprogress_core.limits.mint_identity``) and how
+    to find that address behind reverse proxies."""
+
+    new_identities_per_minute: int
+    trusted_proxy_hops: int
+
+    @classmethod
+    def _values(cls, env: Environ, service: str) -> dict[str, Any]:
+        return super()._values(env, service) | dict(
+            new_identities_per_minute=env.integer(
+                "JOBPROGRESS_NEW_IDENTITIES_PER_MINUTE", 20, minimum=1, maximum=1_000_000
+            ),
+            trusted_proxy_hops=env.integer("JOBPROGRESS_TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10),
+        )
+
+
+@dataclass(frozen=True)
+class JobQueueSettings(ClientFacingSettings):
+    """job-queue-service: submissions, bearer tokens, share links, the job types it accepts."""
+
+    submissions_per_minute: int
+    token_ttl: int
+    share_ttl: int
+    share_max_ttl: int
+    job_types: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.share_ttl > self.share_max_ttl:
+            raise ConfigError(
+                f"JOBPROGRESS_SHARE_TTL_SECONDS={self.share_ttl} is above "
+                f"JOBPROGRESS_SHARE_MAX_TTL_SECONDS={self.share_max_ttl}"
+            )
+
+    @classmethod
+    def _values(cls, env: Environ, service: str) -> dict[str, Any]:
+        return super()._values(env, service) | dict(
+            submissions_per_minute=env.integer(
+                "JOBPROGRESS_SUBMISSIONS_PER_MINUTE", 60, minimum=1, maximum=1_000_000
+            ),
+            token_ttl=env.integer(
+                "JOBPROGRESS_TOKEN_TTL_SECONDS", 30 * 86_400, minimum=60, maximum=3650 * 86_400
+            ),
+            share_ttl=env.integer("JOBPROGRESS_SHARE_TTL_SECONDS", 86_400, minimum=60, maximum=365 * 86_400),
+            share_max_ttl=env.integer(
+                "JOBPROGRESS_SHARE_MAX_TTL_SECONDS", 7 * 86_400, minimum=60, maximum=365 * 86_400
+            ),
+            job_types=_job_types(env),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerSettings(Settings):
+    """worker-service: the job code, the consumer loop, attempts, time limits and stopping."""
+
+    handlers: str | None
+    worker_concurrency: int
+    worker_block_ms: int
+    visibility_timeout: float
+    max_attempts: int
+    job_time_limit: float
+    grace_seconds: float
+    redis_outage_grace: float
+
+    @classmethod
+    def _values(cls, env: Environ, service: str) -> dict[str, Any]:
+        return super()._values(env, service) | dict(
+            handlers=env.import_path("JOBPROGRESS_HANDLERS"),
+            worker_concurrency=env.integer("JOBPROGRESS_WORKER_CONCURRENCY", 4, minimum=1, maximum=1000),
+            worker_block_ms=env.integer("JOBPROGRESS_WORKER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            visibility_timeout=env.number(
+                "JOBPROGRESS_VISIBILITY_TIMEOUT", 30.0, minimum=1.0, maximum=3600.0
+            ),
+            max_attempts=env.integer("JOBPROGRESS_MAX_ATTEMPTS", 3, minimum=1, maximum=100),
+            job_time_limit=env.number(
+                "JOBPROGRESS_JOB_TIME_LIMIT", 90_000.0, minimum=1.0, maximum=30 * 86_400.0
+            ),
+            grace_seconds=env.number("JOBPROGRESS_GRACE_SECONDS", 20.0, minimum=0.0, maximum=3600.0),
+            redis_outage_grace=env.number(
+                "JOBPROGRESS_REDIS_OUTAGE_GRACE", 120.0, minimum=0.0, maximum=3600.0
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ProgressSettings(ClientFacingSettings):
+    """progress-service: the streams (SSE, their limits and lifetimes), the fan-out reader, the page."""
+
+    streams_per_identity: int
+    sse_retry_ms: int
+    sse_heartbeat_seconds: float
+    sse_send_timeout: float
+    sse_queue_size: int
+    sse_buffer_bytes: int
+    reader_block_ms: int
+    max_streams: int
+    sse_idle_timeout: float
+    sse_max_lifetime: float
+    web_dir: str | None
+
+    @classmethod
+    def _values(cls, env: Environ, service: str) -> dict[str, Any]:
+        return super()._values(env, service) | dict(
+            streams_per_identity=env.integer(
+                "JOBPROGRESS_STREAMS_PER_IDENTITY", 20, minimum=1, maximum=1_000_000
+            ),
+            sse_retry_ms=env.integer("JOBPROGRESS_SSE_RETRY_MS", 3000, minimum=100, maximum=600_000),
+            sse_heartbeat_seconds=env.number(
+                "JOBPROGRESS_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1, maximum=3600.0
+            ),
+            sse_send_timeout=env.number("JOBPROGRESS_SSE_SEND_TIMEOUT", 10.0, minimum=0.1, maximum=600.0),
+            sse_queue_size=env.integer("JOBPROGRESS_SSE_QUEUE_SIZE", 256, minimum=1, maximum=100_000),
+            sse_buffer_bytes=env.integer(
+                "JOBPROGRESS_SSE_BUFFER_BYTES", 256 * 1024, minimum=1024, maximum=64 * 1024 * 1024
+            ),
+            reader_block_ms=env.integer("JOBPROGRESS_READER_BLOCK_MS", 5000, minimum=10, maximum=60_000),
+            max_streams=env.integer("JOBPROGRESS_MAX_STREAMS", 20_000, minimum=1, maximum=1_000_000),
+            sse_idle_timeout=env.number(
+                "JOBPROGRESS_SSE_IDLE_TIMEOUT", 600.0, minimum=0.5, maximum=7 * 86_400.0
+            ),
+            sse_max_lifetime=env.number(
+                "JOBPROGRESS_SSE_MAX_LIFETIME", 3600.0, minimum=1.0, maximum=7 * 86_400.0
+            ),
+            web_dir=env.raw("JOBPROGRESS_WEB_DIR"),
+        )
+
+
+#: Each service's own settings class.
+SERVICE_SETTINGS: dict[str, type[Settings]] = {
+    "job-queue-service": JobQueueSettings,
+    "worker-service": WorkerSettings,
+    "progress-service": ProgressSettings,
+}
+
+
+def _job_types(env: Environ) -> tuple[str, ...]:
+    value = env.raw("JOBPROGRESS_JOB_TYPES")
+    if value is None:
+        return BUILTIN_JOB_TYPES
+    types = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not types or any(not re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", name) for name in types):
+        raise ConfigError(
+            f"JOBPROGRESS_JOB_TYPES={value!r} must be a comma-separated list of names like build, data-import"
+        )
+    return types
