@@ -12,7 +12,6 @@ are :class:`Secret` (:mod:`.environ`, the typed readers).
 from .base import DEFAULT_PORTS, ENVIRONMENTS, LOG_LEVELS, WILDCARD_HOSTS, Settings
 from .environ import ConfigError, Environ, Secret
 from .services import (
-    SERVICE_SETTINGS,
     ClientFacingSettings,
     JobQueueSettings,
     ProgressSettings,
@@ -23,7 +22,6 @@ __all__ = [
     "DEFAULT_PORTS",
     "ENVIRONMENTS",
     "LOG_LEVELS",
-    "SERVICE_SETTINGS",
     "WILDCARD_HOSTS",
     "ClientFacingSettings",
     "ConfigError",

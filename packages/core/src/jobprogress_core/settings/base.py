@@ -8,7 +8,7 @@ import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from .environ import ConfigError, Environ, Secret, masked_url
 
@@ -66,6 +66,15 @@ class Settings:
     retention_seconds: int
     history_limit: int
 
+    #: Each service's own settings class, by service name: a subclass declared with
+    #: ``service=`` is the one :meth:`from_env` makes for that service.
+    _of_service: ClassVar[dict[str, type[Settings]]] = {}
+
+    def __init_subclass__(cls, *, service: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if service is not None:
+            Settings._of_service[service] = cls
+
     @property
     def redis_url_masked(self) -> str:
         return masked_url(self.redis_url)
@@ -94,11 +103,9 @@ class Settings:
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings: ...
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
-        """The settings of ``service``, of its own class (:data:`SERVICE_SETTINGS`), read
-        from ``environ`` (default: the process's environment)."""
-        from .services import SERVICE_SETTINGS  # they derive from this class: imported when called
-
-        kind = SERVICE_SETTINGS.get(service)
+        """The settings of ``service``, of its own class, read from ``environ`` (default: the
+        process's environment)."""
+        kind = Settings._of_service.get(service)
         if kind is None:
             raise ConfigError(f"unknown service {service!r}")
         return kind(**kind._values(Environ(environ), service))

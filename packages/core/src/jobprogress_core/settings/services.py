@@ -12,7 +12,6 @@ from .base import Settings
 from .environ import ConfigError, Environ
 
 __all__ = [
-    "SERVICE_SETTINGS",
     "ClientFacingSettings",
     "JobQueueSettings",
     "ProgressSettings",
@@ -40,7 +39,7 @@ class ClientFacingSettings(Settings):
 
 
 @dataclass(frozen=True)
-class JobQueueSettings(ClientFacingSettings):
+class JobQueueSettings(ClientFacingSettings, service="job-queue-service"):
     """job-queue-service: submissions, bearer tokens, share links, the job types it accepts."""
 
     submissions_per_minute: int
@@ -74,7 +73,7 @@ class JobQueueSettings(ClientFacingSettings):
 
 
 @dataclass(frozen=True)
-class WorkerSettings(Settings):
+class WorkerSettings(Settings, service="worker-service"):
     """worker-service: the job code, the consumer loop, attempts, time limits and stopping."""
 
     handlers: str | None
@@ -107,7 +106,7 @@ class WorkerSettings(Settings):
 
 
 @dataclass(frozen=True)
-class ProgressSettings(ClientFacingSettings):
+class ProgressSettings(ClientFacingSettings, service="progress-service"):
     """progress-service: the streams (SSE, their limits and lifetimes), the fan-out reader, the page."""
 
     streams_per_identity: int
@@ -147,14 +146,6 @@ class ProgressSettings(ClientFacingSettings):
             ),
             web_dir=env.raw("JOBPROGRESS_WEB_DIR"),
         )
-
-
-#: Each service's own settings class.
-SERVICE_SETTINGS: dict[str, type[Settings]] = {
-    "job-queue-service": JobQueueSettings,
-    "worker-service": WorkerSettings,
-    "progress-service": ProgressSettings,
-}
 
 
 def _job_types(env: Environ) -> tuple[str, ...]:
