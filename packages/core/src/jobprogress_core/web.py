@@ -10,7 +10,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -33,12 +32,12 @@ logger = logging.getLogger(__name__)
 StopHook = Callable[[], Awaitable[None]]
 
 SETTINGS = web.AppKey("settings", Settings)
-#: The same key, typed as the settings of the services whose apps hold them (each service's
-#: ``create_app`` takes its own class): for code that runs in those services' apps only.
-CLIENT_FACING_SETTINGS = cast("web.AppKey[ClientFacingSettings]", SETTINGS)
-JOB_QUEUE_SETTINGS = cast("web.AppKey[JobQueueSettings]", SETTINGS)
-WORKER_SETTINGS = cast("web.AppKey[WorkerSettings]", SETTINGS)
-PROGRESS_SETTINGS = cast("web.AppKey[ProgressSettings]", SETTINGS)
+#: The same settings again, as their own class: an app holds the keys its settings' class
+#: fills (see :func:`create_base_app`), so code of another service finds no such key.
+CLIENT_FACING_SETTINGS = web.AppKey("client_facing_settings", ClientFacingSettings)
+JOB_QUEUE_SETTINGS = web.AppKey("job_queue_settings", JobQueueSettings)
+WORKER_SETTINGS = web.AppKey("worker_settings", WorkerSettings)
+PROGRESS_SETTINGS = web.AppKey("progress_settings", ProgressSettings)
 KEYS = web.AppKey("keys", Keys)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", JobStore)
@@ -119,6 +118,7 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
         client_max_size=client_max_size,
     )
     app[SETTINGS] = settings
+    _hold_typed(app, settings)
     setup_security(app, settings)
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_request_id)
@@ -130,6 +130,18 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
     app.router.add_get("/health", health)
     setup_metrics(app, settings.service)
     return app
+
+
+def _hold_typed(app: web.Application, settings: Settings) -> None:
+    """The settings under the key of each class they are an instance of."""
+    if isinstance(settings, ClientFacingSettings):
+        app[CLIENT_FACING_SETTINGS] = settings
+    if isinstance(settings, JobQueueSettings):
+        app[JOB_QUEUE_SETTINGS] = settings
+    if isinstance(settings, WorkerSettings):
+        app[WORKER_SETTINGS] = settings
+    if isinstance(settings, ProgressSettings):
+        app[PROGRESS_SETTINGS] = settings
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
