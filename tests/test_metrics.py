@@ -185,3 +185,32 @@ async def test_rare_methods_are_counted_as_other(
     p = await scrape(http, progress)
     assert value(p, "jobprogress_http_requests_total", **labels) == before + 3
     assert not [key for key in p if ("method", "PROPFIND") in key[1]]
+
+
+async def test_a_client_that_leaves_mid_stream_is_no_server_error(
+    jobprogress_make_stack: Callable[..., Stack], http: aiohttp.ClientSession
+) -> None:
+    """Most streams end by their client leaving (a tab closed): that is neither a 500 in the
+    request metrics nor a traceback in the log."""
+    stack = jobprogress_make_stack()
+    queue, progress = stack.url("job-queue-service"), stack.url("progress-service")
+    route = {"service": "progress-service", "route": "/api/progress/{job_id}", "method": "GET"}
+    for _ in range(2):  # one leaves while catching up or idle, one while live events pour in
+        job_id = await submit_job(http, queue, type="build", steps=20, durationSeconds=4)
+        response = await http.get(f"{progress}/api/progress/{job_id}")
+        assert response.status == 200
+        await response.content.readuntil(b"event: progress")
+        response.close()  # the connection itself, as a closed tab does
+
+    async def both_counted() -> Samples | None:
+        samples = await scrape(http, progress)
+        counted = sum(
+            value(samples, "jobprogress_http_requests_total", **route, status=status)
+            for status in ("200", "499", "500")
+        )
+        return samples if counted == 2 else None
+
+    samples = await eventually(both_counted, "both streams counted once they ended")
+    assert value(samples, "jobprogress_http_requests_total", **route, status="500") == 0
+    assert value(samples, "jobprogress_sse_disconnects_total", reason="client_gone") == 2
+    assert "unhandled error" not in stack.service("progress-service").log_tail(400)

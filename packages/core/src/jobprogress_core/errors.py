@@ -118,6 +118,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
         code = _HTTP_CODES.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason, headers=headers)
+    except ConnectionResetError:
+        raise  # the client left: nobody to answer, and no fault of ours (aiohttp ends quietly)
     except REDIS_ERRORS as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         return api_error_response(ServiceUnavailable("Redis is unavailable, try again shortly"))

@@ -72,6 +72,10 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
         response.headers[REQUEST_ID_HEADER] = request_id
 
 
+#: The status a request is counted with when its client left first (nginx's 499): a page
+#: closed on its stream, most often, which is no server error.
+CLIENT_CLOSED = 499
+
 #: Methods counted under their own name; any other is ``OTHER``, so a client cannot make up
 #: label values (a new time series each) on the routes that take every method.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -94,6 +98,9 @@ def http_metrics_middleware(service: str) -> Middleware:
             return response
         except web.HTTPException as exc:
             status = exc.status
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = CLIENT_CLOSED  # the client left before the handler was done
             raise
         finally:
             route = _route_name(request)
