@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from jobprogress_core.browsers import same_origin_middleware
 from jobprogress_core.errors import error_middleware
 from jobprogress_core.security import (
     IDENTITY_COOKIE,
@@ -21,7 +22,6 @@ from jobprogress_core.security import (
     Permission,
     Tokens,
     new_identity,
-    same_origin_middleware,
 )
 
 SECRET = "unit-test-secret-key-" * 4  # long enough for HS512 too (a token of the wrong algorithm)

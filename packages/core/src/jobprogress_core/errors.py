@@ -40,8 +40,10 @@ class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="jobprogress"'})
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(
+            message, details=details, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="jobprogress"'}
+        )
 
 
 class Forbidden(ApiError):

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 
+from .browsers import add_security_headers, same_origin_middleware
 from .errors import Handler, error_middleware
 from .health import Health
 from .keys import Keys
@@ -23,7 +24,7 @@ from .logs import REQUEST_ID
 from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
 from .queue import JobQueue
 from .redis import REDIS_ERRORS, create_redis
-from .security import add_security_headers, same_origin_middleware, setup_security
+from .security import setup_security
 from .settings import ClientFacingSettings, JobQueueSettings, ProgressSettings, Settings, WorkerSettings
 from .store import JobStore
 

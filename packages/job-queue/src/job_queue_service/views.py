@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 from aiohttp import hdrs, web
 from marshmallow import Schema, ValidationError
 
-from jobprogress_core.errors import BadRequest, Conflict, NotFound, Unauthorized, ValidationFailed
+from jobprogress_core.app_tokens import Scope
+from jobprogress_core.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from jobprogress_core.limits import SUBMISSIONS, mint_identity
 from jobprogress_core.logs import set_job_id
 from jobprogress_core.metrics import count_finished
@@ -23,6 +24,7 @@ from jobprogress_core.security import (
     Audience,
     Permission,
     authorize,
+    credential_of,
     identity_of,
     require_identity,
 )
@@ -66,7 +68,7 @@ def job_links(job_id: str) -> dict[str, str]:
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    owner = await require_identity(request)
+    owner = await require_identity(request, Scope.SUBMIT)
     payload = await read_json(request)
     params = load(request.app[REQUEST_SCHEMA], payload, "Invalid job request")
     await request.app[SUBMISSIONS].hit(owner, "job submissions")
@@ -124,7 +126,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     """The caller's jobs, newest first: ``?limit=`` (1-100, default 20) and ``?before=``
     (the ``next`` cursor of the previous page)."""
-    owner = await require_identity(request)
+    owner = await require_identity(request, Scope.READ)
     query = load(_list_schema, dict(request.query), "Invalid query")
     limit = query["limit"]
     jobs, cursor = await request.app[STORE].history(owner, limit=limit, before=query["before"])
@@ -181,6 +183,9 @@ async def issue_token(request: web.Request) -> web.Response:
     """A bearer token for the caller's identity (from the page's cookie, or a token about to
     expire), or for a new identity when the caller sends none."""
     identity = await identity_of(request)
+    if (await credential_of(request)).app:
+        # A token of ours would carry none of the app JWT's limits (its scope, its expiry).
+        raise Forbidden("An app token is used as it is: it is not exchanged for a bearer token")
     if identity is None and hdrs.AUTHORIZATION in request.headers:
         # Not a new identity: the caller would lose sight of its jobs without noticing.
         raise Unauthorized("The bearer token is not valid or has expired; send none to get a new identity")

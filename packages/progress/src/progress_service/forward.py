@@ -17,7 +17,7 @@ from jobprogress_core.consul_client import CONSUL_ERRORS
 from jobprogress_core.discovery import ServiceLookup
 from jobprogress_core.errors import ServiceUnavailable
 from jobprogress_core.limits import mint_identity
-from jobprogress_core.security import TOKENS, Audience, identity_of
+from jobprogress_core.security import TOKENS, Audience, credential_of, identity_of
 from jobprogress_core.web import REQUEST_ID_HEADER, REQUEST_ID_KEY, SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ async def forward_job_call(request: web.Request) -> web.Response:
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
     headers[REQUEST_ID_HEADER] = request[REQUEST_ID_KEY]  # one id for the call on both services
     identity = await identity_of(request)
+    if (await credential_of(request)).app:
+        # The product's token goes on as it is, its scope and expiry with it.
+        identity = None
     if identity is None and request.path == "/api/tokens" and hdrs.AUTHORIZATION not in request.headers:
         # A new identity is minted here, where the client's address is known (within the
         # limit per address), not behind this hop.

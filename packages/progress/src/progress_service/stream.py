@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiohttp import HttpVersion11, web
 
@@ -20,7 +21,7 @@ from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.logs import set_job_id
 from jobprogress_core.model import EventType, Job, parse_stream_id, stream_id_after, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
-from jobprogress_core.security import Permission, authorize, identity_of
+from jobprogress_core.security import QUERY_TOKEN_ALLOWED, Permission, authorize, credential_of, identity_of
 from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.store import JobStore
 from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
@@ -90,6 +91,7 @@ class Sender:
 
 
 async def progress_stream(request: web.Request) -> web.StreamResponse:
+    request[QUERY_TOKEN_ALLOWED] = True  # EventSource sends no header: ?access_token= instead
     settings = request.app[SETTINGS]
     hub = request.app[HUB]
     if hub.streams >= settings.max_streams:
@@ -158,7 +160,8 @@ async def _serve(
         if reset:
             await sender.write(reset_frame(job))
             Viewer.count_sent((EventType.RESET,))
-        ending = await _deliver(sender, store, hub, settings, chunked=chunked)
+        expires_at = (await credential_of(request)).expires_at
+        ending = await _deliver(sender, store, hub, settings, chunked=chunked, expires_at=expires_at)
     except TimeoutError:
         ending = Ending.SEND_TIMEOUT
         logger.info("stream of job %s: client too slow, disconnected", job_id)
@@ -181,11 +184,18 @@ async def _serve(
 
 
 async def _deliver(
-    sender: Sender, store: JobStore, hub: Hub, settings: ProgressSettings, *, chunked: bool
+    sender: Sender,
+    store: JobStore,
+    hub: Hub,
+    settings: ProgressSettings,
+    *,
+    chunked: bool,
+    expires_at: float | None,
 ) -> Ending:
     """Catch up from the log, then follow live events, until the terminal event, or until
-    the stream has been idle or open too long (the client then resumes by its last ID).
-    Returns how the stream ended.
+    the stream has been idle or open too long, or its credential expires (at
+    ``expires_at``, epoch seconds: the client then resumes by its last ID, with a fresh
+    one). Returns how the stream ended.
 
     A client that falls behind is given the send timeout to take what it has, then catches
     up from the log again. While Redis is unreachable the stream stays open with heartbeats
@@ -193,11 +203,13 @@ async def _deliver(
     """
     viewer = sender.viewer
     loop = asyncio.get_running_loop()
-    ends_at = loop.time() + settings.sse_max_lifetime
+    ends_at, limit = loop.time() + settings.sse_max_lifetime, Ending.LIFETIME
+    if expires_at is not None and loop.time() + (expires_at - time.time()) < ends_at:
+        ends_at, limit = loop.time() + max(expires_at - time.time(), 0.0), Ending.EXPIRED
     backoff = Backoff(first=0.1, cap=2.0)
     while True:
         if loop.time() >= ends_at:
-            return Ending.LIFETIME
+            return limit
         try:
             cursor = await hub.subscribe(viewer)
         except REDIS_ERRORS as exc:
@@ -211,7 +223,7 @@ async def _deliver(
                 if transport is None:
                     raise ConnectionResetError("client gone")
                 hub.go_live(viewer, transport, chunked=chunked)
-                ending = await _follow(sender, settings, ends_at)
+                ending = await _follow(sender, settings, ends_at, limit)
             if ending is not Ending.OVERFLOW:
                 return ending
             logger.info("stream of job %s fell behind; catching up from the log", viewer.job_id)
@@ -245,15 +257,15 @@ async def _catch_up(sender: Sender, store: JobStore, cursor: str) -> Ending | No
     return viewer.ending
 
 
-async def _follow(sender: Sender, settings: ProgressSettings, ends_at: float) -> Ending:
+async def _follow(sender: Sender, settings: ProgressSettings, ends_at: float, limit: Ending) -> Ending:
     """Live: the hub writes the events; this task keeps the heartbeat, the idle timeout and
-    the lifetime, and learns how the hub let the client go."""
+    the end (at ``ends_at``, as ``limit``), and learns how the hub let the client go."""
     viewer = sender.viewer
     loop = asyncio.get_running_loop()
     while True:
         now = loop.time()
         if now >= ends_at:
-            return Ending.LIFETIME
+            return limit
         idle_until = viewer.last_event_at + settings.sse_idle_timeout
         if now >= idle_until:
             return Ending.IDLE

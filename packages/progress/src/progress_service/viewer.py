@@ -36,6 +36,7 @@ class Ending(StrEnum):
     COMPLETE = "completed"
     IDLE = "idle_timeout"
     LIFETIME = "max_lifetime"
+    EXPIRED = "credential_expired"  # the bearer token or app JWT it was opened with
     SEND_TIMEOUT = "send_timeout"
     GONE = "client_gone"
     SHUTDOWN = "shutdown"

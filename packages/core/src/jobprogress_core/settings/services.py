@@ -4,12 +4,14 @@ service reads besides, so that it validates every variable it reads and no other
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..app_tokens import public_key_algorithm
 from ..model import BUILTIN_JOB_TYPES
 from .base import Settings
-from .environ import ConfigError, Environ
+from .environ import ConfigError, Environ, Secret
 
 __all__ = [
     "ClientFacingSettings",
@@ -22,11 +24,15 @@ __all__ = [
 @dataclass(frozen=True)
 class ClientFacingSettings(Settings):
     """What the services that clients call (job-queue, progress) read besides: the limit on
-    new identities per client address (``jobprogress_core.limits.mint_identity``) and how
-    to find that address behind reverse proxies."""
+    new identities per client address (``jobprogress_core.limits.mint_identity``), how
+    to find that address behind reverse proxies, and the keys of app JWTs
+    (:mod:`jobprogress_core.app_tokens`)."""
 
     new_identities_per_minute: int
     trusted_proxy_hops: int
+    app_jwt_secret: Secret | None = field(repr=False)
+    app_jwt_public_key: str | None = field(repr=False)
+    app_jwt_max_ttl: int
 
     @classmethod
     def _values(cls, env: Environ, service: str) -> dict[str, Any]:
@@ -35,6 +41,11 @@ class ClientFacingSettings(Settings):
                 "JOBPROGRESS_NEW_IDENTITIES_PER_MINUTE", 20, minimum=1, maximum=1_000_000
             ),
             trusted_proxy_hops=env.integer("JOBPROGRESS_TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10),
+            app_jwt_secret=_app_jwt_secret(env),
+            app_jwt_public_key=_app_jwt_public_key(env),
+            app_jwt_max_ttl=env.integer(
+                "JOBPROGRESS_APP_JWT_MAX_TTL", 86_400, minimum=60, maximum=30 * 86_400
+            ),
         )
 
 
@@ -158,3 +169,30 @@ def _job_types(env: Environ) -> tuple[str, ...]:
             f"JOBPROGRESS_JOB_TYPES={value!r} must be a comma-separated list of names like build, data-import"
         )
     return types
+
+
+def _app_jwt_secret(env: Environ) -> Secret | None:
+    value = env.raw("JOBPROGRESS_APP_JWT_SECRET")
+    if value is None:
+        return None
+    if len(value) < 32:
+        raise ConfigError("JOBPROGRESS_APP_JWT_SECRET is too short: an HS256 key of 32+ characters")
+    return Secret(value)
+
+
+def _app_jwt_public_key(env: Environ) -> str | None:
+    """``JOBPROGRESS_APP_JWT_PUBLIC_KEY``: a PEM public key, RSA (RS256) or P-256 (ES256);
+    the PEM itself, or ``@/path/to/key.pem``."""
+    value = env.raw("JOBPROGRESS_APP_JWT_PUBLIC_KEY")
+    if value is None:
+        return None
+    if value.startswith("@"):
+        try:
+            value = Path(value[1:]).read_text()
+        except OSError as exc:
+            raise ConfigError(f"JOBPROGRESS_APP_JWT_PUBLIC_KEY: cannot read {value[1:]!r}: {exc}") from None
+    try:
+        public_key_algorithm(value)
+    except ValueError as exc:
+        raise ConfigError(f"JOBPROGRESS_APP_JWT_PUBLIC_KEY is not a usable public key: {exc}") from None
+    return value
