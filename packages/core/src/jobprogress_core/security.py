@@ -36,6 +36,7 @@ __all__ = [
     "Permission",
     "Tokens",
     "authorize",
+    "check_credential",
     "credential_of",
     "identity_of",
     "new_identity",
@@ -134,6 +135,12 @@ async def credential_of(request: web.Request) -> Credential:
     await identity_of(request)
     credential: Credential = request.get(CREDENTIAL, NO_CREDENTIAL)
     return credential
+
+
+async def check_credential(request: web.Request) -> None:
+    """401 if the request presented a credential that does not verify: before anything else
+    is looked up, so that a bad token learns nothing (not even whether a job exists)."""
+    _refuse_invalid(await credential_of(request))
 
 
 def _refuse_invalid(credential: Credential) -> None:

@@ -24,6 +24,7 @@ from jobprogress_core.security import (
     Audience,
     Permission,
     authorize,
+    check_credential,
     credential_of,
     identity_of,
     require_identity,
@@ -106,6 +107,7 @@ async def submit_job(request: web.Request) -> web.Response:
 async def find_job(request: web.Request, permission: Permission) -> Job:
     """The job of the URL, if the caller may ``permission`` it; 404 as if it did not exist
     otherwise."""
+    await check_credential(request)
     job_id = request.match_info["job_id"]
     job = await request.app[STORE].get(job_id) if valid_job_id(job_id) else None
     if job is None:

@@ -21,7 +21,14 @@ from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.logs import set_job_id
 from jobprogress_core.model import EventType, Job, parse_stream_id, stream_id_after, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
-from jobprogress_core.security import QUERY_TOKEN_ALLOWED, Permission, authorize, credential_of, identity_of
+from jobprogress_core.security import (
+    QUERY_TOKEN_ALLOWED,
+    Permission,
+    authorize,
+    check_credential,
+    credential_of,
+    identity_of,
+)
 from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.store import JobStore
 from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
@@ -107,6 +114,7 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) -> web.StreamResponse:
+    await check_credential(request)
     store = request.app[STORE]
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
