@@ -41,6 +41,7 @@ async def test_the_description_is_generated_from_the_schemas(
             "/api/jobs/{jobId}",
             "/api/jobs/{jobId}/cancel",
             "/api/jobs/{jobId}/share",
+            "/api/jobs/{jobId}/events",
             "/api/tokens",
         }
         request = spec["components"]["schemas"]["JobRequest"]

@@ -250,6 +250,25 @@ class TokenSchema(Schema):
     expires_at = fields.String(data_key="expiresAt", required=True)
 
 
+class ReportedSchema(Schema):
+    """The answer of ``POST /api/jobs/{id}/events``."""
+
+    job_id = fields.String(data_key="jobId", required=True)
+    ids = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "Stream IDs of the events appended, in order"},
+    )
+    duplicates = fields.List(
+        fields.String(), required=True, metadata={"description": "Keys of events appended before: skipped"}
+    )
+    cancel_requested = fields.Boolean(
+        data_key="cancelRequested",
+        required=True,
+        metadata={"description": "The owner asked to cancel: end the job with a cancelled event"},
+    )
+
+
 class ErrorBodySchema(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
