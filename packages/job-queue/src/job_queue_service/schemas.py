@@ -87,13 +87,15 @@ class JobRequestSchema(Schema):
         validate=validate.Range(min=1, max=MAX_TIME_LIMIT_SECONDS),
     )
 
-    @validates_schema(pass_original=True)
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
     def type_of_runner(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
-        if data["runner"] == EXTERNAL:
+        if not isinstance(original, dict):
+            return
+        if data.get("runner") == EXTERNAL:
             worker_only = sorted(set(original) & {"durationSeconds", "failAtStep"})
             if worker_only:
                 raise ValidationError({key: ["Only for jobs a worker runs."] for key in worker_only})
-        elif data["type"] is not None and data["type"] not in self.job_types:
+        elif data.get("type") is not None and data["type"] not in self.job_types:
             raise ValidationError(f"Must be one of: {', '.join(self.job_types)}.", field_name="type")
 
     @post_load(pass_original=True)
