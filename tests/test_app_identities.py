@@ -206,3 +206,31 @@ async def test_a_stream_ends_at_its_tokens_expiry_and_resumes_exactly_with_a_fre
         whole = await collect_events(again, f"{url}?access_token={app_token(scope='read')}")
     assert [e.id for e in seen] == [e.id for e in whole]  # no gap, no repeat
     assert whole[-1].event == "complete"
+
+
+async def test_the_owners_app_token_with_scope_report_reports_to_its_external_job(product: Stack) -> None:
+    queue = product.url("job-queue-service")
+    status, job = await call(
+        "POST",
+        f"{queue}/api/jobs",
+        token=app_token(scope="submit"),
+        json={"runner": "external", "name": "etl"},
+    )
+    assert status == 202, job
+    events = f"{queue}/api/jobs/{job['jobId']}/events"
+    status, answer = await call(
+        "POST", events, token=app_token(scope="report"), json={"type": "log", "line": "hi"}
+    )
+    assert status == 200 and len(answer["ids"]) == 1, answer
+    status, answer = await call(
+        "POST", events, token=app_token(scope="read"), json={"type": "log", "line": "x"}
+    )
+    assert (status, answer["error"]["details"]["reason"]) == (403, "scope")
+    status, _ = await call(
+        "POST", events, token=app_token("bob", scope="report"), json={"type": "log", "line": "x"}
+    )
+    assert status == 404
+    status, answer = await call(
+        "POST", events, token=app_token(ttl=-60, scope="report"), json={"type": "log", "line": "x"}
+    )
+    assert status == 401, answer

@@ -20,6 +20,8 @@ def test_defaults_make_a_two_minute_build() -> None:
         "duration_seconds": 120.0,
         "fail_at_step": None,
         "time_limit_seconds": None,
+        "runner": "worker",
+        "steps_given": False,
     }
 
 
@@ -41,6 +43,8 @@ def test_full_request() -> None:
         "duration_seconds": 2.5,
         "fail_at_step": 10,
         "time_limit_seconds": 60.0,
+        "runner": "worker",
+        "steps_given": True,
     }
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["TERMINAL_EVENTS", "TERMINAL_STATUSES", "TERMINAL_STATUS_OF", "EventType", "JobStatus"]
+__all__ = [
+    "ARTIFACT_KINDS",
+    "LOG_LEVELS",
+    "STEP_STATUSES",
+    "TERMINAL_EVENTS",
+    "TERMINAL_STATUSES",
+    "TERMINAL_STATUS_OF",
+    "EventType",
+    "JobStatus",
+]
 
 
 class JobStatus(StrEnum):
@@ -27,6 +36,9 @@ class EventType(StrEnum):
     STATUS = "status"
     PROGRESS = "progress"
     LOG = "log"
+    STEP = "step"
+    METRIC = "metric"
+    ARTIFACT = "artifact"
     COMPLETE = "complete"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -44,3 +56,10 @@ TERMINAL_STATUS_OF = {
     EventType.FAILED: JobStatus.FAILED,
     EventType.CANCELLED: JobStatus.CANCELLED,
 }
+
+#: ``level`` of a ``log`` event.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: ``status`` of a ``step`` event (a step is reported when it starts and again when it ends).
+STEP_STATUSES = ("running", "completed", "failed", "skipped", "cancelled")
+#: ``kind`` of an ``artifact`` event: what its ``url`` points at.
+ARTIFACT_KINDS = ("file", "image", "link", "table")

@@ -28,6 +28,18 @@ class Keys:
         """Stream of the job's events; entry IDs are the SSE event IDs."""
         return f"{self.prefix}job:{{{job_id}}}:events"
 
+    def report_keys(self, job_id: str) -> str:
+        """Sorted set of the idempotency keys of the events reported for an external job (the
+        ``key`` of ``POST /api/jobs/{id}/events``), scored by order of arrival; capped, and
+        expiring with the job."""
+        return f"{self.prefix}job:{{{job_id}}}:keys"
+
+    @property
+    def external_deadlines(self) -> str:
+        """Sorted set of the running external jobs: member the job id, score the end of its
+        time limit (ms since the epoch), or of a sweeper's claim on it."""
+        return f"{self.prefix}external:deadlines"
+
     def history(self, owner: str) -> str:
         """Sorted set of the owner's job ids, scored by creation time (ms)."""
         return f"{self.prefix}owner:{{{owner}}}:jobs"

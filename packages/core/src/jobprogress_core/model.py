@@ -21,6 +21,7 @@ from jobprogress_client.protocol import (
 
 __all__ = [
     "BUILTIN_JOB_TYPES",
+    "EXTERNAL",
     "TERMINAL_EVENTS",
     "TERMINAL_STATUSES",
     "TERMINAL_STATUS_OF",
@@ -41,6 +42,8 @@ __all__ = [
 
 #: Job types the built-in worker handlers run; the job-queue accepts these.
 BUILTIN_JOB_TYPES = ("build", "import", "report")
+#: The ``runner`` of a job that no worker runs (``POST /api/jobs`` with ``"runner": "external"``).
+EXTERNAL = "external"
 _JOB_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 
 
@@ -142,6 +145,8 @@ COUNT = Codec(str, int, absent="0")
 FLAG = Codec(lambda value: "1" if value else "0", lambda text: text == "1", absent="0")
 JSON_OBJECT = Codec(dumps, json.loads, absent="{}")
 STATUS = Codec(lambda status: status.value, JobStatus, to_json=lambda status: status.value)
+#: Who runs the job: a worker (``worker``, the default) or its submitter (``external``).
+RUNNER = Codec(_same, _same, absent="worker")
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,8 @@ class Job:
     attempts: int = field(default=0, metadata=wire(COUNT, "attempts"))
     last_event_id: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, "lastEventId"))
     cancel_requested: bool = field(default=False, metadata=wire(FLAG, "cancelRequested"))
+    #: ``worker``, or ``external``: no worker runs it, its submitter reports its events.
+    runner: str = field(default="worker", metadata=wire(RUNNER, "runner"))
     #: The queue entry whose run holds the job (internal: the claim checked on every report).
     entry: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, None))
 
@@ -198,6 +205,7 @@ class Job:
         name: str | None = None,
         total_steps: int = 0,
         message: str = "Waiting for a worker",
+        runner: str = "worker",
     ) -> Job:
         """A freshly submitted job: a new id, ``QUEUED``, created now."""
         return cls(
@@ -210,6 +218,7 @@ class Job:
             total_steps=total_steps,
             message=message,
             created_at=now_iso(),
+            runner=runner,
         )
 
     @classmethod

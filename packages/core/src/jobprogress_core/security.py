@@ -36,10 +36,13 @@ __all__ = [
     "Permission",
     "Tokens",
     "authorize",
+    "bearer_token",
     "check_credential",
     "credential_of",
     "identity_of",
+    "issue_reporter_token",
     "new_identity",
+    "reporter_token_job",
     "require_identity",
     "setup_security",
     "shared_job_id",
@@ -49,7 +52,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_security import AbstractAuthorizationPolicy, authorized_userid, permits
 from aiohttp_security import setup as aiohttp_security_setup
 
@@ -205,3 +208,36 @@ async def authorize(request: web.Request, permission: Permission, *, owner: str,
     if shared == job_id:
         raise Forbidden("A share link is read-only")
     raise NotFound(f"No job {job_id[:64]!r}")
+
+
+def issue_reporter_token(tokens: Tokens, job_id: str, *, ttl: float) -> tuple[str, int]:
+    """A reporter token: appending events to job ``job_id`` for ``ttl`` seconds, nothing else
+    (its audience is no identity's, so it reads, lists and cancels nothing)."""
+    return tokens.issue(Audience.REPORTER, job_id, ttl=ttl, job=job_id)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; ``None`` without the header.
+    Any other scheme, or an empty token, is refused (401)."""
+    authorization = request.headers.get(hdrs.AUTHORIZATION)
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def reporter_token_job(tokens: Tokens, token: str) -> str:
+    """The job a reporter token may report to; 401 for a token that is forged, expired, or
+    of another kind."""
+    try:
+        claims = tokens.read(token, Audience.REPORTER)
+    except InvalidToken as exc:
+        if exc.expired:
+            raise Unauthorized("The reporter token has expired (it lasts the job's time limit)") from None
+        raise Unauthorized("The reporter token is not valid") from None
+    job_id = claims.get("job")
+    if not isinstance(job_id, str) or job_id != claims["sub"]:
+        raise Unauthorized("The reporter token is not valid")
+    return job_id

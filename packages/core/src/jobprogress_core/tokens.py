@@ -24,6 +24,7 @@ class Audience(enum.StrEnum):
     BROWSER = "jobprogress:browser"
     API = "jobprogress:api"
     SHARE = "jobprogress:share"
+    REPORTER = "jobprogress:reporter"  # one external job's events, write-only
 
 
 class InvalidToken(Exception):

@@ -11,10 +11,11 @@ from jobprogress_core.registration import consul_ctx
 from jobprogress_core.settings import JobQueueSettings
 from jobprogress_core.web import create_base_app
 
-from . import views
+from . import reporting, views
 from .metrics import setup_queue_metrics
 from .openapi import OPENAPI, build_spec, openapi_json
 from .schemas import JobRequestSchema, ShareRequestSchema
+from .sweeper import external_ctx
 
 SERVICE: Final = "job-queue-service"
 
@@ -28,11 +29,13 @@ def create_app(settings: JobQueueSettings) -> web.Application:
     app.router.add_get("/api/jobs/{job_id}", views.get_job, name="get_job")
     app.router.add_post("/api/jobs/{job_id}/cancel", views.cancel_job, name="cancel_job")
     app.router.add_post("/api/jobs/{job_id}/share", views.share_job, name="share_job")
+    app.router.add_post("/api/jobs/{job_id}/events", reporting.report_events, name="report_events")
     app.router.add_post("/api/tokens", views.issue_token, name="issue_token")
     setup_queue_metrics(app)
     app[OPENAPI] = build_spec(settings)
     app.router.add_get("/api/openapi.json", openapi_json, name="openapi")
     app.cleanup_ctx.append(identity_limit_ctx)
     app.cleanup_ctx.append(submission_limit_ctx)
+    app.cleanup_ctx.append(external_ctx)
     app.cleanup_ctx.append(consul_ctx)
     return app

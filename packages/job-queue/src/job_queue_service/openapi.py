@@ -13,6 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from jobprogress_core.security import IDENTITY_COOKIE, SHARE_PARAMETER
 from jobprogress_core.settings import JobQueueSettings
 
+from .report_schemas import EVENT_SCHEMAS, MAX_BATCH
 from .schemas import (
     ErrorSchema,
     HistoryCursorField,
@@ -21,6 +22,7 @@ from .schemas import (
     JobRequestSchema,
     JobSchema,
     JobSubmittedSchema,
+    ReportedSchema,
     ShareLinkSchema,
     ShareRequestSchema,
     TokenSchema,
@@ -101,9 +103,11 @@ def build_spec(settings: JobQueueSettings) -> dict[str, Any]:
         "JobList": JobListSchema,
         "ShareLink": ShareLinkSchema,
         "Token": TokenSchema,
+        "Reported": ReportedSchema,
         "Error": ErrorSchema,
     }.items():
         spec.components.schema(name, schema=schema)
+    events = add_event_schemas(spec)
 
     spec.path(
         path="/api/jobs",
@@ -176,6 +180,33 @@ def build_spec(settings: JobQueueSettings) -> dict[str, Any]:
         },
     )
     spec.path(
+        path="/api/jobs/{jobId}/events",
+        operations={
+            "post": {
+                "operationId": "reportEvents",
+                "summary": "Append events to an external job, in order (its reporter only)",
+                "description": (
+                    "Send 'Authorization: Bearer <reporterToken>', the token the job's submission "
+                    "answered: for this job only, write-only, expiring with the job's time limit. "
+                    f'One event, or {{"events": [...]}} of at most {MAX_BATCH}, appended in order '
+                    "in one atomic step. An event whose key was appended before is skipped: retries "
+                    "are safe. cancelRequested in the answer: end the job with a cancelled event."
+                ),
+                "security": [{"bearer": []}],
+                "parameters": [JOB_ID],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": events}}},
+                "responses": {
+                    "200": body("Reported", "Appended (or skipped as duplicates)"),
+                    "401": error("No reporter token, or one forged, expired or of another kind"),
+                    "403": error("A reporter token of another job"),
+                    "404": error("The job is gone"),
+                    "409": error("The job has ended"),
+                    **errors(400, 413, 422, 429, 503),
+                },
+            }
+        },
+    )
+    spec.path(
         path="/api/tokens",
         operations={
             "post": {
@@ -187,6 +218,33 @@ def build_spec(settings: JobQueueSettings) -> dict[str, Any]:
         },
     )
     return spec.to_dict()
+
+
+def add_event_schemas(spec: APISpec) -> dict[str, Any]:
+    """A component per reported event type (``StatusEvent``…) and ``EventBatch``; the schema
+    of the body of ``POST /api/jobs/{id}/events``."""
+    refs = []
+    for kind, schema in EVENT_SCHEMAS.items():
+        name = f"{kind.capitalize()}Event"
+        spec.components.schema(name, schema=type(schema))
+        spec.components.schemas[name]["properties"]["type"] = {"type": "string", "enum": [kind]}
+        refs.append({"$ref": f"#/components/schemas/{name}"})
+    batch = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["events"],
+        "properties": {
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                "items": {"oneOf": refs},
+                "description": "In order; a final event (complete, failed, cancelled) only last; keys unique",
+            }
+        },
+    }
+    spec.components.schema("EventBatch", component=batch)
+    return {"oneOf": [*refs, {"$ref": "#/components/schemas/EventBatch"}]}
 
 
 async def openapi_json(request: web.Request) -> web.Response:

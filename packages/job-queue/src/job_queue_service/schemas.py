@@ -11,10 +11,12 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from jobprogress_core.model import (
     BUILTIN_JOB_TYPES,
     COUNT,
+    EXTERNAL,
     FLAG,
     JOB_WIRE,
     JSON_OBJECT,
     OPTIONAL_TEXT,
+    RUNNER,
     STATUS,
     TEXT,
     Codec,
@@ -26,6 +28,8 @@ MAX_STEPS = 100
 MAX_DURATION_SECONDS = 24 * 3600
 MAX_TIME_LIMIT_SECONDS = 30 * 24 * 3600
 MAX_PAGE = 100
+JOB_TYPE_PATTERN = r"\A[a-z][a-z0-9_.-]{0,63}\Z"
+RUNNERS = ("worker", EXTERNAL)
 
 
 def utf8_text(value: str) -> None:
@@ -39,13 +43,24 @@ def utf8_text(value: str) -> None:
 class JobRequestSchema(Schema):
     """``POST /api/jobs`` body. Unknown fields are rejected."""
 
-    type = fields.String(load_default="build", validate=validate.OneOf(BUILTIN_JOB_TYPES))
+    type = fields.String(
+        load_default=None,
+        validate=validate.Regexp(JOB_TYPE_PATTERN, error="Must be a name like build or data-import."),
+        metadata={
+            "description": "One of the accepted types for a worker's job (the first is the default); "
+            "any name for an external one (default external)."
+        },
+    )
+    runner = fields.String(
+        load_default="worker",
+        validate=validate.OneOf(RUNNERS),
+        metadata={"description": "external: no worker runs the job; its submitter reports its events."},
+    )
 
     def __init__(self, job_types: tuple[str, ...] = BUILTIN_JOB_TYPES, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # The accepted types are a setting (JOBPROGRESS_JOB_TYPES), not a constant.
-        self.fields["type"].validators = [validate.OneOf(job_types)]
-        self.fields["type"].load_default = job_types[0]
+        self.job_types = job_types
 
     name = fields.String(
         load_default=None, allow_none=True, validate=[validate.Length(min=1, max=200), utf8_text]
@@ -71,6 +86,24 @@ class JobRequestSchema(Schema):
         allow_none=True,
         validate=validate.Range(min=1, max=MAX_TIME_LIMIT_SECONDS),
     )
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def type_of_runner(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        if not isinstance(original, dict):
+            return
+        if data.get("runner") == EXTERNAL:
+            worker_only = sorted(set(original) & {"durationSeconds", "failAtStep"})
+            if worker_only:
+                raise ValidationError({key: ["Only for jobs a worker runs."] for key in worker_only})
+        elif data.get("type") is not None and data["type"] not in self.job_types:
+            raise ValidationError(f"Must be one of: {', '.join(self.job_types)}.", field_name="type")
+
+    @post_load(pass_original=True)
+    def default_type(self, data: dict[str, Any], original: Any, **kwargs: Any) -> dict[str, Any]:
+        if data["type"] is None:
+            data["type"] = EXTERNAL if data["runner"] == EXTERNAL else self.job_types[0]
+        data["steps_given"] = "steps" in original
+        return data
 
     @validates_schema
     def fail_step_within_steps(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -138,6 +171,10 @@ class JobLinksSchema(Schema):
     progress = fields.String(required=True)
 
 
+class SubmittedLinksSchema(JobLinksSchema):
+    events = fields.String(metadata={"description": "External jobs: where the reporter posts events."})
+
+
 #: The marshmallow field of each way a job field is written (:data:`JOB_WIRE`).
 JOB_FIELD_TYPES: dict[Codec, Callable[..., fields.Field[Any]]] = {
     TEXT: fields.String,
@@ -146,11 +183,13 @@ JOB_FIELD_TYPES: dict[Codec, Callable[..., fields.Field[Any]]] = {
     FLAG: fields.Boolean,
     JSON_OBJECT: fields.Dict,
     STATUS: fields.String,
+    RUNNER: fields.String,
 }
 #: What the description says of some job fields beyond their type.
 JOB_FIELD_VALIDATORS = {
     "status": validate.OneOf([s.value for s in JobStatus]),
     "progress": validate.Range(min=0, max=100),
+    "runner": validate.OneOf(["worker", "external"]),
 }
 
 
@@ -173,8 +212,19 @@ JobSchema = Schema.from_dict(
 
 class JobSubmittedSchema(Schema):
     job_id = fields.String(data_key="jobId", required=True)
-    status = fields.String(required=True, validate=validate.Equal("QUEUED"))
-    links = fields.Nested(JobLinksSchema, required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["QUEUED", "PROCESSING"]),
+        metadata={"description": "QUEUED for a worker; an external job runs (PROCESSING) at once."},
+    )
+    links = fields.Nested(SubmittedLinksSchema, required=True)
+    reporter_token = fields.String(
+        data_key="reporterToken",
+        metadata={
+            "description": "External jobs only: the bearer token of POST /api/jobs/{id}/events, for "
+            "this job only, write-only, expiring with the job's time limit."
+        },
+    )
 
 
 class JobListSchema(Schema):
@@ -200,6 +250,25 @@ class TokenSchema(Schema):
     token_type = fields.String(data_key="tokenType", required=True, validate=validate.Equal("Bearer"))
     identity = fields.String(required=True)
     expires_at = fields.String(data_key="expiresAt", required=True)
+
+
+class ReportedSchema(Schema):
+    """The answer of ``POST /api/jobs/{id}/events``."""
+
+    job_id = fields.String(data_key="jobId", required=True)
+    ids = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "Stream IDs of the events appended, in order"},
+    )
+    duplicates = fields.List(
+        fields.String(), required=True, metadata={"description": "Keys of events appended before: skipped"}
+    )
+    cancel_requested = fields.Boolean(
+        data_key="cancelRequested",
+        required=True,
+        metadata={"description": "The owner asked to cancel: end the job with a cancelled event"},
+    )
 
 
 class ErrorBodySchema(Schema):

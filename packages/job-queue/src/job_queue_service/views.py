@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,11 +14,12 @@ from aiohttp import hdrs, web
 from marshmallow import Schema, ValidationError
 
 from jobprogress_core.app_tokens import Scope
+from jobprogress_core.deadlines import Deadlines
 from jobprogress_core.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from jobprogress_core.limits import SUBMISSIONS, mint_identity
 from jobprogress_core.logs import set_job_id
 from jobprogress_core.metrics import count_finished
-from jobprogress_core.model import EventType, Job, JobStatus, epoch_iso, valid_job_id
+from jobprogress_core.model import EXTERNAL, EventType, Job, JobStatus, epoch_iso, valid_job_id
 from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.security import (
     SHARE_PARAMETER,
@@ -27,6 +30,7 @@ from jobprogress_core.security import (
     check_credential,
     credential_of,
     identity_of,
+    issue_reporter_token,
     require_identity,
 )
 from jobprogress_core.web import JOB_QUEUE_SETTINGS as SETTINGS
@@ -39,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 REQUEST_SCHEMA = web.AppKey("request_schema", JobRequestSchema)
 SHARE_SCHEMA = web.AppKey("share_schema", ShareRequestSchema)
+DEADLINES = web.AppKey("deadlines", Deadlines)
 _list_schema = JobListQuerySchema()
 
 
@@ -74,6 +79,8 @@ async def submit_job(request: web.Request) -> web.Response:
     params = load(request.app[REQUEST_SCHEMA], payload, "Invalid job request")
     await request.app[SUBMISSIONS].hit(owner, "job submissions")
 
+    if params["runner"] == EXTERNAL:
+        return await submit_external(request, params, owner)
     job = Job.new(
         params["type"],
         {
@@ -101,6 +108,39 @@ async def submit_job(request: web.Request) -> web.Response:
     logger.info("job %s submitted (type %s, %d steps)", job_id, job.type, job.total_steps)
     links = job_links(job_id)
     body = {"jobId": job_id, "status": JobStatus.QUEUED.value, "links": links}
+    return web.json_response(body, status=202, headers={"Location": links["self"]})
+
+
+async def submit_external(request: web.Request, params: dict[str, Any], owner: str) -> web.Response:
+    """An external job: no worker runs it, it is running from now on, and its submitter
+    reports its events with the ``reporterToken`` of the answer, until its time limit."""
+    limit = params["time_limit_seconds"] or request.app[SETTINGS].external_time_limit
+    message = "Running: reported by its submitter"
+    job = Job.new(
+        params["type"],
+        {"timeLimitSeconds": limit},
+        owner=owner,
+        name=params["name"],
+        total_steps=params["steps"] if params["steps_given"] else 0,
+        message=message,
+        runner=EXTERNAL,
+    )
+    job = replace(job, status=JobStatus.PROCESSING, started_at=job.created_at)
+    set_job_id(job.id)
+    store = request.app[STORE]
+    await store.create(job, {"status": JobStatus.PROCESSING.value, "message": message, "runner": EXTERNAL})
+    try:
+        await request.app[DEADLINES].add(job.id, time.time() + limit)
+    except REDIS_ERRORS:
+        # Nothing would end it once its reporter stopped: end it now.
+        with contextlib.suppress(*REDIS_ERRORS):
+            await store.finish(job.id, EventType.FAILED, error="Could not be started: Redis was unavailable")
+        raise
+    token, _ = issue_reporter_token(request.app[TOKENS], job.id, ttl=limit)
+    JOBS_SUBMITTED.labels(EXTERNAL).inc()
+    logger.info("external job %s submitted (time limit %gs)", job.id, limit)
+    links = {**job_links(job.id), "events": f"/api/jobs/{job.id}/events"}
+    body = {"jobId": job.id, "status": job.status.value, "links": links, "reporterToken": token}
     return web.json_response(body, status=202, headers={"Location": links["self"]})
 
 

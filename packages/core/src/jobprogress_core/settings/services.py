@@ -51,13 +51,17 @@ class ClientFacingSettings(Settings):
 
 @dataclass(frozen=True)
 class JobQueueSettings(ClientFacingSettings, service="job-queue-service"):
-    """job-queue-service: submissions, bearer tokens, share links, the job types it accepts."""
+    """job-queue-service: submissions, bearer tokens, share links, the job types it accepts,
+    external jobs (their time limit, reports per job, the sweeper that ends stalled ones)."""
 
     submissions_per_minute: int
     token_ttl: int
     share_ttl: int
     share_max_ttl: int
     job_types: tuple[str, ...]
+    external_time_limit: float
+    reports_per_minute: int
+    external_sweep_seconds: float
 
     def __post_init__(self) -> None:
         if self.share_ttl > self.share_max_ttl:
@@ -80,6 +84,15 @@ class JobQueueSettings(ClientFacingSettings, service="job-queue-service"):
                 "JOBPROGRESS_SHARE_MAX_TTL_SECONDS", 7 * 86_400, minimum=60, maximum=365 * 86_400
             ),
             job_types=_job_types(env),
+            external_time_limit=env.number(
+                "JOBPROGRESS_EXTERNAL_TIME_LIMIT", 90_000.0, minimum=1.0, maximum=30 * 86_400.0
+            ),
+            reports_per_minute=env.integer(
+                "JOBPROGRESS_REPORTS_PER_MINUTE", 600, minimum=1, maximum=1_000_000
+            ),
+            external_sweep_seconds=env.number(
+                "JOBPROGRESS_EXTERNAL_SWEEP_SECONDS", 5.0, minimum=0.1, maximum=3600.0
+            ),
         )
 
 
