@@ -11,6 +11,7 @@ Depends on aiohttp only, so it installs anywhere a job is submitted or watched f
 
 from .api import ApiError, ReceivedEvent, collect_events, submit_job
 from .protocol import TERMINAL_EVENTS, TERMINAL_STATUS_OF, TERMINAL_STATUSES, EventType, JobStatus
+from .reporter import ExternalJob, JobEnded, Reporter, start_external_job
 from .sse import SseMessage, read_messages
 
 __version__ = "0.1.0"
@@ -21,11 +22,15 @@ __all__ = [
     "TERMINAL_STATUS_OF",
     "ApiError",
     "EventType",
+    "ExternalJob",
+    "JobEnded",
     "JobStatus",
     "ReceivedEvent",
+    "Reporter",
     "SseMessage",
     "__version__",
     "collect_events",
     "read_messages",
+    "start_external_job",
     "submit_job",
 ]

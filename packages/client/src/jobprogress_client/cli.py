@@ -4,6 +4,8 @@
     jobprogress watch JOB_ID        a progress bar with the log lines (indented) above it
     jobprogress status JOB_ID [--json]
     jobprogress list [--limit 20]
+    jobprogress run [--name N] [--type T] [--steps N] -- CMD [ARG...]
+                                    CMD as an external job: its output lines are the job's log
 
 It talks to progress-service (``--url``, ``JOBPROGRESS_URL``, default http://127.0.0.1:8083),
 which serves the stream and forwards the job calls. Its identity is a bearer token:
@@ -29,6 +31,7 @@ import aiohttp
 
 from .api import ApiError
 from .protocol import TERMINAL_STATUS_OF, EventType, JobStatus
+from .run import run_external
 from .sse import read_messages
 
 __all__ = ["main", "parser"]
@@ -177,6 +180,11 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         api = Api(http, args.url, await find_token(http, args.url, args.token))
+        if args.command == "run":
+            argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            return await run_external(
+                http, api.base, api.headers, argv, name=args.name, job_type=args.type, steps=args.steps
+            )
         if args.command == "submit":
             body = {"type": args.type, "steps": args.steps, "durationSeconds": args.duration}
             if args.name:
@@ -242,11 +250,18 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     listing = commands.add_parser("list", help="your recent jobs")
     listing.add_argument("--limit", type=int, default=20)
+    run = commands.add_parser("run", help="run a command as an external job: jobprogress run -- CMD [ARG...]")
+    run.add_argument("--name", help="the job's name (default: the command line)")
+    run.add_argument("--type", help="the job's type (default: external)")
+    run.add_argument("--steps", type=int, help="steps the command reports with ::progress STEP/TOTAL")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     return main
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "run" and not [word for word in args.cmd if word != "--"]:
+        parser().error("run: name the command to run, after --")
     try:
         return asyncio.run(run(args, sys.stdout))
     except ApiError as exc:
