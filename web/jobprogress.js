@@ -110,6 +110,7 @@ class SseParser {
     this.onEvent = onEvent;
     this.onRetry = onRetry;
     this.first = true;
+    this.afterCR = false;
   }
 
   feed(text) {
@@ -117,17 +118,18 @@ class SseParser {
       this.first = false;
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
     }
+    if (this.afterCR && text) {
+      // The last chunk ended with CR, already taken as a line's end: its LF is no new line.
+      this.afterCR = false;
+      if (text[0] === "\n") text = text.slice(1);
+    }
     this.buffer += text;
+    const ends = /\r\n|\r|\n/g;
     let start = 0;
-    for (;;) {
-      const match = /\r\n|\r|\n/.exec(this.buffer.slice(start));
-      if (!match) break;
-      const end = start + match.index;
-      // A lone CR at the very end may be the first half of a CRLF: wait for more.
-      if (match[0] === "\r" && end + 1 === this.buffer.length) break;
-      const stop = this.line(this.buffer.slice(start, end));
-      start = end + match[0].length;
-      if (stop) break;
+    for (let match = ends.exec(this.buffer); match; match = ends.exec(this.buffer)) {
+      if (this.line(this.buffer.slice(start, match.index))) return;
+      start = ends.lastIndex;
+      this.afterCR = match[0] === "\r" && start === this.buffer.length;
     }
     this.buffer = this.buffer.slice(start);
   }
