@@ -1,11 +1,12 @@
-// jobprogress page: start a job, then follow its events over SSE.
-// Every piece of job data is rendered with textContent, never as HTML.
-"use strict";
+// jobprogress page: start a job, then follow its events over SSE with the module any
+// product's page can import (jobprogress.js). Every piece of job data is rendered with
+// textContent, never as HTML.
+import { watchJob } from "./jobprogress.js";
 
 const MAX_LOG_LINES = 1000;
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 const $ = (id) => document.getElementById(id);
-let source = null;
+let watching = null; // the handle of the job's stream
 let current = null; // the job watched
 let timing = { started: null, finished: null };
 let ticker = null;
@@ -86,8 +87,8 @@ function resetView(jobId) {
 }
 
 function stopWatching() {
-  if (source) source.close();
-  source = null;
+  if (watching) watching.stop();
+  watching = null;
   clearInterval(ticker);
   ticker = null;
 }
@@ -117,8 +118,12 @@ async function api(method, path, body) {
 }
 
 // A share link (?share=...) opens someone else's job read-only: the token goes along.
+function shareToken() {
+  return new URL(window.location.href).searchParams.get("share");
+}
+
 function shareQuery() {
-  const share = new URL(window.location.href).searchParams.get("share");
+  const share = shareToken();
   return share ? `?share=${encodeURIComponent(share)}` : "";
 }
 
@@ -150,35 +155,35 @@ async function watch(jobId) {
 }
 
 function openStream(jobId) {
-  source = new EventSource(`/api/progress/${encodeURIComponent(jobId)}${shareQuery()}`);
-  const on = (type, handler) =>
-    source.addEventListener(type, (event) => handler(JSON.parse(event.data)));
-  source.onopen = () => setConnection("live");
-  source.onerror = () => {
-    setConnection(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
-  };
-  on("status", showProgress);
-  on("progress", showProgress);
-  on("log", appendLog);
-  on("reset", (job) => {
-    $("log").replaceChildren();
-    showProgress(job);
-  });
   const finish = (text, kind) => (data) => {
     showProgress(data);
     showOutcome(text(data), kind);
     stopWatching();
     showElapsed();
-    setConnection("closed");
     loadRecent();
   };
-  on("complete", finish((d) => `Completed: ${d.result ?? ""}`, "success"));
-  on("failed", (data) => {
-    $("progress").classList.add("failed");
-    $("message").textContent = data.error ?? "Failed";
+  watching = watchJob(jobId, {
+    share: shareToken(),
+    onState: setConnection,
+    // The stream refused on a reconnect (an expired share link, say): the watch has stopped.
+    onError: (error) => error.fatal && showOutcome(error.message, "failure"),
+    on: {
+      status: showProgress,
+      progress: showProgress,
+      log: appendLog,
+      reset: (job) => {
+        $("log").replaceChildren();
+        showProgress(job);
+      },
+      complete: finish((d) => `Completed: ${d.result ?? ""}`, "success"),
+      failed: (data) => {
+        $("progress").classList.add("failed");
+        $("message").textContent = data.error ?? "Failed";
+        finish((d) => `Failed: ${d.error ?? ""}`, "failure")(data);
+      },
+      cancelled: finish(() => "Cancelled", "failure"),
+    },
   });
-  on("failed", finish((d) => `Failed: ${d.error ?? ""}`, "failure"));
-  on("cancelled", finish(() => "Cancelled", "failure"));
 }
 
 async function cancelJob() {

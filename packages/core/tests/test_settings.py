@@ -146,3 +146,37 @@ def test_production_needs_a_real_secret(caplog: pytest.LogCaptureFixture) -> Non
         second = Settings.from_env("progress-service", {})
     assert "random key" in caplog.text
     assert str(first.secret_key) != str(second.secret_key) and len(str(first.secret_key)) >= 32
+
+
+def test_cors_origins_are_none_by_default_and_exact_origins_when_given() -> None:
+    assert Settings.from_env("progress-service", BASE).cors_origins == ()
+    given = " https://App.Example.com:443 ,http://127.0.0.1:8080, https://app.example.com/,,http://[::1]:9000"
+    settings = Settings.from_env("progress-service", {**BASE, "JOBPROGRESS_CORS_ORIGINS": given})
+    # As a browser's Origin names them: lower case, no default port, each once.
+    assert settings.cors_origins == (
+        "https://app.example.com",
+        "http://127.0.0.1:8080",
+        "http://[::1]:9000",
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "*",
+        "https://*.example.com",
+        "https://example.com/app",
+        "https://example.com?x=1",
+        "https://example.com#top",
+        "example.com",
+        "null",
+        "ftp://example.com",
+        "https://user@example.com",
+        "https://example.com:99999",
+        "https://exa mple.com",
+        "https://good.example.com,http:///",
+    ],
+)
+def test_a_cors_origin_that_is_not_one_stops_the_start(value: str) -> None:
+    with pytest.raises(ConfigError, match="JOBPROGRESS_CORS_ORIGINS"):
+        Settings.from_env("progress-service", {**BASE, "JOBPROGRESS_CORS_ORIGINS": value})

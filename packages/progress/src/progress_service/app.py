@@ -19,6 +19,7 @@ from jobprogress_core.security import identity_of
 from jobprogress_core.settings import ConfigError, ProgressSettings
 from jobprogress_core.web import KEYS, PROGRESS_SETTINGS, STOP_HOOKS, STORE, create_base_app
 
+from .cors import Cors
 from .forward import forward_ctx, forward_job_call
 from .hub import Hub
 from .stream import HUB, progress_stream
@@ -44,6 +45,7 @@ def find_web_dir(configured: str | None) -> Path:
 def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.Application:
     app = create_base_app(settings)
     app.middlewares.append(page_identity_middleware)
+    Cors(settings.cors_origins).install(app)
     web_dir = web_dir or find_web_dir(settings.web_dir)
     app.router.add_get("/api/progress/{job_id}", progress_stream, name="progress_stream")
     app.router.add_route("*", "/api/jobs", forward_job_call, name="jobs_forward")

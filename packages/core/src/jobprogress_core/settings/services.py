@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..app_tokens import public_key_algorithm
 from ..model import BUILTIN_JOB_TYPES
@@ -144,6 +145,7 @@ class ProgressSettings(ClientFacingSettings, service="progress-service"):
     sse_idle_timeout: float
     sse_max_lifetime: float
     web_dir: str | None
+    cors_origins: tuple[str, ...]
 
     @classmethod
     def _values(cls, env: Environ, service: str) -> dict[str, Any]:
@@ -169,6 +171,7 @@ class ProgressSettings(ClientFacingSettings, service="progress-service"):
                 "JOBPROGRESS_SSE_MAX_LIFETIME", 3600.0, minimum=1.0, maximum=7 * 86_400.0
             ),
             web_dir=env.raw("JOBPROGRESS_WEB_DIR"),
+            cors_origins=_cors_origins(env),
         )
 
 
@@ -182,6 +185,56 @@ def _job_types(env: Environ) -> tuple[str, ...]:
             f"JOBPROGRESS_JOB_TYPES={value!r} must be a comma-separated list of names like build, data-import"
         )
     return types
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _cors_origins(env: Environ) -> tuple[str, ...]:
+    """``JOBPROGRESS_CORS_ORIGINS``: the other sites whose pages may read a job's stream and
+    status, comma-separated origins (``scheme://host[:port]``, as a browser's ``Origin``
+    names them: lower case, no default port), never a wildcard."""
+    value = env.raw("JOBPROGRESS_CORS_ORIGINS")
+    if value is None:
+        return ()
+    origins: list[str] = []
+    for part in (part.strip() for part in value.split(",")):
+        if not part:
+            continue
+        origin = _origin(part)
+        if origin is None:
+            raise ConfigError(
+                f"JOBPROGRESS_CORS_ORIGINS: {part[:100]!r} is not an origin: "
+                "give scheme://host[:port] (http or https; no path, no wildcard)"
+            )
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
+def _origin(text: str) -> str | None:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if (
+        parts.scheme.lower() not in _DEFAULT_PORTS
+        or not host
+        or "*" in text
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or "?" in text
+        or "#" in text
+        or not re.fullmatch(r"[a-z0-9.:\[\]-]+", parts.netloc.lower().rsplit("@", 1)[-1])
+    ):
+        return None
+    scheme = parts.scheme.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}"
 
 
 def _app_jwt_secret(env: Environ) -> Secret | None:

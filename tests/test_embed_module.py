@@ -1,0 +1,139 @@
+"""``web/jobprogress.js`` in real headless Chromium against a scripted server (no stack): it
+reads SSE by the WHATWG rules (CR, LF and CRLF lines, a BOM, comments, multi-line data,
+events split anywhere between chunks), retries a 503, reconnects a stalled stream with a
+fresh token and exactly after the last event ID, stops at the job's end or at a 204, and
+survives a callback that throws."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from playwright.async_api import Page
+
+from jobprogress_testing import free_port
+
+MODULE = Path(__file__).resolve().parents[1] / "web" / "jobprogress.js"
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>module</title>
+<script type="module">
+import { watchJob } from "/client/jobprogress.js";
+const params = new URL(location.href).searchParams;
+let tokens = 0;
+Object.assign(window, { seen: [], states: [], errors: [] });
+window.handle = watchJob(params.get("job"), {
+  lastEventId: params.get("after") || undefined,
+  getToken: async () => `t${++tokens}`,
+  retryMs: 20,
+  stallTimeoutMs: 500,
+  on: {
+    progress: () => { throw new Error("a callback of the page that throws"); },
+    any: (data, event) => window.seen.push([event.id, event.type, data]),
+  },
+  onState: (state) => window.states.push(state),
+  onError: (error) => window.errors.push([error.status, error.code, error.fatal]),
+});
+</script></head><body>module</body></html>
+"""
+
+#: The second connect's bytes, cut in awkward places: inside "\r\n", inside a field name,
+#: between the two lines of one event's data, inside a character's UTF-8 bytes.
+CHUNKS = [
+    "\ufeffretry: 30\r".encode(),
+    b"\n\r\n: a comment\r\nid: 1-0\r\nev",
+    b'ent: progress\r\ndata: {"progress":',
+    b"\r\ndata: 25}\r\n",
+    '\r\nid: 2-0\nevent: log\ndata: {"line":"café ☕'.encode()[:-1],
+    '☕"}\n\n'.encode()[2:],
+    b"event: nothing-without-data\n\n",
+]
+#: The third: a reset (no id: the last ID stays 2-0), then the end, with CR-only lines.
+THIRD = 'event: reset\rdata: {"status":"PROCESSING"}\r\rid: 3-0\revent: complete\rdata: {"result":"ok"}\r\r'
+
+
+class Script:
+    """A stand-in for progress-service that answers each connect as the test says."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str | None, str | None]] = []
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def module(self, request: web.Request) -> web.Response:
+        return web.Response(text=MODULE.read_text(), content_type="text/javascript")
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.query.get("lastEventId"), request.headers.get("Authorization")))
+        if request.match_info["job_id"] == "ended":
+            return web.Response(status=204)
+        attempt = len(self.requests)
+        if attempt == 1:
+            error = {"error": {"code": "unavailable", "message": "try again", "details": {}}}
+            return web.json_response(error, status=503, headers={"Retry-After": "0"})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in CHUNKS if attempt == 2 else [THIRD.encode()]:
+            await response.write(chunk)
+            await asyncio.sleep(0.02)
+        # Silence, until the client's stall watchdog (or its stop after the end) closes the
+        # connection, which cancels this handler.
+        await asyncio.Event().wait()
+        return response
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[tuple[str, Script]]:
+    script = Script()
+    app = web.Application()
+    app.router.add_get("/page.html", script.page)
+    app.router.add_get("/client/jobprogress.js", script.module)
+    app.router.add_get("/api/progress/{job_id}", script.stream)
+    runner = web.AppRunner(app, shutdown_timeout=1, handler_cancellation=True)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", script
+    await runner.cleanup()
+
+
+async def value(page: Page, expression: str) -> Any:
+    return await page.evaluate(expression)
+
+
+async def test_the_module_reads_sse_by_the_rules_and_resumes_exactly(
+    page: Page, origin: tuple[str, Script]
+) -> None:
+    url, script = origin
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    await page.goto(f"{url}/page.html?job=j1")
+    assert await value(page, "window.handle.done") == "complete"
+    assert await value(page, "window.seen") == [
+        ["1-0", "progress", {"progress": 25}],
+        ["2-0", "log", {"line": "café ☕"}],
+        ["2-0", "reset", {"status": "PROCESSING"}],
+        ["3-0", "complete", {"result": "ok"}],
+    ]
+    # The 503 was retried, the stalled stream reconnected after 2-0; a fresh token each time.
+    assert script.requests == [(None, "Bearer t1"), (None, "Bearer t2"), ("2-0", "Bearer t3")]
+    assert await value(page, "window.errors") == [[503, "unavailable", False]]
+    assert await value(page, "window.states") == [
+        "connecting", "reconnecting", "live", "reconnecting", "live", "closed",
+    ]  # fmt: skip
+    assert await value(page, "window.handle.lastEventId") == "3-0"
+    assert page_errors == ["a callback of the page that throws"]  # reported, and it went on
+
+
+async def test_a_204_ends_the_watch(page: Page, origin: tuple[str, Script]) -> None:
+    url, script = origin
+    await page.goto(f"{url}/page.html?job=ended&after=9-0")
+    assert await value(page, "window.handle.done") == "ended"
+    assert await value(page, "window.states") == ["connecting", "closed"]
+    assert await value(page, "window.errors") == []
+    assert script.requests == [("9-0", "Bearer t1")]
