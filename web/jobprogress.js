@@ -232,7 +232,7 @@ export function watchJob(jobId, options = {}) {
     lastEventId = event.id;
     if (TERMINAL.has(event.type)) ending = event.type;
     const message = { type: event.type, id: event.id, data };
-    call(on[event.type], data, message);
+    call(Object.hasOwn(on, event.type) ? on[event.type] : undefined, data, message);
     if (!stopped) call(on.any, data, message);
     if (TERMINAL.has(event.type)) close(event.type);
     return stopped;
