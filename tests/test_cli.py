@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,28 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobprogress_client import collect_events
-from jobprogress_testing import Stack, eventually
+from jobprogress_testing import Stack, eventually, run_cli
 
 pytestmark = pytest.mark.stack
 
-CLI = Path(sys.executable).with_name("jobprogress")
-
-
-async def jobprogress(*args: str, config: Path, url: str, timeout: float = 60) -> tuple[int, str, str]:
-    """Run the command as a user would; its exit code, stdout and stderr."""
-    env = {**os.environ, "XDG_CONFIG_HOME": str(config), "JOBPROGRESS_URL": url}
-    env.pop("JOBPROGRESS_TOKEN", None)
-    process = await asyncio.create_subprocess_exec(
-        str(CLI), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+jobprogress = run_cli  # as a user runs it: its exit code, stdout and stderr
 
 
 def printed_log(output: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -14,31 +13,17 @@ import aiohttp
 import pytest
 
 from jobprogress_client import ReceivedEvent, collect_events
-from jobprogress_testing import Stack
+from jobprogress_testing import Stack, run_cli, start_cli
 
 pytestmark = pytest.mark.stack
 
-CLI = Path(sys.executable).with_name("jobprogress")
-
 
 async def start(*args: str, config: Path, url: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(config), "JOBPROGRESS_URL": url}
-    env.pop("JOBPROGRESS_TOKEN", None)
-    return await asyncio.create_subprocess_exec(
-        str(CLI), "run", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+    return await start_cli("run", *args, config=config, url=url)
 
 
 async def run(*args: str, config: Path, url: str, timeout: float = 90) -> tuple[int, str, str]:
-    process = await start(*args, config=config, url=url)
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    return await run_cli("run", *args, config=config, url=url, timeout=timeout)
 
 
 def job_id_of(err: str) -> str:

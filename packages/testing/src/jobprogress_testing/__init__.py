@@ -13,6 +13,7 @@ identity of its own::
 """
 
 from .backends import ConsulAgent, RedisServer, consul_binary
+from .commands import run_cli, start_cli
 from .environment import TEST_ENV, TEST_SECRET_KEY, bearer_headers
 from .errors import StackError
 from .ports import cache_dir, free_port
@@ -41,4 +42,6 @@ __all__ = [
     "free_port",
     "http_get",
     "redis_answers",
+    "run_cli",
+    "start_cli",
 ]
