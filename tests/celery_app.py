@@ -20,6 +20,7 @@ def readme_task_code() -> str:
 
 exec(compile(readme_task_code(), str(README), "exec"), globals())  # app, import_rows
 app: Any = globals()["app"]
+app.conf.result_backend = app.conf.broker_url  # the same private redis-server: results too
 
 
 @app.task

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import re
@@ -15,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_client import ReceivedEvent, collect_events
+from jobprogress_client import ReceivedEvent, collect_events, start_external_job
 from jobprogress_client.celery import submit_task
 from jobprogress_testing import TEST_ENV, Process, RedisServer, Stack, eventually
 
@@ -127,15 +128,17 @@ async def test_a_task_reports_its_steps_lines_and_result(
 async def test_a_failing_task_fails_its_job_with_its_error(
     tasks: ModuleType, worker: Process, jobprogress_http: aiohttp.ClientSession, progress_url: str
 ) -> None:
-    job_id = await submit(tasks, jobprogress_http, progress_url, "fail_at", 2)
-    events = await follow(jobprogress_http, progress_url, job_id)
+    job = await start_external_job(jobprogress_http, progress_url, name="fail_at")
+    sent = tasks.fail_at.apply_async((2,), {"job_id": job.job_id, "reporter_token": job.reporter_token})
+    events = await follow(jobprogress_http, progress_url, job.job_id)
     assert [e.event for e in events][-3:] == ["log", "progress", "failed"]
     assert events[-1].data["error"] == "ValueError: step 2 went wrong"
-    job = await job_of(jobprogress_http, progress_url, job_id)
-    assert (job["status"], job["error"]) == (events[-1].data["status"], "ValueError: step 2 went wrong")
-    assert job["status"] == "FAILED"
-    # Celery got the exception too (the worker logs the task as failed).
-    await eventually(lambda: "ValueError: step 2 went wrong" in worker.log_tail(400), "the worker's failure")
+    state = await job_of(jobprogress_http, progress_url, job.job_id)
+    assert (state["status"], state["error"]) == (events[-1].data["status"], "ValueError: step 2 went wrong")
+    assert state["status"] == "FAILED"
+    # Celery got the exception too: the task failed, in its result backend.
+    await asyncio.to_thread(sent.get, timeout=30, propagate=False)
+    assert sent.failed() and isinstance(sent.result, ValueError) and str(sent.result) == "step 2 went wrong"
 
 
 async def test_a_task_sees_a_cancel_between_steps(
