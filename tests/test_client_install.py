@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,16 @@ import pytest
 pytestmark = pytest.mark.stack
 
 CLIENT = Path(__file__).resolve().parents[1] / "packages" / "client"
-#: What a service needs and a client must not pull in.
-SERVER_SIDE = ("jobprogress_core", "redis", "consul", "jwt", "prometheus_client", "aiohttp_security")
+#: What a service needs and a client must not pull in (nor Celery: only its extra brings it).
+SERVER_SIDE = (
+    "jobprogress_core",
+    "redis",
+    "consul",
+    "jwt",
+    "prometheus_client",
+    "aiohttp_security",
+    "celery",
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,12 @@ def test_the_client_depends_on_aiohttp_only(client_venv: Path) -> None:
     found = in_venv(client_venv, python, "-c", probe)
     assert found.returncode == 0, found.stderr
     answer = json.loads(found.stdout)
-    assert [requirement.split(">")[0].split("<")[0] for requirement in answer["requires"]] == ["aiohttp"]
+    # (name, marker) of each: the base install is aiohttp; Celery only with the extra.
+    names = [
+        (re.split(r"[<>=!~;\s]", requirement, maxsplit=1)[0], requirement.partition(";")[2].strip())
+        for requirement in answer["requires"]
+    ]
+    assert names == [("aiohttp", ""), ("celery", 'extra == "celery"')], answer["requires"]
     assert answer["present"] == []
 
 
