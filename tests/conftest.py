@@ -41,7 +41,7 @@ async def stack_store(jobprogress_stack: Stack) -> AsyncIterator[JobStore]:
     assert jobprogress_stack.redis_url is not None
     settings = Settings.from_env("job-queue-service", {"REDIS_URL": jobprogress_stack.redis_url})
     redis = create_redis(settings)
-    yield JobStore(redis, Keys(settings.key_prefix))
+    yield JobStore(redis, Keys(settings.key_prefix, settings.partitions))
     await redis.aclose()
 
 

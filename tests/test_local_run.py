@@ -144,7 +144,7 @@ async def store_of() -> AsyncIterator[Callable[[Run], JobStore]]:
         settings = Settings.from_env("job-queue-service", run.env)
         redis = create_redis(settings)
         clients.append(redis)
-        return JobStore(redis, Keys(settings.key_prefix))
+        return JobStore(redis, Keys(settings.key_prefix, settings.partitions))
 
     yield make
     for redis in clients:

@@ -1,27 +1,69 @@
-"""Every Redis name from one module; a job's hash and stream share one cluster slot."""
+"""Every Redis name from one module; a job's keys share one cluster slot, its partition's,
+and the partitions spread evenly over the slots."""
 
 from __future__ import annotations
 
-from redis.crc import key_slot
+import uuid
+from collections import Counter
 
-from jobprogress_core.keys import QUEUE_GROUP, Keys
+import pytest
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from jobprogress_core.keys import MAX_PARTITIONS, QUEUE_GROUP, Keys, partition_tags
+
+JOB = "0123456789abcdef0123456789abcdef"
+
+
+def slot(key: str) -> int:
+    return key_slot(key.encode())
 
 
 def test_names_and_prefix() -> None:
     keys = Keys("app:")
-    job = "0123456789abcdef0123456789abcdef"
+    tag = keys.tag(keys.partition_of(JOB))
     assert keys.queue == "app:jobs"
     assert QUEUE_GROUP == "workers"
-    assert keys.job(job) == f"app:job:{{{job}}}"
-    assert keys.events(job) == f"app:job:{{{job}}}:events"
-    assert keys.job_id_of_events(keys.events(job)) == job
+    assert keys.job(JOB) == f"app:job:{tag}:{JOB}"
+    assert keys.events(JOB) == f"app:job:{tag}:{JOB}:events"
+    assert keys.report_keys(JOB) == f"app:job:{tag}:{JOB}:keys"
+    assert keys.job_id_of_events(keys.events(JOB)) == JOB
+    assert keys.history("app:ann") == "app:owner:{app:ann}:jobs"
 
 
-def test_job_hash_and_event_stream_share_a_slot() -> None:
+def test_a_jobs_keys_share_its_partitions_slot() -> None:
     keys = Keys()
-    for job in (
-        "0123456789abcdef0123456789abcdef",
-        "ffffffffffffffffffffffffffffffff",
-        "00000000000000000000000000000001",
-    ):
-        assert key_slot(keys.job(job).encode()) == key_slot(keys.events(job).encode())
+    for job in (JOB, "f" * 32, "0" * 31 + "1", uuid.uuid4().hex):
+        partition = keys.partition_of(job)
+        slots = {
+            slot(keys.job(job)),
+            slot(keys.events(job)),
+            slot(keys.report_keys(job)),
+            slot(keys.external_deadlines(partition)),
+            slot(keys.tag(partition)),
+        }
+        assert len(slots) == 1, slots
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 16, 64, MAX_PARTITIONS])
+def test_each_partition_hashes_into_its_own_share_of_the_slots(partitions: int) -> None:
+    tags = partition_tags(partitions)
+    assert len(set(tags)) == partitions
+    for partition, tag in enumerate(tags):
+        share = REDIS_CLUSTER_HASH_SLOTS / partitions
+        assert partition * share <= slot(tag) < (partition + 1) * share + 1
+    # Computed, not stored: the same in every process, and short.
+    assert partition_tags.__wrapped__(partitions) == tags
+    assert max(map(len, tags)) <= 8
+
+
+def test_jobs_spread_evenly_over_the_partitions() -> None:
+    keys = Keys(partitions=16)
+    counts = Counter(keys.partition_of(uuid.uuid4().hex) for _ in range(16_000))
+    assert set(counts) == set(range(16))
+    assert min(counts.values()) > 800 and max(counts.values()) < 1200  # 1000 each, give or take
+
+
+def test_the_number_of_partitions_is_bounded() -> None:
+    for wrong in (0, -1, MAX_PARTITIONS + 1):
+        with pytest.raises(ValueError, match="partitions must be"):
+            Keys(partitions=wrong)

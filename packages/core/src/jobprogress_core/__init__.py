@@ -6,7 +6,7 @@ the package README)::
     from jobprogress_core import JobStore, Keys, Settings, create_redis
 
     settings = Settings.from_env("worker-service")
-    store = JobStore(create_redis(settings), Keys(settings.key_prefix))
+    store = JobStore(create_redis(settings), Keys(settings.key_prefix, settings.partitions))
 """
 
 __version__ = "0.1.0"

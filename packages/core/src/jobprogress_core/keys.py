@@ -1,19 +1,71 @@
 """Every Redis key, stream and group name, in one place.
 
-A job's hash and its event stream share the hash tag ``{<job id>}``, so they live in
-one Redis Cluster slot and can be changed in one atomic step.
+Jobs are spread over a fixed number of partitions (``JOBPROGRESS_PARTITIONS``). Each
+partition has a hash tag of its own, chosen so that the tags fall evenly over Redis
+Cluster's 16384 slots: partition ``p`` of ``P`` hashes into the ``p``-th of ``P`` equal
+slot ranges. Every key of a job carries its partition's tag, so a job's hash, its event
+stream and its queue shard share one slot, and each of the Lua scripts touches one slot.
+So do the keys of one partition that a reader blocks on (its jobs' streams and its wake
+stream): one ``XREAD`` per partition. Limits, stream leases and histories have tags of
+their own (the subject's, the owner's).
+
+The number of partitions is set once per deployment: changing it moves every job to
+another partition (see the README, "Redis keys").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+__all__ = ["DEFAULT_PARTITIONS", "MAX_PARTITIONS", "QUEUE_GROUP", "Keys", "partition_tags"]
 
 QUEUE_GROUP = "workers"
+DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 256
+
+
+@cache
+def partition_tags(partitions: int) -> tuple[str, ...]:
+    """The hash tag of each partition: the first of ``p0``, ``p1``... (for partition 0;
+    ``q0``... for 1, and so on) whose slot lies in the partition's share of the slots.
+    Pure arithmetic on CRC16, so every process of every version computes the same tags."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions must be 1 to {MAX_PARTITIONS}, not {partitions}")
+    tags = []
+    for partition in range(partitions):
+        low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
+        high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+        candidate = 0
+        while not low <= key_slot(_tag_candidate(partition, candidate).encode()) < high:
+            candidate += 1
+        tags.append(_tag_candidate(partition, candidate))
+    return tuple(tags)
+
+
+def _tag_candidate(partition: int, candidate: int) -> str:
+    return f"{partition}.{candidate:x}"
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "jobprogress:"
+    partitions: int = DEFAULT_PARTITIONS
+    tags: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", partition_tags(self.partitions))
+
+    def partition_of(self, job_id: str) -> int:
+        """The partition a job lives in, for good (CRC32 of its id)."""
+        return zlib.crc32(job_id.encode()) % self.partitions
+
+    def tag(self, partition: int) -> str:
+        """The hash tag of a partition, braces included."""
+        return f"{{{self.tags[partition]}}}"
 
     @property
     def queue(self) -> str:
@@ -22,23 +74,22 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         """Hash with the job's current state."""
-        return f"{self.prefix}job:{{{job_id}}}"
+        return f"{self.prefix}job:{self.tag(self.partition_of(job_id))}:{job_id}"
 
     def events(self, job_id: str) -> str:
         """Stream of the job's events; entry IDs are the SSE event IDs."""
-        return f"{self.prefix}job:{{{job_id}}}:events"
+        return f"{self.job(job_id)}:events"
 
     def report_keys(self, job_id: str) -> str:
         """Sorted set of the idempotency keys of the events reported for an external job (the
         ``key`` of ``POST /api/jobs/{id}/events``), scored by order of arrival; capped, and
         expiring with the job."""
-        return f"{self.prefix}job:{{{job_id}}}:keys"
+        return f"{self.job(job_id)}:keys"
 
-    @property
-    def external_deadlines(self) -> str:
-        """Sorted set of the running external jobs: member the job id, score the end of its
-        time limit (ms since the epoch), or of a sweeper's claim on it."""
-        return f"{self.prefix}external:deadlines"
+    def external_deadlines(self, partition: int) -> str:
+        """Sorted set of a partition's running external jobs: member the job id, score the
+        end of its time limit (ms since the epoch), or of a sweeper's claim on it."""
+        return f"{self.prefix}external:deadlines:{self.tag(partition)}"
 
     def history(self, owner: str) -> str:
         """Sorted set of the owner's job ids, scored by creation time (ms)."""
@@ -60,5 +111,4 @@ class Keys:
 
     def job_id_of_events(self, key: str) -> str:
         """The job id inside an event stream key (inverse of :meth:`events`)."""
-        start = key.index("{") + 1
-        return key[start : key.index("}", start)]
+        return key.removesuffix(":events").rpartition(":")[2]

@@ -130,7 +130,7 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
     setup_security(app, settings)
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_request_id)
-    app[KEYS] = Keys(settings.key_prefix)
+    app[KEYS] = Keys(settings.key_prefix, settings.partitions)
     app[LISTENING_HOOKS] = []
     app[STOP_HOOKS] = []
     app[HEALTH] = Health()

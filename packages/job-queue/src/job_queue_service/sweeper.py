@@ -1,6 +1,6 @@
 """Ends the external jobs whose reporter went quiet: no worker watches an external job's
 time limit, so every job-queue instance runs a sweeper over the deadlines of the running
-external jobs (:class:`jobprogress_core.deadlines.Deadlines`, one sorted set in Redis).
+external jobs (:class:`jobprogress_core.deadlines.Deadlines`, a sorted set per partition in Redis).
 
 A job past its time limit is claimed atomically (one instance takes it; if that one dies, the
 claim lapses and another does) and ended in one atomic step with its terminal event:

@@ -117,7 +117,9 @@ async def jobprogress_store(jobprogress_settings: Callable[..., Settings]) -> As
     """A :class:`JobStore` on the private Redis, under a key prefix of its own."""
     settings = jobprogress_settings()
     redis = create_redis(settings)
-    yield JobStore(redis, Keys(settings.key_prefix), stream_maxlen=settings.event_stream_maxlen)
+    yield JobStore(
+        redis, Keys(settings.key_prefix, settings.partitions), stream_maxlen=settings.event_stream_maxlen
+    )
     await redis.aclose()
 
 

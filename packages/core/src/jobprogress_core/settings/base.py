@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
+from ..keys import DEFAULT_PARTITIONS, MAX_PARTITIONS
 from .environ import ConfigError, Environ, Secret, masked_url
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class Settings:
     env: str
     secret_key: Secret
     key_prefix: str
+    #: Jobs spread over this many partitions (hash tags); set once per deployment.
+    partitions: int
     log_level: str
     log_json: bool
     shutdown_timeout: float
@@ -130,6 +133,9 @@ class Settings:
             env=mode,
             secret_key=_secret_key(env, mode),
             key_prefix=_key_prefix(env),
+            partitions=env.integer(
+                "JOBPROGRESS_PARTITIONS", DEFAULT_PARTITIONS, minimum=1, maximum=MAX_PARTITIONS
+            ),
             log_level=env.choice("JOBPROGRESS_LOG_LEVEL", "INFO", LOG_LEVELS),
             log_json=env.flag("JOBPROGRESS_LOG_JSON", False),
             shutdown_timeout=env.number("JOBPROGRESS_SHUTDOWN_TIMEOUT", 10.0, minimum=0.0, maximum=600.0),
