@@ -12,9 +12,10 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -22,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .backoff import Backoff
+from .redis_urls import ClusterUrl, is_cluster_url
 from .settings import Settings
 from .tasks import cancel_and_wait
 
@@ -94,7 +96,14 @@ def create_redis(
     set above it, so a blocking read is never cut short by the client itself. Such a
     reader gets no automatic retries: its loop backs off by itself, and a retry would
     silently re-issue a read that the loop's owner has just interrupted.
+
+    For a ``redis+cluster://`` URL it is a cluster client (:func:`create_cluster`), typed as
+    :class:`Redis`: the commands the services use are the same on both.
     """
+    if is_cluster_url(settings.redis_url):
+        return cast(
+            Redis, create_cluster(settings, block_ms=block_ms, max_connections=max_connections, role=role)
+        )
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=max_connections or settings.redis_pool_size,
@@ -109,6 +118,41 @@ def create_redis(
     )
     pool.connection_class = CANCELLABLE.get(pool.connection_class, pool.connection_class)
     return Redis.from_pool(pool)  # the client owns its pool: aclose() closes it
+
+
+def create_cluster(
+    settings: Settings, *, block_ms: int = 0, max_connections: int | None = None, role: str = ""
+) -> RedisCluster:
+    """A Redis Cluster client for a ``redis+cluster://`` ``REDIS_URL``, configured as
+    :func:`create_redis` configures its client, with ``max_connections`` per node.
+
+    A node's pool does not wait for a free connection (redis-py raises
+    ``MaxConnectionsError`` at once), so the bound is a ceiling, not a queue. A dead shard
+    does not stop the client from serving the others (``require_full_coverage`` off).
+    """
+    url = ClusterUrl.parse(settings.redis_url)
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in url.nodes],
+        username=url.username,
+        password=url.password,
+        ssl=url.tls,
+        require_full_coverage=False,
+        max_connections=max_connections or settings.redis_pool_size,
+        protocol=RESP_PROTOCOL,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout + block_ms / 1000,
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=30,
+        client_name=":".join(part for part in (settings.service, str(os.getpid()), role) if part),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=0 if block_ms else 3),
+    )
+    # The cancellable sends of create_redis's connections, for every node it will know.
+    manager = cluster.nodes_manager
+    connection_class = manager.connection_kwargs["connection_class"]
+    manager.connection_kwargs["connection_class"] = CANCELLABLE.get(connection_class, connection_class)
+    for node in manager.startup_nodes.values():
+        node.connection_class = manager.connection_kwargs["connection_class"]
+    return cluster
 
 
 def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:

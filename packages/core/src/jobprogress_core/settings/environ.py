@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from ..redis_urls import ClusterUrl, is_cluster_url
+
 __all__ = ["ConfigError", "Environ", "Secret", "masked_url"]
 
 
@@ -119,9 +121,18 @@ class Environ:
 
     def redis_url(self, name: str, default: str) -> str:
         value = self.text(name, default)
+        if is_cluster_url(value):
+            try:
+                ClusterUrl.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={masked_url(value)!r}: {exc}") from None
+            return value
         parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"{name}={masked_url(value)!r} must start with redis://, rediss:// or unix://")
+            raise ConfigError(
+                f"{name}={masked_url(value)!r} must start with redis://, rediss://, unix://,"
+                " redis+cluster:// or rediss+cluster://"
+            )
         if parts.scheme != "unix" and not parts.hostname:
             raise ConfigError(f"{name}={masked_url(value)!r} has no host")
         try:
