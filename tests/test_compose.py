@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jobprogress_core.settings import DEFAULT_PORTS
+from jobprogress_core.redis_urls import ClusterUrl
+from jobprogress_core.settings import DEFAULT_PORTS, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -341,3 +342,63 @@ def test_a_broken_compose_file_is_rejected(tmp_path: Path, mutation: tuple[str, 
 
     assert result.returncode != 0, f"docker compose config accepted a broken file:\n{result.stdout[:500]}"
     assert complaint in result.stderr, f"the error does not name {complaint!r}: {result.stderr}"
+
+
+CLUSTER_URL = "redis+cluster://10.201.0.11:7000,10.201.0.12:7000,10.201.0.13:7000/"
+CLUSTER_NODES = {f"redis-node-{n}" for n in range(1, 7)}
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Config:
+    """What the header's ``REDIS_URL=… docker compose --profile redis-cluster up`` starts."""
+    return load_config("--profile", "redis-cluster", env={"REDIS_URL": CLUSTER_URL})
+
+
+def test_the_redis_cluster_runs_only_with_its_profile(config: Config, redis_cluster: Config) -> None:
+    assert set(redis_cluster["services"]) == DEFAULT_SERVICES | CLUSTER_NODES | {"redis-cluster-init"}
+    for name in CLUSTER_NODES | {"redis-cluster-init"}:
+        assert name not in config["services"], f"{name} starts without --profile redis-cluster"
+        assert redis_cluster["services"][name]["profiles"] == ["redis-cluster"]
+    for name in APP_SERVICES:
+        assert config["services"][name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_the_cluster_is_six_nodes_on_fixed_addresses_formed_before_the_services(
+    redis_cluster: Config,
+) -> None:
+    services = redis_cluster["services"]
+    addresses = set()
+    for name in CLUSTER_NODES:
+        node = services[name]
+        address = node["networks"]["redis-cluster"]["ipv4_address"]
+        assert f"--cluster-announce-ip {address}" in node["command"][-1]  # clients are sent there
+        assert bind_mounts(node)["/usr/local/etc/redis-cluster.conf"] == REPO / "deploy/redis-cluster.conf"
+        assert any(volume["type"] == "volume" and volume["target"] == "/data" for volume in node["volumes"])
+        addresses.add(f"{address}:7000")
+    init = services["redis-cluster-init"]
+    assert set(init["command"][2:]) == addresses
+    assert {name: dep["condition"] for name, dep in init["depends_on"].items()} == {
+        name: "service_healthy" for name in CLUSTER_NODES
+    }
+    settings = Settings.from_env("worker-service", {"REDIS_URL": CLUSTER_URL})
+    for name in APP_SERVICES:
+        service = services[name]
+        assert service["environment"]["REDIS_URL"] == CLUSTER_URL
+        assert service["depends_on"]["redis-cluster-init"]["condition"] == "service_completed_successfully"
+        assert "redis-cluster" in service["networks"]
+    startup = {f"{host}:{port}" for host, port in ClusterUrl.parse(settings.redis_url).nodes}
+    assert startup <= addresses
+
+
+def test_the_cluster_configuration_and_init_script(redis_cluster: Config) -> None:
+    conf = dict(
+        line.split(None, 1) for line in (REPO / "deploy/redis-cluster.conf").read_text().splitlines()
+        if line and not line.startswith("#")
+    )  # fmt: skip
+    assert conf["cluster-enabled"] == "yes" and conf["port"] == "7000"
+    assert conf["cluster-require-full-coverage"] == "no"  # a dead shard stops its own partitions only
+    assert conf["appendonly"] == "yes" and conf["dir"] == "/data"
+    script = REPO / "deploy/redis-cluster-init.sh"
+    assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
+    mounts = bind_mounts(redis_cluster["services"]["redis-cluster-init"])
+    assert mounts["/usr/local/bin/redis-cluster-init.sh"] == script
