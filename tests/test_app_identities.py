@@ -234,3 +234,20 @@ async def test_the_owners_app_token_with_scope_report_reports_to_its_external_jo
         "POST", events, token=app_token(ttl=-60, scope="report"), json={"type": "log", "line": "x"}
     )
     assert status == 401, answer
+
+
+async def test_the_owners_app_token_reports_to_no_job_a_worker_runs(product: Stack) -> None:
+    queue = product.url("job-queue-service")
+    status, job = await call("POST", f"{queue}/api/jobs", token=app_token(scope="submit"), json=QUICK)
+    assert status == 202, job
+    status, answer = await call(
+        "POST",
+        f"{queue}/api/jobs/{job['jobId']}/events",
+        token=app_token(scope="report"),
+        json={"type": "log", "line": "x"},
+    )
+    assert (status, answer["error"]["details"]["reason"]) == (403, "not_external")
+    status, _ = await call(
+        "POST", f"{queue}/api/jobs/{'0' * 32}/events", token=app_token(scope="report"), json={"type": "log"}
+    )
+    assert status == 404

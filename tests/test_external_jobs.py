@@ -163,6 +163,21 @@ async def test_the_reporter_token_writes_to_its_own_job_only(
         assert status == 401, token
 
 
+async def test_a_reporter_token_of_a_worker_job_is_403_and_of_no_job_404(
+    anonymous: aiohttp.ClientSession, http: aiohttp.ClientSession, queue_url: str
+) -> None:
+    async with http.post(f"{queue_url}/api/jobs", json={"type": "build", "steps": 1}) as response:
+        assert response.status == 202
+        worker_job = (await response.json())["jobId"]
+    tokens = Tokens(TEST_SECRET_KEY)
+    for job_id, expected in ((worker_job, 403), ("0" * 32, 404)):
+        job = {"jobId": job_id, "reporterToken": issue_reporter_token(tokens, job_id, ttl=60)[0]}
+        status, answer = await report(anonymous, queue_url, job, {"type": "log", "line": "x"})
+        assert status == expected, answer
+        if expected == 403:
+            assert answer["error"]["details"]["reason"] == "not_external"
+
+
 async def test_an_expired_reporter_token_is_401(
     anonymous: aiohttp.ClientSession, http: aiohttp.ClientSession, queue_url: str
 ) -> None:

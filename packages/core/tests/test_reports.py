@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from jobprogress_core.deadlines import Deadlines
-from jobprogress_core.model import Job, JobStatus
+from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.reports import Report, Reports
 from jobprogress_core.store import JobStore
 
@@ -106,3 +106,13 @@ async def test_due_deadlines_are_claimed_once(jobprogress_store: JobStore) -> No
     await first.remove(due)
     assert await first.deadline(due) is None and await first.deadline(later) == 5000.0
     await first.remove(later)
+
+
+async def test_the_worker_and_a_reporter_keep_to_their_own_options(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = await new_job(store)
+    await Reports(store).append(job.id, [Report("log", {"line": "x"}, key="x")], keys_ttl=60)
+    assert await store.redis.hget(store.keys.job(job.id), "last_token") is None  # no token: none kept
+    await store.finish(job.id, EventType.CANCELLED, error="late")  # the sweeper's end: no key set
+    assert 0 < await store.redis.ttl(store.keys.report_keys(job.id)) <= 60
+    assert 60 < await store.redis.ttl(store.keys.job(job.id)) <= store.retention_seconds

@@ -9,7 +9,7 @@ import pytest
 
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import EventType, Job, JobStatus
-from jobprogress_core.store import ClaimLost, HistoryCursor, JobStore
+from jobprogress_core.store import ClaimLost, HistoryCursor, JobStore, NewEvent
 
 
 def new_job() -> Job:
@@ -98,6 +98,21 @@ async def test_a_retried_append_is_not_appended_twice(jobprogress_store: JobStor
         job.id, EventType.COMPLETE, {}, token=await store.redis.hget(store.keys.job(job.id), "last_token")
     )
     assert retried is not None and retried.id == done.id
+
+
+async def test_a_batch_is_retried_by_its_token_and_keys_need_a_key_set(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    job = new_job()
+    await store.create(job, {"status": "QUEUED"})
+    batch = [NewEvent("log", {"line": "a"}), NewEvent("log", {"line": "b"}, {"message": "b"})]
+    done = await store.append_batch(job.id, batch, token="t-1")
+    assert done.status == "ok" and len(done.ids) == 2 and None not in done.ids
+    again = await store.append_batch(job.id, batch, token="t-1")
+    assert again.status == "again" and again.ids == done.ids[-1:]
+    assert [e.data.get("line") for e in await store.events(job.id)] == [None, "a", "b"]
+    with pytest.raises(ValueError, match="keys_ttl"):
+        await store.append_batch(job.id, [NewEvent("log", {"line": "c"}, key="c")])
+    assert (await store.append_batch(uuid.uuid4().hex, batch)).status == "missing"
 
 
 async def test_appends_check_the_claim_and_ended_jobs_expire(jobprogress_store: JobStore) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from .api import ApiError
+from .backoff import Backoff
 
 __all__ = ["ExternalJob", "JobEnded", "Reporter", "start_external_job"]
 
@@ -86,7 +87,7 @@ class Reporter:
     async def _post(self, batch: list[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GIVE_UP_AFTER
-        delay = 0.2
+        backoff = Backoff(first=0.2, cap=5.0)
         while True:
             try:
                 self.requests += 1
@@ -102,9 +103,10 @@ class Reporter:
                 raise JobEnded(f"job {self.job_id} has ended")
             if status not in (0, 429, 502, 503, 504) or loop.time() > deadline:
                 raise ApiError(status, answer)
-            # The keys make sending the same batch again safe, whatever part arrived.
+            # The keys make sending the same batch again safe, whatever part arrived. A
+            # Retry-After is waited instead of the delay, which lengthens all the same.
+            delay = backoff.next()
             await asyncio.sleep(float(retry_after) if retry_after and retry_after.isdigit() else delay)
-            delay = min(delay * 2, 5.0)
 
 
 def batches(events: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from aiohttp import hdrs, web
 from aiohttp_security import AbstractIdentityPolicy
 
-from .app_tokens import APP_AUDIENCE, AppTokenRefused, AppTokens, Scope
+from .app_tokens import AppTokenRefused, AppTokens, Scope
 from .settings import Settings
 from .tokens import IDENTITY_PATTERN, Audience, InvalidToken, Tokens
 
@@ -54,9 +53,9 @@ QUERY_TOKEN_ALLOWED: web.RequestKey[bool] = web.RequestKey("query_token_allowed"
 
 class IdentityPolicy(AbstractIdentityPolicy):
     """A bearer token if the request has an ``Authorization`` header (ours, or an app JWT:
-    told apart by its audience), else an app JWT in ``?access_token=`` where allowed, else
-    the cookie. A request whose credential does not verify has no identity: it does not
-    fall back to the cookie."""
+    our key tries it first, then the app keys), else an app JWT in ``?access_token=`` where
+    allowed, else the cookie. A request whose credential does not verify has no identity:
+    it does not fall back to the cookie."""
 
     def __init__(self, tokens: Tokens, app_tokens: AppTokens, settings: Settings) -> None:
         self.tokens = tokens
@@ -77,8 +76,7 @@ class IdentityPolicy(AbstractIdentityPolicy):
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 return _refused("Authorization must be 'Bearer <token>'", "token_invalid")
-            token = token.strip()
-            return self._app(token) if _audience(token) == APP_AUDIENCE else self._ours(token)
+            return self._bearer(token.strip())
         query_token = request.query.get(ACCESS_TOKEN_PARAMETER)
         if query_token is not None and request.get(QUERY_TOKEN_ALLOWED):
             return self._app(query_token)
@@ -86,10 +84,18 @@ class IdentityPolicy(AbstractIdentityPolicy):
         identity = self.tokens.identity(cookie, Audience.BROWSER) if cookie else None
         return Credential(identity)
 
-    def _ours(self, token: str) -> Credential:
+    def _bearer(self, token: str) -> Credential:
+        """Our bearer token if our key verifies it for the API. A token our key did not sign
+        (another key or algorithm) is the app keys' to judge: an app JWT, or refused by them.
+        One our key signed for another audience is tried with the app keys too (only an app
+        secret equal to ours verifies it); refused by them, it is refused as ours."""
         try:
             claims = self.tokens.read(token, Audience.API)
         except InvalidToken as exc:
+            if exc.foreign:
+                return self._app(token)
+            if exc.other_audience and (app := self._app(token)).refused is None:
+                return app
             return _refused(
                 f"The bearer token is not valid: {exc}", "token_expired" if exc.expired else "token_invalid"
             )
@@ -124,11 +130,3 @@ class IdentityPolicy(AbstractIdentityPolicy):
 
 def _refused(message: str, reason: str) -> Credential:
     return Credential(None, refused=(message, reason))
-
-
-def _audience(token: str) -> Any:
-    """The ``aud`` a token claims, unverified: only to tell which key verifies it."""
-    try:
-        return jwt.decode(token, options={"verify_signature": False}).get("aud")
-    except (jwt.InvalidTokenError, UnicodeError, ValueError, AttributeError):
-        return None

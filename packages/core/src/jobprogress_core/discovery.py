@@ -12,7 +12,8 @@ from typing import Any
 import consul.aio
 from consul.exceptions import ConsulException
 
-from .backoff import Backoff
+from jobprogress_client.backoff import Backoff
+
 from .consul_client import CONSUL_ERRORS, Instance, create_consul
 from .settings import Settings
 from .tasks import cancel_and_wait

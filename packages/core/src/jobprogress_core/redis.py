@@ -22,7 +22,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .backoff import Backoff
+from jobprogress_client.backoff import Backoff
+
 from .redis_urls import ClusterUrl, is_cluster_url
 from .settings import Settings
 from .tasks import cancel_and_wait

@@ -2,13 +2,16 @@
 queue's own commands are in :mod:`.queue`).
 
 The job's hash and its event stream are changed together by one Lua script, so
-``GET /api/jobs/{id}`` and the SSE stream never disagree.
+``GET /api/jobs/{id}`` and the SSE stream never disagree: ``lua/append_events.lua`` appends
+a batch of events, the worker's one at a time under its claim, a reporter's with their
+idempotency keys (:mod:`.reports`).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
@@ -42,6 +45,29 @@ class ClaimLost(Exception):
     """Another run (another worker or queue entry) has taken the job over; stop working on it."""
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """One event of a batch to append: its type, its data as stored, the job fields it
+    sets, and its idempotency key (``None``: none)."""
+
+    type: str
+    data: dict[str, Any]
+    fields: Mapping[str, str | int | None] = field(default_factory=dict)
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What a batch did: ``status`` is ``missing`` (no such job), ``ended`` (nothing
+    appended: the job had ended), ``again`` (a retry of the last batch, same token: nothing
+    appended, ``ids`` is the ID of its last event) or ``ok`` (``ids``: the ID of each event
+    in order, ``None`` for a duplicate key). ``cancel_requested`` as it was before."""
+
+    status: str
+    cancel_requested: bool = False
+    ids: list[str | None] = field(default_factory=list)
+
+
 def load_script(name: str) -> str:
     """The text of a Lua script of ``lua/``."""
     return (files(__package__) / "lua" / name).read_text(encoding="utf-8")
@@ -63,7 +89,7 @@ class JobStore:
         self.retention_seconds = retention_seconds
         self.history_limit = history_limit
         self._create = redis.register_script(load_script("create_job.lua"))
-        self._apply = redis.register_script(load_script("apply_event.lua"))
+        self._append = redis.register_script(load_script("append_events.lua"))
 
     async def create(self, job: Job, event_data: dict[str, Any]) -> str | None:
         """Store a new job with its first ``status`` event; ``None`` if the id is taken."""
@@ -112,22 +138,56 @@ class JobStore:
         Once the job has ended, its keys expire after the retention period.
         """
         payload = {"jobId": job_id, **data, "ts": now_iso()}
-        token = token or uuid.uuid4().hex
+        event = NewEvent(event_type.value, payload, fields)
+        done = await self.append_batch(job_id, [event], token=token or uuid.uuid4().hex, holder=holder)
+        entry_id = done.ids[0] if done.status in ("ok", "again") else None
+        if not entry_id:
+            return None
+        return Event(id=entry_id, type=event_type, data=payload)
+
+    async def append_batch(
+        self,
+        job_id: str,
+        events: Sequence[NewEvent],
+        *,
+        token: str | None = None,
+        holder: str | None = None,
+        keys_ttl: int | None = None,
+        keys_kept: int = 0,
+    ) -> Appended:
+        """Append ``events`` in order and set their job fields, in one atomic step: all of
+        them, or nothing when the job is missing or has ended and the batch has an event
+        not appended before. With ``token``, a call repeated with the same token appends
+        nothing again (``again``). With ``holder``, the batch is appended only while the
+        run of queue entry ``holder`` holds the job, else :class:`ClaimLost` is raised.
+        With ``keys_ttl``, an event whose idempotency key was appended before is skipped;
+        the job's latest ``keys_kept`` keys are kept beside it, ``keys_ttl`` seconds while
+        it runs (renewed by every batch). Once the job has ended, its keys expire after
+        the retention period."""
+        keyed = keys_ttl is not None
+        if not keyed and any(event.key for event in events):
+            raise ValueError("idempotency keys need keys_ttl")
         args: list[str] = [
-            str(self.stream_maxlen), event_type.value, dumps(payload), token, holder or "",
-            str(self.retention_seconds),
+            str(self.stream_maxlen), str(self.retention_seconds), token or "", holder or "",
+            str(keys_ttl or 0), str(keys_kept), str(len(events)),
         ]  # fmt: skip
-        for name, value in fields.items():
-            args += [name, "" if value is None else str(value)]
+        for event in events:
+            pairs = [part for name, value in event.fields.items() for part in (name, _text(value))]
+            args += [event.type, dumps(event.data), event.key or "", str(len(pairs) // 2), *pairs]
+        keys = [self.keys.job(job_id), self.keys.events(job_id)]
+        if keyed:
+            keys.append(self.keys.report_keys(job_id))
         try:
-            entry_id = await self._apply(keys=[self.keys.job(job_id), self.keys.events(job_id)], args=args)
+            reply = await self._append(keys=keys, args=args)
         except ResponseError as exc:
             if str(exc).startswith("LOSTCLAIM"):
                 raise ClaimLost(f"job {job_id} is held by another run") from None
             raise
-        if not entry_id:
-            return None
-        return Event(id=str(entry_id), type=event_type, data=payload)
+        status, *rest = [_decode(part) for part in reply]
+        if status == "missing":
+            return Appended(status)
+        cancel, *ids = rest
+        return Appended(status, cancel == "1", [entry_id or None for entry_id in ids])
 
     async def finish(
         self,
@@ -234,3 +294,11 @@ class JobStore:
     async def last_event_id(self, job_id: str) -> str | None:
         reply = range_entries(await self.redis.xrevrange(self.keys.events(job_id), "+", "-", count=1))
         return reply[0][0] if reply else None
+
+
+def _text(value: str | int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _decode(part: Any) -> str:
+    return part.decode() if isinstance(part, bytes) else str(part)

@@ -28,11 +28,17 @@ class Audience(enum.StrEnum):
 
 
 class InvalidToken(Exception):
-    """A token that is malformed, forged, for another use, or expired (``expired``)."""
+    """A token that is malformed, forged, for another use, or expired (``expired``).
+    ``foreign``: not signed with our key (another key or algorithm), so perhaps someone
+    else's token; ``other_audience``: signed with our key, for another use."""
 
-    def __init__(self, message: str, *, expired: bool = False) -> None:
+    def __init__(
+        self, message: str, *, expired: bool = False, foreign: bool = False, other_audience: bool = False
+    ) -> None:
         super().__init__(message)
         self.expired = expired
+        self.foreign = foreign
+        self.other_audience = other_audience
 
 
 def new_identity() -> str:
@@ -66,7 +72,11 @@ class Tokens:
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token has expired", expired=True) from None
         except jwt.InvalidTokenError as exc:
-            raise InvalidToken(f"invalid token: {exc}") from None
+            raise InvalidToken(
+                f"invalid token: {exc}",
+                foreign=isinstance(exc, jwt.InvalidSignatureError | jwt.InvalidAlgorithmError),
+                other_audience=isinstance(exc, jwt.InvalidAudienceError),
+            ) from None
         except (UnicodeError, ValueError):  # bytes no token is made of (a header in latin-1)
             raise InvalidToken("invalid token: not ASCII") from None
         if not isinstance(claims["sub"], str):

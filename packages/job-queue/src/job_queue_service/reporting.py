@@ -55,22 +55,20 @@ async def reporter_of(request: web.Request, job_id: str) -> Job:
     a forged, expired or other kind of token (a bearer token of an identity, a share link):
     401; a reporter token of another job: 403, decided before the job is looked up. A job
     that is gone (its retention passed) is 404."""
-    credential = await credential_of(request)
-    if credential.app:  # the product's own token for its user: the owner, with scope report
-        await require_identity(request, Scope.REPORT)
-        job = await request.app[STORE].get(job_id)
-        if job is None or job.owner != credential.identity:
-            raise NotFound(f"No job {job_id[:64]!r}")
-        if job.runner != EXTERNAL:
-            raise Forbidden("Only external jobs take reported events", details={"reason": "not_external"})
-        return job
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("Send the job's reporter token: 'Authorization: Bearer <reporterToken>'")
-    if reporter_token_job(request.app[TOKENS], token) != job_id:
-        raise Forbidden("This reporter token is for another job", details={"reason": "other_job"})
+    # First the credential, then the job, looked up once: with an app JWT it must be its
+    # user's (the product's own token for its user, with scope report); a reporter token
+    # names the job itself.
+    owner: str | None = None
+    if (await credential_of(request)).app:
+        owner = await require_identity(request, Scope.REPORT)
+    else:
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthorized("Send the job's reporter token: 'Authorization: Bearer <reporterToken>'")
+        if reporter_token_job(request.app[TOKENS], token) != job_id:
+            raise Forbidden("This reporter token is for another job", details={"reason": "other_job"})
     job = await request.app[STORE].get(job_id)
-    if job is None:
+    if job is None or (owner is not None and job.owner != owner):
         raise NotFound(f"No job {job_id[:64]!r}")
     if job.runner != EXTERNAL:
         raise Forbidden("Only external jobs take reported events", details={"reason": "not_external"})

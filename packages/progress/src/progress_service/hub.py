@@ -28,7 +28,7 @@ import uuid
 
 from redis.asyncio import Redis
 
-from jobprogress_core.backoff import Backoff
+from jobprogress_client.backoff import Backoff
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import stream_id_after
 from jobprogress_core.redis import REDIS_ERRORS, StreamReader, stop_reader

@@ -15,7 +15,7 @@ import time
 
 from aiohttp import HttpVersion11, web
 
-from jobprogress_core.backoff import Backoff
+from jobprogress_client.backoff import Backoff
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.logs import set_job_id

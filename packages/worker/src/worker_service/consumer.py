@@ -28,7 +28,7 @@ from functools import partial
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from jobprogress_core.backoff import Backoff
+from jobprogress_client.backoff import Backoff
 from jobprogress_core.keys import Keys
 from jobprogress_core.logs import job_scope
 from jobprogress_core.metrics import count_finished

@@ -1,27 +1,39 @@
--- Append a batch of reported events to an external job, in order, in one atomic step:
--- each event's stream entry and its change of the job's hash, skipping events whose
--- idempotency key was appended before.
--- KEYS[1] job hash, KEYS[2] event stream, KEYS[3] sorted set of the job's event keys
--- (same hash tag, same slot)
+-- Append a batch of events to a job's stream, in order, each with its change of the job's
+-- hash, in one atomic step: all of the batch, or nothing. Nothing is ever appended after a
+-- terminal event. The worker appends one event a call, under its claim and with a token;
+-- a reporter of an external job appends batches whose events may carry idempotency keys.
+-- KEYS[1] job hash, KEYS[2] event stream, and with idempotency keys KEYS[3] the sorted set
+-- of the job's event keys (same hash tag, same slot)
 -- ARGV[1] approximate MAXLEN of the stream, ARGV[2] seconds the job's keys live once it has
--- ended, ARGV[3] seconds the key set lives while the job runs, ARGV[4] keys kept at most,
--- ARGV[5] number of events, then per event: type, data (JSON), key ('' for none), the
--- number of field, value pairs to set on the hash, and those pairs.
--- Returns {'missing'} when there is no such job; {'ended', cancel_requested} when the job
--- has ended and the batch has an event not appended before (nothing is appended then);
--- else {'ok', cancel_requested, id or '' (a duplicate) for each event}.
+-- ended (0: keep), ARGV[3] a token unique to this batch ('' for none), ARGV[4] the queue
+-- entry whose run must hold the job ('' for anyone), ARGV[5] seconds the key set lives
+-- while the job runs, ARGV[6] keys kept at most (both unused without KEYS[3]), ARGV[7]
+-- number of events, then per event: type, data (JSON), key ('' for none; unused without
+-- KEYS[3]), the number of field, value pairs to set on the hash, and those pairs.
+-- Returns {'missing'} when there is no such job; {'again', cancel_requested, id} when the
+-- token is the one of the last batch appended (a retried call, even once the job ended:
+-- nothing is appended again, id is the last event's); {'ended', cancel_requested} when the
+-- job has ended and the batch has an event not appended before (nothing is appended then);
+-- else {'ok', cancel_requested, id or '' (a duplicate key) for each event}. Fails with
+-- LOSTCLAIM when another run (another worker, or another queue entry) has taken the job
+-- over.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return {'missing'}
 end
 local cancel = redis.call('HGET', KEYS[1], 'cancel_requested') or '0'
+local token, holder = ARGV[3], ARGV[4]
+if token ~= '' and redis.call('HGET', KEYS[1], 'last_token') == token then
+  return {'again', cancel, redis.call('HGET', KEYS[1], 'last_event_id') or ''}
+end
+local keyed = #KEYS > 2
 local events = {}
 local fresh = 0
-local pos = 6
-for i = 1, tonumber(ARGV[5]) do
+local pos = 8
+for i = 1, tonumber(ARGV[7]) do
   local count = tonumber(ARGV[pos + 3])
   local event = {type = ARGV[pos], data = ARGV[pos + 1], key = ARGV[pos + 2], first = pos + 4, count = count}
-  event.duplicate = event.key ~= '' and redis.call('ZSCORE', KEYS[3], event.key) ~= false
+  event.duplicate = keyed and event.key ~= '' and redis.call('ZSCORE', KEYS[3], event.key) ~= false
   if not event.duplicate then
     fresh = fresh + 1
   end
@@ -34,6 +46,9 @@ end
 if fresh > 0 and ended(status) then
   return {'ended', cancel}
 end
+if holder ~= '' and redis.call('HGET', KEYS[1], 'entry') ~= holder then
+  return redis.error_reply('LOSTCLAIM the job is held by another run')
+end
 local reply = {'ok', cancel}
 local last = nil
 for i, event in ipairs(events) do
@@ -44,21 +59,29 @@ for i, event in ipairs(events) do
     if event.count > 0 then
       redis.call('HSET', KEYS[1], unpack(ARGV, event.first, event.first + 2 * event.count - 1))
     end
-    if event.key ~= '' then
+    if keyed and event.key ~= '' then
       redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'report_seq', 1), event.key)
     end
     reply[i + 2] = last
   end
 end
 if last then
-  redis.call('HSET', KEYS[1], 'last_event_id', last)
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[4]) - 1)
+  if token ~= '' then
+    redis.call('HSET', KEYS[1], 'last_event_id', last, 'last_token', token)
+  else
+    redis.call('HSET', KEYS[1], 'last_event_id', last)
+  end
+  if keyed then
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
+  end
   if ended(redis.call('HGET', KEYS[1], 'status')) then
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-    redis.call('EXPIRE', KEYS[2], ARGV[2])
-    redis.call('EXPIRE', KEYS[3], ARGV[2])
-  elseif redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('EXPIRE', KEYS[3], ARGV[3])
+    if tonumber(ARGV[2]) > 0 then
+      for _, key in ipairs(KEYS) do
+        redis.call('EXPIRE', key, ARGV[2])
+      end
+    end
+  elseif keyed and redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('EXPIRE', KEYS[3], ARGV[5])
   end
 end
 return reply

@@ -1,6 +1,6 @@
 import pytest
 
-from jobprogress_core.backoff import Backoff
+from jobprogress_client.backoff import Backoff
 
 
 def test_delays_double_up_to_the_cap_and_reset() -> None:

@@ -1,8 +1,9 @@
 """Waiting longer after each failure in a row: one helper for every retry loop.
 
-A loop that retries a dependency (a Redis read, a Consul lookup) sleeps ``first`` seconds
-after its first failure, twice as long after each further one up to ``cap``, and starts
-again from ``first`` once a call works::
+A loop that retries a dependency (a Redis read, a Consul lookup, a reporter's request)
+sleeps ``first`` seconds after its first failure, twice as long after each further one up
+to ``cap``, and starts again from ``first`` once a call works. It lives in the client, which
+needs it too and depends on aiohttp only; the services import it from here::
 
     backoff = Backoff(first=0.1, cap=5.0)
     while True:
