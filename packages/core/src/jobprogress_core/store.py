@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 from .keys import Keys
 from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso, valid_job_id
 from .redis import Entry, range_entries
+from .replication import Replication, run_replicated
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,15 @@ class JobStore:
         stream_maxlen: int = 10_000,
         retention_seconds: int = 86_400,
         history_limit: int = 1000,
+        replication: Replication | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.stream_maxlen = stream_maxlen
         self.retention_seconds = retention_seconds
         self.history_limit = history_limit
+        #: How many replicas confirm a job's creation and its end (:mod:`.replication`).
+        self.replication = replication or Replication()
         self._create = redis.register_script(load_script("create_job.lua"))
         self._append = redis.register_script(load_script("append_events.lua"))
 
@@ -99,7 +103,8 @@ class JobStore:
         args: list[str] = [str(self.stream_maxlen), EventType.STATUS.value, dumps(data)]
         for name, value in fields.items():
             args += [name, value]
-        entry_id = await self._create(keys=[self.keys.job(job.id), self.keys.events(job.id)], args=args)
+        keys = [self.keys.job(job.id), self.keys.events(job.id)]
+        entry_id = await run_replicated(self.redis, self._create, keys, args, self.replication, "create")
         if not entry_id:
             return None
         await self._index(job)
@@ -177,8 +182,10 @@ class JobStore:
         keys = [self.keys.job(job_id), self.keys.events(job_id)]
         if keyed:
             keys.append(self.keys.report_keys(job_id))
+        ending = any(event.type in TERMINAL_STATUS_OF for event in events)
+        replication = self.replication if ending else Replication()
         try:
-            reply = await self._append(keys=keys, args=args)
+            reply = await run_replicated(self.redis, self._append, keys, args, replication, "end")
         except ResponseError as exc:
             if str(exc).startswith("LOSTCLAIM"):
                 raise ClaimLost(f"job {job_id} is held by another run") from None

@@ -24,6 +24,7 @@ from .logs import REQUEST_ID
 from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
 from .queue import JobQueue
 from .redis import REDIS_ERRORS, create_redis
+from .replication import Replication
 from .security import setup_security
 from .settings import ClientFacingSettings, JobQueueSettings, ProgressSettings, Settings, WorkerSettings
 from .store import JobStore
@@ -162,6 +163,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         stream_maxlen=settings.event_stream_maxlen,
         retention_seconds=settings.retention_seconds,
         history_limit=settings.history_limit,
+        replication=Replication(settings.redis_wait_replicas, settings.redis_wait_ms),
     )
     # Enqueueing and counting; the worker's consumer has its own, with its reader and visibility.
     app[QUEUE] = JobQueue(redis, app[KEYS])

@@ -65,6 +65,9 @@ class Settings:
     # Redis, and the bounds of the store on it
     redis_timeout: float
     redis_pool_size: int
+    #: Replicas that must confirm a job's creation and end, and how long to wait for them.
+    redis_wait_replicas: int
+    redis_wait_ms: int
     event_stream_maxlen: int
     retention_seconds: int
     history_limit: int
@@ -151,6 +154,8 @@ class Settings:
             ),
             redis_timeout=env.number("JOBPROGRESS_REDIS_TIMEOUT", 5.0, minimum=0.1, maximum=300.0),
             redis_pool_size=env.integer("JOBPROGRESS_REDIS_POOL_SIZE", 16, minimum=1, maximum=1000),
+            redis_wait_replicas=env.integer("JOBPROGRESS_REDIS_WAIT_REPLICAS", 0, minimum=0, maximum=10),
+            redis_wait_ms=env.integer("JOBPROGRESS_REDIS_WAIT_MS", 100, minimum=1, maximum=5000),
             event_stream_maxlen=env.integer(
                 "JOBPROGRESS_EVENT_STREAM_MAXLEN", 10_000, minimum=100, maximum=10_000_000
             ),
