@@ -32,9 +32,12 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["UNREPLICATED", "Replication", "run_replicated"]
 
@@ -109,8 +112,10 @@ async def _on_owner(
             ]
             await connection.send_packed_command(connection.pack_commands(commands))
             replies = [await _reply(connection) for _ in commands]
-        except BaseException:
+        except BaseException as exc:
             await connection.disconnect()  # a reply may still be on its way: not for the next caller
+            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+                await _refresh(cluster)  # the node may be gone: the next call asks the cluster
             raise
         finally:
             node.release(connection)
@@ -124,6 +129,15 @@ async def _on_owner(
             raise reply  # the script's own error (a lost claim): as if called directly
         return reply, int(acknowledged)
     raise NoScriptError(f"script {script.sha} not loaded on the master of {keys[0]}")
+
+
+async def _refresh(cluster: RedisCluster) -> None:
+    """Learn the cluster's layout again (what the cluster client does itself after a
+    connection error), so that a promoted replica is found once it has taken over."""
+    try:
+        await cluster.nodes_manager.initialize()
+    except (RedisConnectionError, RedisTimeoutError, RedisClusterException) as exc:
+        logger.warning("could not refresh the cluster's layout: %s", exc)
 
 
 async def _reply(connection: Any) -> Any:
