@@ -41,7 +41,8 @@ class RedisServer(Process):
     ) -> None:
         """``config``: more ``--directive value`` arguments (ACL users, for one)."""
         self.port = port or free_port()
-        data = workdir / f"redis-{self.port}"
+        #: Its ``--dir``: the append-only file, and a cluster node's ``nodes.conf``.
+        self.data = data = workdir / f"redis-{self.port}"
         data.mkdir(parents=True, exist_ok=True)
         argv = [
             shutil.which("redis-server") or "redis-server",
