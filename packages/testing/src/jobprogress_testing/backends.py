@@ -56,8 +56,13 @@ class RedisServer(Process):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start it; with ``wait``, return once it answers (else see :meth:`wait_answering`)."""
         super().start()
+        if wait:
+            self.wait_answering()
+
+    def wait_answering(self) -> None:
         self.wait_until(lambda: redis_answers("127.0.0.1", self.port), 15, "answering PING")
 
     def restart(self, down_seconds: float = 0.0) -> None:
