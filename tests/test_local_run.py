@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -74,7 +76,7 @@ def start_run(tmp_path: Path, jobprogress_redis: RedisServer) -> Iterator[Callab
     there afterwards), under a key prefix of its own."""
     runs: list[Run] = []
 
-    def start(name: str = "run", **env: str) -> Run:
+    def start(name: str = "run", *args: str, **env: str) -> Run:
         run_dir = tmp_path / name
         environ = {
             **os.environ,
@@ -95,7 +97,7 @@ def start_run(tmp_path: Path, jobprogress_redis: RedisServer) -> Iterator[Callab
         assert tee.stdin is not None
         # A session of its own, as a terminal's foreground job: Ctrl-C is a SIGINT to its group.
         runner = subprocess.Popen(
-            [str(ROOT / "scripts/run")],
+            [str(ROOT / "scripts/run"), *args],
             cwd=ROOT,
             env=environ,
             stdout=tee.stdin,
@@ -317,3 +319,24 @@ async def test_a_job_running_at_ctrl_c_goes_on_at_the_next_run_with_its_own_redi
     ]
     assert any("Handed back" in text for text in texts), texts
     assert any("Resuming after step 1/3" in text for text in texts), texts
+
+
+async def test_with_redis_cluster_the_run_starts_a_new_cluster_and_stops_it_with_the_rest(
+    start_run: Callable[..., Run],
+) -> None:
+    """``scripts/run --redis-cluster``: a local Redis Cluster of its own instead of the Redis
+    at ``REDIS_URL`` (which answers here), its URL given to the services, its six nodes
+    stopped with the rest. Until the services read ``redis+cluster://`` URLs they refuse it,
+    and the run stops by itself; either way SIGTERM leaves nothing running."""
+    run = start_run("cluster", "--redis-cluster")
+    await eventually(lambda: "Redis Cluster ready: REDIS_URL=" in run.output, "the cluster ready", timeout=60)
+    found = re.search(r"REDIS_URL=(\S+)", run.output)
+    assert found is not None
+    url = urlsplit(found.group(1))
+    assert url.scheme == "redis+cluster" and len(url.netloc.split(",")) == 3
+    sigterm(run)
+    await eventually(lambda: not processes_of(run.run_dir), "every process of the run gone", timeout=60)
+    assert run.runner.wait(10) in (0, 1)
+    assert "using the Redis that answers" not in run.output
+    (stopped,) = [line for line in run.output.splitlines() if line.startswith("stopped (")]
+    assert len(re.findall(r"redis-server:\d+ 0\b", stopped)) == 6, stopped

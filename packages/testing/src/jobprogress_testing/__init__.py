@@ -13,6 +13,8 @@ identity of its own::
 """
 
 from .backends import ConsulAgent, RedisServer, consul_binary
+from .cluster import RedisCluster
+from .cluster_node import RedisClusterNode
 from .commands import run_cli, start_cli
 from .environment import TEST_ENV, TEST_SECRET_KEY, bearer_headers
 from .errors import StackError
@@ -28,6 +30,8 @@ __all__ = [
     "TEST_SECRET_KEY",
     "ConsulAgent",
     "Process",
+    "RedisCluster",
+    "RedisClusterNode",
     "RedisServer",
     "ServiceProcess",
     "Stack",

@@ -41,7 +41,8 @@ class RedisServer(Process):
     ) -> None:
         """``config``: more ``--directive value`` arguments (ACL users, for one)."""
         self.port = port or free_port()
-        data = workdir / f"redis-{self.port}"
+        #: Its ``--dir``: the append-only file, and a cluster node's ``nodes.conf``.
+        self.data = data = workdir / f"redis-{self.port}"
         data.mkdir(parents=True, exist_ok=True)
         argv = [
             shutil.which("redis-server") or "redis-server",
@@ -55,8 +56,13 @@ class RedisServer(Process):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start it; with ``wait``, return once it answers (else see :meth:`wait_answering`)."""
         super().start()
+        if wait:
+            self.wait_answering()
+
+    def wait_answering(self) -> None:
         self.wait_until(lambda: redis_answers("127.0.0.1", self.port), 15, "answering PING")
 
     def restart(self, down_seconds: float = 0.0) -> None:

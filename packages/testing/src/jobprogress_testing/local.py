@@ -1,9 +1,11 @@
-"""Run the whole system locally (``scripts/run``).
+"""Run the whole system locally (``scripts/run [--redis-cluster]``).
 
 Reuses Redis at ``REDIS_URL`` and Consul at ``CONSUL_HTTP_ADDR`` when they answer, else
 starts a local ``redis-server`` (persistent, in the run folder) and ``consul agent -dev`` on
 those ports; then starts the three services, prints where to look, and stops everything
-when it is told to.
+when it is told to. With ``--redis-cluster`` it starts a new local Redis Cluster instead
+(three masters, three replicas, on free ports; its data does not outlive the run) instead
+of the Redis of ``REDIS_URL``.
 
 Two processes, so that every ending stops everything in order:
 
@@ -21,6 +23,7 @@ on any other signal. A second Ctrl-C stops everything at once.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import os
 import secrets
@@ -29,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -93,22 +97,39 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def main() -> int:
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/run",
+        description="Run the whole system locally: Redis and Consul (reused when they answer, "
+        "else started), the three services, and the page. Ctrl-C stops everything.",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="start a new local Redis Cluster (3 masters, 3 replicas, free ports, no data kept) "
+        "instead of using or starting the redis-server of REDIS_URL",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = arguments(argv)
     workdir = run_dir()
     try:
         lock = take_lock(workdir)
         check_ports()
         if not os.environ.get("JOBPROGRESS_SECRET_KEY"):
             os.environ["JOBPROGRESS_SECRET_KEY"] = local_secret(workdir)  # for every process started
-        Plan.from_env()  # the supervisor reads it again; a mistake is said here, once
+        Plan.from_env(redis_cluster=args.redis_cluster)  # the supervisor reads it again; said here, once
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except Refused as exc:
         print(exc, file=sys.stderr)
         return 1
+    command = [sys.executable, "-m", "jobprogress_testing.supervisor", str(lock)]
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "jobprogress_testing.supervisor", str(lock)],
+        [*command, "--redis-cluster"] if args.redis_cluster else command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

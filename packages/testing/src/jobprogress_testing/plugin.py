@@ -3,8 +3,10 @@
 ``jobprogress_stack`` (session scope) starts a private ``redis-server`` and
 ``consul agent -dev`` on free ports and one instance of each service as a separate
 process, and stops them all at the end. Start more instances with
-``jobprogress_stack.start_service(name, **env)``. When a test that used the stack fails,
-the tail of every process log is added to its report.
+``jobprogress_stack.start_service(name, **env)``. ``jobprogress_redis_cluster`` (module
+scope) is a local Redis Cluster of its own, three masters and three replicas;
+``jobprogress_make_redis_cluster`` makes fresh ones for a test that breaks them. When a test
+that used a stack or a cluster fails, the tail of every process log is added to its report.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 
 from .backends import ConsulAgent, RedisServer
+from .cluster import RedisCluster
 from .environment import TEST_ENV, bearer_headers
 from .stack import SERVICE_MODULES, Stack
 
 _STACKS: list[Stack] = []
+_CLUSTERS: list[RedisCluster] = []
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +49,44 @@ def jobprogress_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Con
     agent.start()
     yield agent
     agent.stop()
+
+
+@pytest.fixture(scope="module")
+def jobprogress_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A private Redis Cluster, three masters with a replica each, started (healthy) for the
+    tests of one module: see :class:`RedisCluster`. A test that kills a node, fails over or
+    moves a slot leaves it healthy, with every node running; one that cannot, makes its own
+    (``jobprogress_make_redis_cluster``)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    _CLUSTERS.append(cluster)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        _CLUSTERS.remove(cluster)
+        cluster.stop()
+
+
+@pytest.fixture
+def jobprogress_make_redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., RedisCluster]]:
+    """Fresh clusters for one test: ``make(**options)`` (those of :class:`RedisCluster`)
+    starts one and returns it; every cluster made is stopped at the end of the test, however
+    it ends."""
+    clusters: list[RedisCluster] = []
+
+    def make(**options: Any) -> RedisCluster:
+        cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"), **options)
+        clusters.append(cluster)
+        _CLUSTERS.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        _CLUSTERS.remove(cluster)
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +189,10 @@ async def jobprogress_http(jobprogress_identity: str) -> AsyncIterator[aiohttp.C
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
-    used = {"jobprogress_stack", "jobprogress_make_stack"} & set(getattr(item, "fixturenames", ()))
-    if report.failed and used:
+    used = set(getattr(item, "fixturenames", ()))
+    if report.failed and used & {"jobprogress_stack", "jobprogress_make_stack"}:
         for stack in _STACKS:
             report.sections.append(("jobprogress stack logs", stack.logs()))
+    if report.failed and used & {"jobprogress_redis_cluster", "jobprogress_make_redis_cluster"}:
+        for cluster in _CLUSTERS:
+            report.sections.append(("jobprogress redis cluster logs", cluster.logs()))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import StackError
 
-__all__ = ["FREE_PORTS", "cache_dir", "ephemeral_ports", "free_port", "reserve"]
+__all__ = ["FREE_PORTS", "bindable", "cache_dir", "ephemeral_ports", "free_port", "release", "reserve"]
 
 #: Ports :func:`free_port` has handed out in this process.
 _HANDED_OUT: set[int] = set()
@@ -54,26 +54,54 @@ def reserve(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
+def release(port: int) -> None:
+    """Give back a reservation :func:`reserve` took (its pair could not be had)."""
+    if _reservations is not None:
+        fcntl.lockf(_reservations, fcntl.LOCK_UN, 1, port)
+
+
+def free_port(*, bus_offset: int = 0) -> int:
     """A port nothing listens on, for a process about to start.
 
     Picked below the ephemeral range: a port the kernel offers for ``bind(0)`` is one it
     may give to any outgoing connection (to Redis, say) before that process binds it. Never
     the same twice in this process, nor one that another process has just picked for a
     process of its own (a test and the ``scripts/run`` it starts both pick ports).
+
+    With ``bus_offset``, ``port + bus_offset`` is free, reserved and handed out too: a Redis
+    Cluster node listens there for its cluster bus (``port + 10000``). Both stay below the
+    ephemeral range when it leaves room for that, and the second one at most 65535.
     """
     top = ephemeral_ports().start
+    low = max(1024, top - FREE_PORTS)
+    high = top - bus_offset if top - bus_offset > low else min(top, 65536 - bus_offset)
+    if high <= low:
+        raise StackError(f"no room for a port and its port + {bus_offset} below {top}")
     for _ in range(200):
-        port = random.randrange(max(1024, top - FREE_PORTS), top)
-        if port in _HANDED_OUT:
+        port = random.randrange(low, high)
+        wanted = [port, port + bus_offset] if bus_offset else [port]
+        if any(each in _HANDED_OUT or not bindable(each) for each in wanted):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if not reserve(port):
+        held = []
+        for each in wanted:
+            if not reserve(each):
+                break
+            held.append(each)
+        if len(held) < len(wanted):
+            for each in held:
+                release(each)
             continue
-        _HANDED_OUT.add(port)
+        _HANDED_OUT.update(wanted)
         return port
-    raise StackError(f"no free port between {max(1024, top - FREE_PORTS)} and {top}")
+    raise StackError(
+        f"no free port between {low} and {high}" + (f" (and + {bus_offset})" if bus_offset else "")
+    )
+
+
+def bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

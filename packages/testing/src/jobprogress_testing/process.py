@@ -115,13 +115,19 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
         return self.popen.returncode
 
     def kill(self) -> None:
+        """SIGKILL, and wait for the exit."""
         if self.running:
             assert self.popen is not None
             self.popen.kill()
             self.popen.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        """Ours only: the process keeps its own copy; a start again opens it anew."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,5 +1,5 @@
-"""The whole system as local processes: ``redis-server``, ``consul agent -dev`` and the
-three services, each on a free (or given) port.
+"""The whole system as local processes: ``redis-server`` (or a local Redis Cluster),
+``consul agent -dev`` and the three services, each on a free (or given) port.
 
 Used by ``scripts/run`` (:mod:`jobprogress_testing.local`) to run everything locally, by the
 pytest plugin (:mod:`jobprogress_testing.plugin`) for end-to-end tests against real
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .backends import ConsulAgent, RedisServer
+from .cluster import RedisCluster
 from .errors import StackError
 from .ports import free_port
 from .probes import consul_health, http_get
@@ -56,7 +57,12 @@ class ServiceProcess(Process):
 
 
 class Stack:
-    """Redis, Consul and any number of service processes sharing one environment."""
+    """Redis, Consul and any number of service processes sharing one environment.
+
+    With ``redis_cluster``, :meth:`start_backends` starts a local Redis Cluster
+    (:class:`RedisCluster`: three masters, three replicas) instead of one ``redis-server``,
+    and the services get its ``redis+cluster://`` URL as ``REDIS_URL``.
+    """
 
     def __init__(
         self,
@@ -66,12 +72,17 @@ class Stack:
         redis_url: str | None = None,
         consul_addr: str | None = None,
         env: dict[str, str] | None = None,
+        redis_cluster: bool = False,
     ) -> None:
+        if redis_cluster and (redis_url is not None or persistent_redis):
+            raise ValueError("redis_cluster starts a cluster of its own, whose nodes keep no data")
         #: A folder of our own making is removed by :meth:`stop`; a given one is left as it is.
         self.own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="jobprogress-stack-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis: RedisServer | None = None
+        self.cluster: RedisCluster | None = None
+        self.redis_cluster = redis_cluster
         self.consul: ConsulAgent | None = None
         self.redis_url = redis_url
         self.consul_addr = consul_addr
@@ -80,7 +91,11 @@ class Stack:
         self.services: list[ServiceProcess] = []
 
     def start_backends(self) -> None:
-        if self.redis_url is None:
+        if self.redis_url is None and self.redis_cluster:
+            self.cluster = RedisCluster(self.workdir / "redis-cluster")
+            self.cluster.start()
+            self.redis_url = self.cluster.url
+        elif self.redis_url is None:
             self.redis = RedisServer(self.workdir, persistent=self.persistent_redis)
             self.redis.start()
             self.redis_url = self.redis.url
@@ -141,8 +156,12 @@ class Stack:
 
     @property
     def processes(self) -> list[Process]:
-        """Every process of this stack: the services, then Consul and Redis if it runs them."""
-        return [process for process in [*self.services, self.consul, self.redis] if process is not None]
+        """Every process of this stack: the services, then Consul and Redis (or the cluster's
+        nodes) if it runs them."""
+        nodes = self.cluster.nodes if self.cluster is not None else []
+        return [
+            process for process in [*self.services, self.consul, self.redis, *nodes] if process is not None
+        ]
 
     def logs(self) -> str:
         return "\n".join(
@@ -165,6 +184,8 @@ class Stack:
             self.consul.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         if self.own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -8,7 +8,7 @@ on the SIGTERM the kernel sends it when the runner dies, however it dies. Its ch
 get SIGTERM from the kernel if it dies itself. Its own lines also go to ``supervisor.log``
 in the run folder, with the time: its stdout may be gone.
 
-    python -m jobprogress_testing.supervisor LOCK_FD
+    python -m jobprogress_testing.supervisor LOCK_FD [--redis-cluster]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -78,9 +79,11 @@ class Plan:
     ports: dict[str, int]
     #: How long the services get to stop: the worker's grace, then the server's own shutdown.
     stop_timeout: float
+    #: A new local Redis Cluster instead of the Redis at ``redis_url`` (``--redis-cluster``).
+    redis_cluster: bool = False
 
     @classmethod
-    def from_env(cls) -> Plan:
+    def from_env(cls, *, redis_cluster: bool = False) -> Plan:
         env = Environ()
         consul_host, consul_port, _ = env.host_port("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
         worker = checked_settings()
@@ -90,6 +93,7 @@ class Plan:
             consul_addr=f"{consul_host}:{consul_port}",
             ports=service_ports(env),
             stop_timeout=worker.grace_seconds + worker.shutdown_timeout + 5,
+            redis_cluster=redis_cluster,
         )
 
 
@@ -97,9 +101,9 @@ class StopAsked(Exception):
     """A signal asked the supervisor to stop."""
 
 
-def supervise(lock: int) -> int:
+def supervise(lock: int, *, redis_cluster: bool = False) -> int:
     """Run the stack until a signal; ``lock`` is the run's lock, held for as long as this runs."""
-    plan = Plan.from_env()
+    plan = Plan.from_env(redis_cluster=redis_cluster)
     os.ftruncate(lock, 0)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # who holds the lock: what a second run names
     ServiceProcess.inherit_output = True  # service logs on the terminal; Redis and Consul in the run folder
@@ -120,7 +124,10 @@ class Supervisor:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.stack = Stack(plan.workdir, redis_url=plan.redis_url, consul_addr=plan.consul_addr)
+        if plan.redis_cluster:
+            self.stack = Stack(plan.workdir, redis_cluster=True, consul_addr=plan.consul_addr)
+        else:
+            self.stack = Stack(plan.workdir, redis_url=plan.redis_url, consul_addr=plan.consul_addr)
         self.journal = plan.workdir / JOURNAL_NAME
         self.journal.write_text("")
         self.interruptible = True
@@ -173,14 +180,10 @@ class Supervisor:
 
     def start(self) -> None:
         stack, plan = self.stack, self.plan
-        redis = urlsplit(plan.redis_url)
-        redis_host, redis_port = redis.hostname or "127.0.0.1", redis.port or 6379
-        if redis_answers(redis_host, redis_port):
-            self.say(f"using the Redis that answers at {redis_host}:{redis_port}")
+        if plan.redis_cluster:
+            self.start_cluster()
         else:
-            self.say(f"starting redis-server on 127.0.0.1:{redis_port} (data in {plan.workdir})")
-            stack.redis = RedisServer(plan.workdir, port=redis_port, persistent=True)
-            stack.redis.start()
+            self.start_redis()
         if consul_answers(plan.consul_addr):
             self.say(f"using the Consul agent that answers at {plan.consul_addr}")
         else:
@@ -200,8 +203,29 @@ class Supervisor:
         self.say(f"  page:       {stack.url('progress-service')}/client/index.html")
         self.say(f"  consul ui:  http://{plan.consul_addr}/ui/")
         self.say(f"  job api:    {stack.url('job-queue-service')}/api/jobs")
+        if stack.cluster is not None:
+            self.say(f"  redis:      {stack.redis_url}")
         self.say("  Ctrl-C stops everything.")
         self.say("")
+
+    def start_redis(self) -> None:
+        plan = self.plan
+        redis = urlsplit(plan.redis_url)
+        redis_host, redis_port = redis.hostname or "127.0.0.1", redis.port or 6379
+        if redis_answers(redis_host, redis_port):
+            self.say(f"using the Redis that answers at {redis_host}:{redis_port}")
+        else:
+            self.say(f"starting redis-server on 127.0.0.1:{redis_port} (data in {plan.workdir})")
+            self.stack.redis = RedisServer(plan.workdir, port=redis_port, persistent=True)
+            self.stack.redis.start()
+
+    def start_cluster(self) -> None:
+        """A new one every run: its nodes keep no data, and what an earlier run left in the
+        folder (``nodes.conf``) would be another cluster's."""
+        shutil.rmtree(self.plan.workdir / "redis-cluster", ignore_errors=True)
+        self.say("starting a new Redis Cluster on 127.0.0.1: 3 masters, 3 replicas (no data kept)")
+        self.stack.start_backends()  # the cluster only: Consul has an address already
+        self.say(f"Redis Cluster ready: REDIS_URL={self.stack.redis_url}")
 
     def watch(self) -> int:
         """Until a signal: a process that exits by itself stops the whole run (status 1)."""
@@ -215,4 +239,4 @@ class Supervisor:
 
 
 if __name__ == "__main__":
-    sys.exit(supervise(int(sys.argv[1])))
+    sys.exit(supervise(int(sys.argv[1]), redis_cluster="--redis-cluster" in sys.argv[2:]))
