@@ -25,7 +25,9 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from jobprogress_core.redis_urls import is_cluster_url
 from jobprogress_core.settings import DEFAULT_PORTS, Environ, Settings, WorkerSettings
+from jobprogress_core.settings.environ import masked_url
 
 from .backends import ConsulAgent, RedisServer
 from .errors import StackError
@@ -210,6 +212,9 @@ class Supervisor:
 
     def start_redis(self) -> None:
         plan = self.plan
+        if is_cluster_url(plan.redis_url):  # one of its own: nothing to start
+            self.say(f"using the Redis Cluster of REDIS_URL ({masked_url(plan.redis_url)})")
+            return
         redis = urlsplit(plan.redis_url)
         redis_host, redis_port = redis.hostname or "127.0.0.1", redis.port or 6379
         if redis_answers(redis_host, redis_port):
