@@ -23,7 +23,7 @@ TINY = {
     "submit.py": ["--requests", "60", "--concurrency", "5", "--rounds", "1"],
     "streams.py": ["--streams", "20", "--jobs", "2", "--events", "3"],
     "run.py": ["--lines", "500", "--rounds", "1"],
-    "failover.py": ["--rounds", "1", "--seconds", "0.4"],
+    "failover.py": ["--rounds", "1", "--seconds", "0.4", "--lag-ms", "50"],
     "fanout.py": [
         "--clients", "40", "--channels", "2", "--latency-clients", "4", "8", "--latency-rates", "5", "5",
         "--seconds", "1.5", "--rounds", "1", "--max-clients", "8", "--max-seconds", "0.5",
@@ -39,7 +39,10 @@ TABLES = {
     ],
     "streams.py": [r"^clients with every event, exactly once: 20 of 20$"],
     "run.py": [r"^every line once, in order: 1 of 1 runs$", r"^\| jobprogress run \| 500 \| [\d.]+ \|"],
-    "failover.py": [r"^\| no WAIT \| [\d,]+ \| \d+ \| \d+ \|", r"^\| WAIT 1 \(100 ms\) \| [\d,]+ \| \d+ \|"],
+    "failover.py": [
+        r"^\| keeping up \| no WAIT \| [\d,]+ \| \d+ \| - \|",
+        r"^\| stopped 50 ms before \| WAIT 1 \(100 ms\) \| [\d,]+ \| \d+ \| \d+ \|",
+    ],
     "fanout.py": [
         r"^\| metric \| progress-service \| nchan \| progress / nchan \|$",
         r"^\| connect 40 clients \(s\) \| [\d.]+ \| [\d.]+ \|",

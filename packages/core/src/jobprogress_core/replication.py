@@ -34,6 +34,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -100,8 +101,12 @@ async def _on_owner(
     cluster client would send a keyless ``WAIT`` to any node; so it is sent here by hand,
     and where the slot has just moved the write goes through the client (which follows the
     redirect) without the wait."""
+    await cluster.initialize()  # connects lazily: the slot map comes with the first command
     for _ in range(2):
-        node = cluster.get_node_from_key(keys[0])
+        try:
+            node = cluster.get_node_from_key(keys[0])
+        except SlotNotCoveredError:
+            node = None
         if node is None:  # the slot map has no owner for it (yet): the client finds one
             return await script(keys=keys, args=args), 0
         connection = node.acquire_connection()
