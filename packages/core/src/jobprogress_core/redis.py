@@ -246,6 +246,15 @@ def range_entries(reply: Any) -> list[Entry]:
     return [(entry_id, dict(fields or {})) for entry_id, fields in reply or []]
 
 
+async def disconnect(client: Redis) -> None:
+    """Close every connection of ``client`` now, those in use too (a command waiting on one
+    fails at once); the next command opens a new one. For a cluster client, on every node."""
+    if isinstance(client, RedisCluster):
+        await asyncio.gather(*(node.disconnect() for node in client.get_nodes()))
+    else:
+        await client.connection_pool.disconnect()
+
+
 async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float = 5.0) -> None:
     """End a loop blocked in ``XREAD``/``XREADGROUP`` on its own client ``reader``.
 
@@ -254,7 +263,7 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
     connection is closed under it: the read fails at once and the loop sees that it must
     stop. Cancellation remains only as a last resort.
     """
-    await reader.connection_pool.disconnect()
+    await disconnect(reader)
     try:
         async with asyncio.timeout(timeout):
             await asyncio.shield(task)
