@@ -162,7 +162,7 @@ async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
     held, _ = await enqueue(store)
     await read_group(store, "gone-holding", held)
     await store.redis.xgroup_createconsumer(store.keys.queue_of(held.id), QUEUE_GROUP, "gone-idle")
-    monkeypatch.setattr("jobprogress_core.queue.DEAD_CONSUMER_IDLE_MS", -1)
+    monkeypatch.setattr("jobprogress_core.queue_shards.DEAD_CONSUMER_IDLE_MS", -1)
     assert await consumer.queue.forget_dead_consumers(consumer.name) == 1
 
     async def consumer_names(job: Job) -> set[str]:
