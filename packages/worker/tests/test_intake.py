@@ -138,7 +138,8 @@ async def test_entries_beyond_the_free_slots_are_given_back_and_each_job_runs_on
     store = jobprogress_store
     recorder = Recorder()
     recorder.release.clear()
-    worker = consumer_for(store, recorder.handlers(), concurrency=1)
+    # Reads of 5 s: all of them are in flight when the jobs come (none has just timed out).
+    worker = Consumer(store, reader_of(store), store.keys, recorder.handlers(), concurrency=1, block_ms=5000)
     worker.start()
     try:
         await asyncio.sleep(0.3)  # idle: a read in flight on every shard
@@ -155,6 +156,24 @@ async def test_entries_beyond_the_free_slots_are_given_back_and_each_job_runs_on
     for job in jobs:
         stored = await store.get(job.id)
         assert stored is not None and stored.status is JobStatus.COMPLETED and stored.attempts == 1
+
+
+async def test_two_workers_run_every_job_of_every_shard_once(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    recorder = Recorder(seconds=0.005)
+    workers = [consumer_for(store, recorder.handlers(), concurrency=2) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        jobs = await queue_at_once(store, [n % 16 for n in range(32)])  # while both wait on every shard
+        jobs += [await queued(store, shard=n % 16) for n in range(32)]  # and while they run
+        await eventually(lambda: all_done(store, jobs), "every job done")
+    finally:
+        for worker in workers:
+            await worker.stop()
+    assert sorted(recorder.started) == sorted(job.id for job in jobs)  # each once
+    assert recorder.most <= 4
+    assert await JobQueue(store.redis, store.keys).counts() == (0, 0)
 
 
 async def abandoned(store: JobStore, shard: int, attempts: int) -> Job:
