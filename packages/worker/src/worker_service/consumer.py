@@ -40,7 +40,7 @@ from jobprogress_core.logs import job_scope
 from jobprogress_core.metrics import count_finished
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.queue import JobQueue, QueueEntry
-from jobprogress_core.redis import REDIS_ERRORS
+from jobprogress_core.redis import REDIS_ERRORS, close
 from jobprogress_core.store import JobStore
 from jobprogress_core.tasks import cancel_and_wait
 
@@ -274,4 +274,4 @@ class Consumer:
                 logger.warning("the job loop did not stop in %.0fs; cancelling it", STOP_TIMEOUT)
                 await cancel_and_wait(self.task)
         await self.intake.close()
-        await self.reader.aclose()
+        await close(self.reader)

@@ -107,7 +107,13 @@ class ShardWatch:
     async def wait(self, timeout: float) -> None:
         """Have a read in flight on every shard, and wait until one has returned (what it
         brought is delivered by then) or ``timeout`` seconds have passed. The Redis error a
-        read ended with is raised, for the job loop to back off."""
+        read ended with is raised, for the job loop to back off.
+
+        A cluster client learns the cluster's layout at its first command, and again after
+        a connection error; reads that start together would each set about it and close
+        one another's connections (redis-py 8.1). So the reader learns it first, once."""
+        if len(self.reads) < len(self.queue.shards):
+            await self.queue.reader.initialize()  # nothing to do for a single Redis's client
         for shard in self.queue.shards:
             if shard not in self.reads:
                 self.reads[shard] = asyncio.create_task(self._read(shard), name=f"queue-read-{shard}")
