@@ -148,7 +148,9 @@ class Consumer:
             self.waiting_for_slot = False
             self.turned_at = loop.time()
             try:
-                if not await self.intake.take() and not self.stopping:
+                taken = await self.intake.take()
+                # Nothing to take: wait on the shards, unless a read took the last slot meanwhile.
+                if not taken and self.slots.free and not self.stopping:
                     await self.intake.wait()
                 backoff.reset()
             except RedisError as exc:
