@@ -248,7 +248,7 @@ async def test_retention_ttl_capped_streams_short_queue_and_paginated_history(
         assert 100 <= await redis.xlen(keys.events(big)) < 200  # 300 events written, capped
 
         async def queue_emptied() -> bool:
-            return await redis.xlen(keys.queue) == 0
+            return sum([await redis.xlen(keys.queue(shard)) for shard in range(keys.partitions)]) == 0
 
         # Acknowledged entries are deleted, by the worker after it wrote the job's end.
         await eventually(queue_emptied, "every queue entry acknowledged and deleted")

@@ -21,7 +21,8 @@ def slot(key: str) -> int:
 def test_names_and_prefix() -> None:
     keys = Keys("app:")
     tag = keys.tag(keys.partition_of(JOB))
-    assert keys.queue == "app:jobs"
+    assert keys.queue(3) == f"app:jobs:{keys.tag(3)}"
+    assert keys.queue_of(JOB) == f"app:jobs:{tag}"
     assert QUEUE_GROUP == "workers"
     assert keys.job(JOB) == f"app:job:{tag}:{JOB}"
     assert keys.events(JOB) == f"app:job:{tag}:{JOB}:events"
@@ -38,6 +39,7 @@ def test_a_jobs_keys_share_its_partitions_slot() -> None:
             slot(keys.job(job)),
             slot(keys.events(job)),
             slot(keys.report_keys(job)),
+            slot(keys.queue_of(job)),
             slot(keys.external_deadlines(partition)),
             slot(keys.tag(partition)),
         }

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from worker_helpers import consumer, consumer_for, enqueue, pending, queued, take
+from worker_helpers import consumer, consumer_for, enqueue, pending, queued, read_group, take
 
 from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.store import JobStore
 from jobprogress_testing import eventually
-from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry, JobContext
 from worker_service.simulated import builtin_handlers
 
@@ -22,9 +21,9 @@ async def test_runs_a_job_to_completion_and_acknowledges(jobprogress_store: JobS
     store = jobprogress_store
     consumer = consumer_for(store, builtin_handlers())
     job, _ = await enqueue(store)
-    entry_id, job_id = await take(consumer)
+    entry = await take(consumer)
     assert await pending(store) == 1
-    await consumer.process(entry_id, job_id)
+    await consumer.process(entry)
     assert await pending(store) == 0
     events = await store.events(job.id)
     assert [e.type for e in events] == [
@@ -49,9 +48,9 @@ async def test_a_finished_job_is_acknowledged_without_running_again(jobprogress_
     consumer = consumer_for(store, builtin_handlers())
     job, _ = await enqueue(store)
     await store.append(job.id, EventType.COMPLETE, {"status": "COMPLETED"}, status="COMPLETED")
-    entry_id, job_id = await take(consumer)
+    entry = await take(consumer)
     before = await store.events(job.id)
-    await consumer.process(entry_id, job_id)
+    await consumer.process(entry)
     assert await store.events(job.id) == before
     assert await pending(store) == 0
 
@@ -74,18 +73,17 @@ async def test_duplicate_entries_of_a_running_job_are_acknowledged(jobprogress_s
     await worker.queue.ensure_group()
     job = await queued(store)
     await worker.queue.enqueue(job.id)  # a duplicate, as a retried XADD would make
-    reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=2)
-    (first, _), (second, _) = reply[0][1]
-    running = asyncio.create_task(worker.process(first, job.id))
+    first, second = await read_group(store, "w", job, count=2)
+    running = asyncio.create_task(worker.process(first))
     await eventually(lambda: runs == 1, "the first entry's run started")  # the job holds its claim
-    await worker.process(second, job.id)  # fresh duplicate: acknowledged
-    await worker.process(second, job.id, reclaimed=True)  # even when reclaimed: the first run is live
+    await worker.process(second)  # fresh duplicate: acknowledged
+    await worker.process(second, reclaimed=True)  # even when reclaimed: the first run is live
     release.set()
     await running
     stored = await store.get(job.id)
     assert stored is not None and stored.status is JobStatus.COMPLETED and stored.attempts == 1
     assert runs == 1
-    assert (await store.redis.xpending(store.keys.queue, QUEUE_GROUP))["pending"] == 0
+    assert await pending(store) == 0
 
 
 async def test_a_requested_cancel_wins_over_the_attempt_limit(jobprogress_store: JobStore) -> None:
@@ -95,8 +93,8 @@ async def test_a_requested_cancel_wins_over_the_attempt_limit(jobprogress_store:
     job = await queued(store)
     await store.append(job.id, EventType.STATUS, {"status": "PROCESSING"}, status="PROCESSING", attempts=3)
     await store.append(job.id, EventType.LOG, {"line": "cancel"}, cancel_requested=1)
-    reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=1)
-    await worker.process(reply[0][1][0][0], job.id, reclaimed=True)
+    [entry] = await read_group(store, "w", job)
+    await worker.process(entry, reclaimed=True)
     stored = await store.get(job.id)
     assert stored is not None and stored.status is JobStatus.CANCELLED
 
@@ -111,7 +109,7 @@ async def test_the_loop_survives_redis_refusing_and_then_takes_jobs(
     async def quick(ctx: JobContext) -> str:
         return "ok"
 
-    consumer = Consumer(store, store.redis, store.keys, handlers, block_ms=100)
+    consumer = consumer_for(store, handlers)
     consumer.start()
     try:
         await store.redis.execute_command("REPLICAOF", "127.0.0.1", "1")  # writes now fail: READONLY
@@ -138,8 +136,11 @@ async def test_claim_refreshing_survives_redis_refusals(
 ) -> None:
     store = jobprogress_store
     worker = consumer(store, HandlerRegistry(), "w", visibility=1.0)
-    worker.running["1-0"] = ("job", asyncio.create_task(asyncio.sleep(0)))
-    await store.redis.delete(store.keys.queue)  # XCLAIM now answers NOGROUP
+    job = await queued(store)
+    await worker.queue.ensure_group()
+    [entry] = await read_group(store, "w", job)
+    worker.running[entry] = asyncio.create_task(asyncio.sleep(0))
+    await store.redis.delete(store.keys.queue_of(job.id))  # XCLAIM now answers NOGROUP
     # The refresher alone: the job loop would make the group again at once.
     worker.refresher = asyncio.create_task(worker.keep_claims_fresh())
 
@@ -158,34 +159,37 @@ async def test_dead_consumers_are_forgotten_and_a_stopping_worker_leaves(
     store = jobprogress_store
     consumer = consumer_for(store, builtin_handlers())
     await consumer.queue.ensure_group()
-    await enqueue(store)
-    await store.redis.xreadgroup(QUEUE_GROUP, "gone-holding", {store.keys.queue: ">"}, count=1)
-    await store.redis.xgroup_createconsumer(store.keys.queue, QUEUE_GROUP, "gone-idle")
-    monkeypatch.setattr("jobprogress_core.queue.DEAD_CONSUMER_IDLE_MS", -1)
+    held, _ = await enqueue(store)
+    await read_group(store, "gone-holding", held)
+    await store.redis.xgroup_createconsumer(store.keys.queue_of(held.id), QUEUE_GROUP, "gone-idle")
+    monkeypatch.setattr("jobprogress_core.queue_shards.DEAD_CONSUMER_IDLE_MS", -1)
     assert await consumer.queue.forget_dead_consumers(consumer.name) == 1
 
-    async def consumer_names() -> set[str]:
-        return {c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue, QUEUE_GROUP)}
+    async def consumer_names(job: Job) -> set[str]:
+        """The consumers in the group of the job's shard."""
+        return {
+            c["name"] for c in await store.redis.xinfo_consumers(store.keys.queue_of(job.id), QUEUE_GROUP)
+        }
 
-    assert await consumer_names() == {"gone-holding"}  # still holds an entry: kept for reclaiming
+    assert await consumer_names(held) == {"gone-holding"}  # still holds an entry: kept for reclaiming
 
     consumer.start()
-    job, _ = await enqueue(store)  # delivered to the consumer: a member of the group from then on
+    job, _ = await enqueue(store)  # delivered to the consumer: a member of its shard's group from then on
 
     async def joined_and_done() -> bool:
         stored = await store.get(job.id)
-        return consumer.name in await consumer_names() and stored is not None and stored.status.terminal
+        return consumer.name in await consumer_names(job) and stored is not None and stored.status.terminal
 
     await eventually(joined_and_done, "the consumer in the group, its job done")
     await consumer.stop()
-    assert consumer.name not in await consumer_names()
+    assert consumer.name not in await consumer_names(job)
 
 
 async def test_liveness_says_whether_the_job_loop_turns(jobprogress_store: JobStore) -> None:
     """What Consul's TTL check on the loop is fed: live while it turns or waits for a slot,
     not when it has stopped turning, not when it has died."""
     store = jobprogress_store
-    consumer = Consumer(store, store.redis, store.keys, builtin_handlers(), block_ms=100, concurrency=2)
+    consumer = consumer_for(store, builtin_handlers(), concurrency=2)
     consumer.start()
     try:
         await asyncio.sleep(0.3)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 from redis.exceptions import ResponseError
-from worker_helpers import consumer, consumer_for, enqueue, pending, queued, take
+from worker_helpers import consumer, consumer_for, enqueue, pending, queued, read_group, take
 
-from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, JobStatus
 from jobprogress_core.store import JobStore
 from worker_service.context import HandlerRegistry, JobContext, JobError
@@ -31,8 +30,7 @@ async def test_handler_api_and_failures(jobprogress_store: JobStore) -> None:
     consumer = consumer_for(store, handlers)
     for job_type, error in [("build", "disk full"), ("report", "KeyError: 'oops'"), ("import", "No handler")]:
         job, _ = await enqueue(store, job_type)
-        entry_id, job_id = await take(consumer)
-        await consumer.process(entry_id, job_id)
+        await consumer.process(await take(consumer))
         stored = await store.get(job.id)
         assert stored is not None and stored.status is JobStatus.FAILED
         assert stored.error is not None and error in stored.error
@@ -46,7 +44,7 @@ async def test_failing_at_a_step_reports_progress_so_far(jobprogress_store: JobS
     store = jobprogress_store
     consumer = consumer_for(store, builtin_handlers())
     job, _ = await enqueue(store, "report", steps=2, failAtStep=2)
-    await consumer.process(*await take(consumer))
+    await consumer.process(await take(consumer))
     events = await store.events(job.id)
     assert events[-1].type is EventType.FAILED
     assert events[-1].data == {**events[-1].data, "progress": 50, "error": "Step 2/2 (Aggregate) failed"}
@@ -68,12 +66,12 @@ async def test_handler_failures_are_not_taken_for_redis_outages(jobprogress_stor
     await worker.queue.ensure_group()
     for kind, message in [("redis", "ResponseError: WRONGTYPE"), ("timeout", "TimeoutError: upstream slow")]:
         job = await queued(store, kind=kind)
-        reply = await store.redis.xreadgroup(QUEUE_GROUP, "w", {store.keys.queue: ">"}, count=1)
-        await worker.process(reply[0][1][0][0], job.id)
+        [entry] = await read_group(store, "w", job)
+        await worker.process(entry)
         stored = await store.get(job.id)
         assert stored is not None and stored.status is JobStatus.FAILED
         assert stored.error is not None and stored.error.startswith(message)
-    assert (await store.redis.xpending(store.keys.queue, QUEUE_GROUP))["pending"] == 0
+    assert await pending(store) == 0
 
 
 async def test_a_job_that_ended_meanwhile_is_counted_once(jobprogress_store: JobStore) -> None:
@@ -89,7 +87,7 @@ async def test_a_job_that_ended_meanwhile_is_counted_once(jobprogress_store: Job
 
     consumer = consumer_for(store, handlers)
     await enqueue(store, "race")
-    entry_id, job_id = await take(consumer)
+    entry = await take(consumer)
     labels = {"type": "race", "status": "completed"}
 
     def counted() -> tuple[float | None, float | None]:
@@ -99,9 +97,9 @@ async def test_a_job_that_ended_meanwhile_is_counted_once(jobprogress_store: Job
         )
 
     before = counted()
-    await consumer.process(entry_id, job_id)
+    await consumer.process(entry)
 
-    job = await store.get(job_id)
+    job = await store.get(entry.job_id)
     assert job is not None and job.status is JobStatus.CANCELLED
     assert counted() == before
     assert await pending(store) == 0

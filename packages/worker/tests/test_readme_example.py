@@ -11,13 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from worker_helpers import consumer_for, take
 
-from jobprogress_core.keys import QUEUE_GROUP
 from jobprogress_core.model import EventType, Job, JobStatus
 from jobprogress_core.queue import JobQueue
 from jobprogress_core.store import JobStore
 from jobprogress_testing import Stack
-from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -39,11 +38,8 @@ async def run_job(store: JobStore, handlers: HandlerRegistry, **params: Any) -> 
     job = Job.new("compile", params, owner="o")
     await store.create(job, {"status": "QUEUED"})
     await JobQueue(store.redis, store.keys).enqueue(job.id)
-    consumer = Consumer(store, store.redis, store.keys, handlers)
-    await consumer.queue.ensure_group()
-    reply = await store.redis.xreadgroup(QUEUE_GROUP, consumer.name, {store.keys.queue: ">"}, count=1)
-    entry_id, fields = reply[0][1][0]
-    await consumer.process(entry_id, fields["jobId"])
+    consumer = consumer_for(store, handlers)
+    await consumer.process(await take(consumer))
     stored = await store.get(job.id)
     assert stored is not None
     return stored

@@ -67,10 +67,15 @@ class Keys:
         """The hash tag of a partition, braces included."""
         return f"{{{self.tags[partition]}}}"
 
-    @property
-    def queue(self) -> str:
-        """Stream of job ids waiting for a worker (consumer group :data:`QUEUE_GROUP`)."""
-        return f"{self.prefix}jobs"
+    def queue(self, partition: int) -> str:
+        """A partition's queue shard: the stream of its job ids waiting for a worker, with
+        consumer group :data:`QUEUE_GROUP` of its own. In its jobs' slot, so that creating a
+        job and queueing it could be one script."""
+        return f"{self.prefix}jobs:{self.tag(partition)}"
+
+    def queue_of(self, job_id: str) -> str:
+        """The queue shard a job is queued in, for good: its partition's."""
+        return self.queue(self.partition_of(job_id))
 
     def job(self, job_id: str) -> str:
         """Hash with the job's current state."""

@@ -247,6 +247,26 @@ def range_entries(reply: Any) -> list[Entry]:
     return [(entry_id, dict(fields or {})) for entry_id, fields in reply or []]
 
 
+async def disconnect(client: Redis) -> None:
+    """Close every connection of ``client`` now, those in use too (a command waiting on one
+    fails at once); the next command opens a new one. For a cluster client, on every node
+    it knows, its startup nodes included."""
+    if isinstance(client, RedisCluster):
+        manager = client.nodes_manager
+        nodes = [*manager.startup_nodes.values(), *manager.nodes_cache.values()]
+        await asyncio.gather(*(node.disconnect() for node in nodes))
+    else:
+        await client.connection_pool.disconnect()
+
+
+async def close(client: Redis) -> None:
+    """Close ``client`` for good. Its connections are closed first: a cluster client that
+    has met a connection error skips its own ``aclose()`` until it has learned the cluster
+    again (redis-py 8.1), which would leave them open."""
+    await disconnect(client)
+    await client.aclose()
+
+
 async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float = 5.0) -> None:
     """End a loop blocked in ``XREAD``/``XREADGROUP`` on its own client ``reader``.
 
@@ -255,7 +275,7 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
     connection is closed under it: the read fails at once and the loop sees that it must
     stop. Cancellation remains only as a last resort.
     """
-    await reader.connection_pool.disconnect()
+    await disconnect(reader)
     try:
         async with asyncio.timeout(timeout):
             await asyncio.shield(task)

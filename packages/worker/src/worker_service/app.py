@@ -48,8 +48,11 @@ def load_handlers(path: str | None) -> HandlerRegistry:
 
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[WORKER_SETTINGS]
-    # The blocking XREADGROUP holds its connection for the whole wait: it gets its own.
-    reader = create_redis(settings, block_ms=settings.worker_block_ms, max_connections=1, role="queue-reader")
+    # A blocking XREADGROUP holds its connection for the whole wait: the reads get a client
+    # of their own, with a connection for each queue shard (at most one read in flight each).
+    reader = create_redis(
+        settings, block_ms=settings.worker_block_ms, max_connections=settings.partitions, role="queue-reader"
+    )
     consumer = Consumer(
         app[STORE],
         reader,

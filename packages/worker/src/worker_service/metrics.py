@@ -15,3 +15,8 @@ JOB_DURATION = Histogram(
     ["type", "status"],
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400),
 )
+#: Over-claim: blocking reads on several shards at once can bring more than the free slots.
+ENTRIES_GIVEN_BACK = Counter(
+    "jobprogress_queue_entries_given_back_total",
+    "Queue entries a blocking read brought when every slot was taken, given back to their shard at once",
+)
