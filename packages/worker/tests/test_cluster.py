@@ -1,15 +1,13 @@
 """The sharded queue and the worker on a real Redis Cluster: every command names one slot
 (no CROSSSLOT), jobs of every shard are taken once each, a stale entry is taken over.
 
-Skipped unless ``JOBPROGRESS_TEST_CLUSTER_URL`` names a cluster to use
-(``redis+cluster://127.0.0.1:7000/``): the keys get a prefix of their own and are deleted
-afterwards. (A cluster fixture of the testing package will replace the variable.)
+On the testing package's local cluster (``jobprogress_redis_cluster``: three masters, three
+replicas); the keys get a prefix of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -22,19 +20,15 @@ from jobprogress_core.queue import JobQueue
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
-from jobprogress_testing import TEST_ENV, eventually
+from jobprogress_testing import TEST_ENV, RedisCluster, eventually
 from worker_service.consumer import Consumer
 from worker_service.context import HandlerRegistry, JobContext
 
-CLUSTER_URL = os.environ.get("JOBPROGRESS_TEST_CLUSTER_URL", "")
-
-pytestmark = pytest.mark.skipif(not CLUSTER_URL, reason="JOBPROGRESS_TEST_CLUSTER_URL names no cluster")
-
 
 @pytest.fixture
-def settings() -> Settings:
+def settings(jobprogress_redis_cluster: RedisCluster) -> Settings:
     prefix = f"test{uuid.uuid4().hex[:8]}:"
-    environ = {**TEST_ENV, "REDIS_URL": CLUSTER_URL, "JOBPROGRESS_KEY_PREFIX": prefix}
+    environ = {**TEST_ENV, "REDIS_URL": jobprogress_redis_cluster.url, "JOBPROGRESS_KEY_PREFIX": prefix}
     return Settings.from_env("worker-service", environ)
 
 
