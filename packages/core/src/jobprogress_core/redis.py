@@ -217,6 +217,20 @@ class StreamReader:
         )
         return raw_stream_entries(await connection.read_response())
 
+    async def interrupt(self) -> None:
+        """Close the held connection now, from any task: a read blocked on it fails at once."""
+        if self._connection is not None:
+            await self._connection.disconnect()
+
+    async def close(self) -> None:
+        """Give the held connection back to the pool, closed."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.disconnect()
+            finally:
+                await self.redis.connection_pool.release(connection)
+
 
 def claimed_entries(reply: Any) -> list[Entry]:
     """``XAUTOCLAIM`` reply (next cursor, entries, deleted IDs) as ``[(id, fields), ...]``;
@@ -254,7 +268,7 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
     connection is closed under it: the read fails at once and the loop sees that it must
     stop. Cancellation remains only as a last resort.
     """
-    await reader.connection_pool.disconnect()
+    await disconnect_all(reader)
     try:
         async with asyncio.timeout(timeout):
             await asyncio.shield(task)
@@ -262,3 +276,12 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
         logger.warning("reader loop %s did not stop in %.1fs; cancelling it", task.get_name(), timeout)
         await cancel_and_wait(task)
     await reader.aclose()
+
+
+async def disconnect_all(client: Redis | RedisCluster) -> None:
+    """Close every connection of ``client``, those in use too (on a cluster client, those of
+    every node it knows): a read blocked on one fails at once."""
+    if isinstance(client, RedisCluster):
+        await asyncio.gather(*(node.disconnect() for node in client.get_nodes()), return_exceptions=True)
+    else:
+        await client.connection_pool.disconnect()
