@@ -19,6 +19,7 @@ of these loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -123,13 +124,21 @@ class ClusterStreamReader:
 
     async def _refresh_if_stale(self) -> None:
         """Learn the slot map: once (the client connects lazily), and after any failure or
-        redirection (who owns the slot may have changed)."""
+        redirection (who owns the slot may have changed). The connections that asked for it
+        are closed again: the client's open connections stay those its readers hold."""
+        if self._initialized and not self._stale:
+            return
         if not self._initialized:
             await self.cluster.initialize()
             self._initialized = True
-        elif self._stale:
+        else:
             await self.cluster.nodes_manager.initialize()
         self._stale = False
+        manager = self.cluster.nodes_manager
+        # By identity: a startup node and the known node of the same address are two objects
+        # (equal by name), each with a pool of its own.
+        nodes = {id(node): node for node in (*manager.startup_nodes.values(), *manager.nodes_cache.values())}
+        await asyncio.gather(*(node.disconnect_free_connections() for node in nodes.values()))
 
     async def _read_on(
         self, node: ClusterNode, args: tuple[str | int, ...], *, asking: bool
