@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from jobprogress_core.keys import Keys
+from jobprogress_core.logs import REQUEST_ID, ContextFilter
 from jobprogress_core.model import EventType, Job
 from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
@@ -214,12 +215,14 @@ async def test_reader_connections_stay_bounded_by_the_partitions(
 
 
 async def test_a_reader_rides_out_its_connection_being_killed(
-    jobprogress_store: JobStore, make_hub: MakeHub
+    jobprogress_store: JobStore, make_hub: MakeHub, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = jobprogress_store
     role = new_role()
     hub = make_hub(role=role)
     [job] = await new_jobs(store, 1)
+    caplog.handler.addFilter(ContextFilter("progress-service"))
+    REQUEST_ID.set("the-request-that-started-the-reader")  # this test's task only
     viewer = await watch(hub, job)
     first = await store.append(job, EventType.LOG, {"line": "1"})
     assert first is not None and await received(viewer, 1) == [first.id]
@@ -229,6 +232,10 @@ async def test_a_reader_rides_out_its_connection_being_killed(
     # Written while the reader has no connection: it reads again after the job's cursor.
     later = [await store.append(job, EventType.LOG, {"line": str(n)}) for n in range(3)]
     assert await received(viewer, 3) == [event.id for event in later if event is not None]
+    # Said once, and about no request: the reader serves every stream of its partition.
+    [warning] = [r for r in caplog.records if r.name == "progress_service.partition_reader"]
+    assert "redis unavailable" in warning.getMessage()
+    assert (getattr(warning, "request_id", "unset"), getattr(warning, "job_id", "unset")) == (None, None)
 
 
 async def test_a_reader_that_fails_ends_its_streams_and_the_next_viewer_starts_another(

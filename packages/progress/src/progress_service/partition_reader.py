@@ -17,6 +17,7 @@ an error, a redirection or a wake-up, neither skips nor repeats an event.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -73,7 +74,11 @@ class PartitionReader:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> asyncio.Task[None]:
-        self.task = asyncio.create_task(self.run(), name=f"hub-reader-{self.partition}")
+        """Run the reader in a task of its own, in a fresh context: it serves every stream of
+        the partition, so its log lines carry no request's or job's id."""
+        self.task = asyncio.create_task(
+            self.run(), name=f"hub-reader-{self.partition}", context=contextvars.Context()
+        )
         return self.task
 
     def follow(self, job_id: str) -> None:
