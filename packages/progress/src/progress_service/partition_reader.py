@@ -67,7 +67,7 @@ class PartitionReader:
         self.partition = partition
         self.reads = reads
         self.wake_stream = wake
-        #: The partition's jobs with viewers, and their event stream keys (in the hub's order).
+        #: The partition's jobs with viewers, and their event stream keys.
         self.jobs: dict[str, str] = {}
         self._reading = False
         self._woken = False
