@@ -23,10 +23,14 @@ pytestmark = pytest.mark.stack
 NewJob = Callable[[], Awaitable[str]]
 
 
-async def redis_connections_of(store: JobStore, process: ServiceProcess) -> int:
+async def redis_connections_of(store: JobStore, process: ServiceProcess, role: str = "") -> int:
+    """Connections the process holds (those named ``<service>:<pid>[:role]``; of one role if given)."""
+    name = f"progress-service:{process.pid}"
     clients = await store.redis.client_list()
     return sum(
-        1 for client in clients if client.get("name", "").startswith(f"progress-service:{process.pid}")
+        1
+        for client in clients
+        if client.get("name", "").startswith(name) and (not role or client.get("name") == f"{name}:{role}")
     )
 
 
@@ -50,7 +54,8 @@ async def test_redis_connections_stay_bounded_from_10_to_500_subscribers(
     pool = 4
     progress = jobprogress_stack.start_service("progress-service", JOBPROGRESS_REDIS_POOL_SIZE=str(pool))
     jobs = [await new_job() for _ in range(50)]
-    counts = {}
+    partitions = len({stack_store.keys.partition_of(job_id) for job_id in jobs})
+    counts, readers = {}, {}
     streams: list[tuple[str, aiohttp.ClientResponse]] = []
     try:
         for total in (10, 500):
@@ -61,6 +66,7 @@ async def test_redis_connections_stay_bounded_from_10_to_500_subscribers(
                 )
                 streams += list(zip(batch, opened, strict=True))
             counts[total] = await redis_connections_of(stack_store, progress)
+            readers[total] = await redis_connections_of(stack_store, progress, "hub-reader")
         # One event per job now reaches every one of the 500 subscribers.
         for job_id in jobs:
             await stack_store.append(job_id, EventType.LOG, {"line": f"hello {job_id}"})
@@ -74,8 +80,12 @@ async def test_redis_connections_stay_bounded_from_10_to_500_subscribers(
         for _, response in streams:
             response.close()
         progress.stop()
-    # The pool (4) plus the hub's reader, whatever the number of subscribers.
-    assert 1 <= counts[10] <= pool + 1 and 1 <= counts[500] <= pool + 1, counts
+    # The pool (4) plus one hub reader per partition with subscribers (at most the 16
+    # partitions), whatever the number of subscribers.
+    bound = pool + stack_store.keys.partitions
+    assert 1 <= counts[10] <= bound and 1 <= counts[500] <= bound, counts
+    first_ten = len({stack_store.keys.partition_of(job_id) for job_id in jobs[:10]})
+    assert 1 <= readers[10] <= first_ten and 1 <= readers[500] <= partitions, readers
 
 
 async def test_a_stalled_client_is_cut_off_while_others_get_every_event(

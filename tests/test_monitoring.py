@@ -123,6 +123,15 @@ def test_every_registered_metric_is_on_the_dashboard() -> None:
     assert not registered.names - used, f"no panel shows {sorted(registered.names - used)}"
 
 
+def test_every_registered_metric_is_in_the_readme_table() -> None:
+    section = (REPO / "README.md").read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(jobprogress_\w+)", section, flags=re.MULTILINE))
+
+    registered = registered_metrics().names
+    assert registered <= documented, f"the README's Metrics table lacks {sorted(registered - documented)}"
+    assert documented <= registered, f"the README's Metrics table names {sorted(documented - registered)}"
+
+
 def test_rates_are_taken_of_counters_and_histograms_only() -> None:
     registered = registered_metrics()
     rated = re.compile(r"\b(?:rate|irate|increase)\(\s*(jobprogress_\w+)")

@@ -29,6 +29,7 @@ def test_names_and_prefix() -> None:
     assert keys.report_keys(JOB) == f"app:job:{tag}:{JOB}:keys"
     assert keys.job_id_of_events(keys.events(JOB)) == JOB
     assert keys.history("app:ann") == "app:owner:{app:ann}:jobs"
+    assert keys.hub_wake(3, "abc") == f"app:progress:wake:{keys.tag(3)}:abc"
 
 
 def test_a_jobs_keys_share_its_partitions_slot() -> None:
@@ -42,6 +43,7 @@ def test_a_jobs_keys_share_its_partitions_slot() -> None:
             slot(keys.queue_of(job)),
             slot(keys.external_deadlines(partition)),
             slot(keys.tag(partition)),
+            slot(keys.hub_wake(partition, uuid.uuid4().hex)),
         }
         assert len(slots) == 1, slots
 

@@ -26,9 +26,12 @@ async def new_job(store: JobStore) -> str:
     return job.id
 
 
-def make_hub(store: JobStore, settings: Settings, **options: int) -> Hub:
-    reader = create_redis(settings, block_ms=5000, max_connections=1)
-    return Hub(store, reader, store.keys, block_ms=5000, **{"queue_size": 8, **options})
+def make_hub(
+    store: JobStore, settings: Settings, *, block_ms: int = 5000, role: str = "", **options: int
+) -> Hub:
+    """A hub whose readers' connections are named ``...:<role>`` (one per partition at most)."""
+    reader = create_redis(settings, block_ms=block_ms, max_connections=settings.partitions, role=role)
+    return Hub(store, reader, store.keys, block_ms=block_ms, **{"queue_size": 8, **options})
 
 
 @pytest.fixture
@@ -36,10 +39,9 @@ async def hub(
     jobprogress_store: JobStore, jobprogress_settings: Callable[..., Settings]
 ) -> AsyncIterator[Hub]:
     hub = make_hub(jobprogress_store, jobprogress_settings(), buffer_bytes=1024)
-    task = asyncio.create_task(hub.run())
     yield hub
-    await hub.stop(task)
-    assert task.done()
+    await hub.stop()
+    assert hub.reader_connections == 0
 
 
 @pytest.fixture
@@ -198,9 +200,12 @@ async def test_a_client_ahead_of_the_reader_skips_what_it_has(
     jobprogress_store: JobStore, jobprogress_settings: Callable[..., Settings], connect: Connect
 ) -> None:
     store = jobprogress_store
-    hub = make_hub(store, jobprogress_settings())  # its reader is not running: dispatch by hand
+    hub = make_hub(store, jobprogress_settings())
     job_id = await new_job(store)
-    subscription, cursor = await subscribe(hub, job_id)
+    # Subscribed by hand, with no reader started: this test dispatches by hand.
+    subscription, cursor = Viewer(job_id), await store.last_event_id(job_id) or "0-0"
+    subscription.subscribed()
+    hub.cursors[job_id], hub.subscribers[job_id] = cursor, {subscription}
     seen = await store.append(job_id, EventType.LOG, {"line": "seen elsewhere"})
     new = await store.append(job_id, EventType.LOG, {"line": "new"})
     transport, reader = await connect()

@@ -110,9 +110,11 @@ class Keys:
         ``<instance>:<stream>``, score the lease's expiry (ms of Redis's clock)."""
         return f"{self.prefix}streams:{{{subject}}}"
 
-    def hub_wake(self, token: str) -> str:
-        """A progress process's private stream, written to wake its reader."""
-        return f"{self.prefix}progress:wake:{token}"
+    def hub_wake(self, partition: int, token: str) -> str:
+        """The private stream of one progress process (``token``) for one partition, written
+        to wake that partition's reader. It carries the partition's tag, so the reader's
+        ``XREAD`` over it and the partition's event streams stays in one slot."""
+        return f"{self.prefix}progress:wake:{self.tag(partition)}:{token}"
 
     def job_id_of_events(self, key: str) -> str:
         """The job id inside an event stream key (inverse of :meth:`events`)."""

@@ -218,6 +218,20 @@ class StreamReader:
         )
         return raw_stream_entries(await connection.read_response())
 
+    async def interrupt(self) -> None:
+        """Close the held connection now, from any task: a read blocked on it fails at once."""
+        if self._connection is not None:
+            await self._connection.disconnect()
+
+    async def close(self) -> None:
+        """Give the held connection back to the pool, closed."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.disconnect()
+            finally:
+                await self.redis.connection_pool.release(connection)
+
 
 def claimed_entries(reply: Any) -> list[Entry]:
     """``XAUTOCLAIM`` reply (next cursor, entries, deleted IDs) as ``[(id, fields), ...]``;
@@ -283,3 +297,5 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
         logger.warning("reader loop %s did not stop in %.1fs; cancelling it", task.get_name(), timeout)
         await cancel_and_wait(task)
     await reader.aclose()
+
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -92,8 +91,11 @@ async def redirect_to_page(request: web.Request) -> web.Response:
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[PROGRESS_SETTINGS]
-    # The reader's blocking XREAD holds its connection: it gets a client of its own.
-    reader = create_redis(settings, block_ms=settings.reader_block_ms, max_connections=1, role="hub-reader")
+    # Each partition's reader holds a connection for its blocking XREAD: they get a client of
+    # their own, with room for one reader per partition (on a cluster, per node) and no more.
+    reader = create_redis(
+        settings, block_ms=settings.reader_block_ms, max_connections=settings.partitions, role="hub-reader"
+    )
     hub = Hub(
         app[STORE],
         reader,
@@ -109,6 +111,5 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         hub.close_all()
 
     app[STOP_HOOKS].append(close_streams)
-    task = asyncio.create_task(hub.run(), name="hub-reader")
     yield
-    await hub.stop(task)
+    await hub.stop()

@@ -1,7 +1,11 @@
-"""Fan-out hub: one Redis reader per process, dispatching events to local viewers.
+"""Fan-out hub: one Redis reader per partition with viewers, dispatching events to local
+viewers.
 
-The reader issues one ``XREAD BLOCK`` over the event streams of every job that has a
-viewer, so the Redis connections of a process stay constant whatever the number of
+Jobs are spread over partitions (``JOBPROGRESS_PARTITIONS``), each with a hash tag of its
+own. For every partition that has viewers on this process, a :class:`PartitionReader` issues
+one ``XREAD BLOCK`` over the event streams of that partition's jobs: the only kind of
+multi-stream read Redis Cluster accepts, and on one Redis just as good. A process therefore
+holds at most one reader connection per partition, plus its pool, whatever the number of
 clients. Each event is framed once (its data as the worker wrote it, never decoded), then
 handed to every viewer of its job.
 
@@ -28,14 +32,16 @@ import uuid
 
 from redis.asyncio import Redis
 
-from jobprogress_client.backoff import Backoff
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import stream_id_after
-from jobprogress_core.redis import REDIS_ERRORS, StreamReader, stop_reader
+from jobprogress_core.readers import blocking_reader
+from jobprogress_core.redis import REDIS_ERRORS
 from jobprogress_core.store import JobStore
+from jobprogress_core.tasks import cancel_and_wait
 
 from .frames import Frame
 from .metrics import observe_delivery
+from .partition_reader import PartitionReader, WakeStream
 from .viewer import Ending, Viewer
 
 __all__ = ["Hub"]
@@ -55,25 +61,24 @@ class Hub:
         buffer_bytes: int = 256 * 1024,
     ) -> None:
         self.store = store
+        #: The readers' own client (one Redis or a cluster): each partition reader holds one
+        #: of its connections, so its pool (per node, on a cluster) needs one per partition.
         self.reader = reader
-        self._reads = StreamReader(reader)
         self.keys = keys
         self.block_ms = block_ms
         self.queue_size = queue_size
         self.buffer_bytes = buffer_bytes
         self.cursors: dict[str, str] = {}
         self.subscribers: dict[str, set[Viewer]] = {}
+        #: The reader of each partition that has viewers (at most ``keys.partitions``).
+        self.readers: dict[int, PartitionReader] = {}
         self.closing = False
         self.stopping = False
         #: SSE streams this process serves (``JOBPROGRESS_MAX_STREAMS`` caps it).
         self.streams = 0
-        # A private stream the reader also waits on: an XADD to it wakes the reader up
-        # when a new job stream must be added to its XREAD (no admin commands needed).
-        self.wake_key = keys.hub_wake(uuid.uuid4().hex)
-        self._wake_cursor = "0-0"
-        self._reading = False
-        self._woken = False
-        self._changed = asyncio.Event()
+        self._token = uuid.uuid4().hex
+        self._wakes: dict[int, WakeStream] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def subscriber_count(self) -> int:
@@ -84,21 +89,23 @@ class Hub:
         log from live events.
 
         For a stream the hub does not follow yet, the cursor is the stream's last entry,
-        looked up now: a reply the reader already has in flight can only hold entries up to
-        that one or after it, so nothing falls between the log and the live events."""
+        looked up now: a reply its partition's reader already has in flight can only hold
+        entries up to that one or after it, so nothing falls between the log and the live
+        events. The reader then follows the stream from its next read on, woken up now."""
         job_id = viewer.job_id
-        new_stream = False
+        reader = None
         if job_id not in self.cursors:
             last = await self.store.last_event_id(job_id) or "0-0"
             if job_id not in self.cursors:
                 self.cursors[job_id] = last
                 self.subscribers[job_id] = set()
-                new_stream = True
+                reader = self._reader_of(job_id)
+                reader.follow(job_id)
         viewer.subscribed()
         self.subscribers[job_id].add(viewer)
         cursor = self.cursors[job_id]
-        if new_stream:
-            await self._wake()
+        if reader is not None:
+            await reader.wake()
         return cursor
 
     def go_live(self, viewer: Viewer, transport: asyncio.Transport, *, chunked: bool) -> None:
@@ -117,8 +124,15 @@ class Hub:
             return
         viewers.discard(viewer)
         if not viewers:
-            del self.subscribers[viewer.job_id]
-            del self.cursors[viewer.job_id]
+            self._forget(viewer.job_id)
+
+    def _forget(self, job_id: str) -> None:
+        """Stop following a job (its partition's reader ends once it follows none)."""
+        del self.subscribers[job_id]
+        del self.cursors[job_id]
+        reader = self.readers.get(self.keys.partition_of(job_id))
+        if reader is not None:
+            reader.unfollow(job_id)
 
     def close_all(self) -> None:
         """Ask every stream of this process to end now (graceful shutdown)."""
@@ -126,19 +140,6 @@ class Hub:
         for viewers in self.subscribers.values():
             for viewer in viewers:
                 viewer.end(Ending.SHUTDOWN)
-
-    async def _wake(self) -> None:
-        self._changed.set()
-        if not self._reading or self._woken:
-            return
-        self._woken = True
-        try:
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
-                pipe.expire(self.wake_key, 3600)
-                await pipe.execute()
-        except REDIS_ERRORS as exc:
-            logger.warning("could not wake the hub reader: %s", exc)
 
     def dispatch(self, job_id: str, events: list[Frame], now: float) -> None:
         """Hand ``events`` (new, in order, of one job) to its viewers: written at once to
@@ -183,54 +184,73 @@ class Hub:
             if viewer.write_live(event.chunk, event.sse, event, now, limit=self.buffer_bytes):
                 Viewer.count_sent((event.type,))
 
-    async def run(self) -> None:
-        """The reader loop; one per process."""
-        loop = asyncio.get_running_loop()
-        backoff = Backoff(first=0.1, cap=5.0)
-        while not self.stopping:
-            if not self.cursors:
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            streams = {self.keys.events(job): cursor for job, cursor in self.cursors.items()}
-            streams[self.wake_key] = self._wake_cursor
-            self._changed.clear()
-            self._woken = False
-            self._reading = True
-            try:
-                reply = await self._reads.xread(streams, block_ms=self.block_ms, count=500)
-                backoff.reset()
-            except REDIS_ERRORS as exc:
-                if self.stopping:
-                    return
-                logger.warning("hub read failed (%s); retrying in %.1fs", exc, backoff.delay)
-                await backoff.sleep()
-                continue
-            finally:
-                self._reading = False
-            now = loop.time()
-            for stream, entries in reply:
-                if stream == self.wake_key:
-                    self._wake_cursor = entries[-1][0]
-                    continue
-                job_id = self.keys.job_id_of_events(stream)
-                cursor = self.cursors.get(job_id)
-                if cursor is None:
-                    continue
-                events = [
-                    Frame.from_entry(entry_id, fields)
-                    for entry_id, fields in entries
-                    if stream_id_after(entry_id, cursor)
-                ]
-                if events:
-                    self.cursors[job_id] = events[-1].id
-                    self.dispatch(job_id, events, now)
+    # -- the partition readers ------------------------------------------------------------
 
-    async def stop(self, task: asyncio.Task[None]) -> None:
-        """End every stream and the reader loop ``task``."""
+    @property
+    def reader_connections(self) -> int:
+        """Connections the partition readers hold now (one each; a reader that has ended
+        gives its own back before it leaves this count)."""
+        return sum(1 for task in self._tasks if not task.done())
+
+    @property
+    def wake_keys(self) -> list[str]:
+        """The keys of this process's wake streams (one per partition it has read)."""
+        return [wake.key for wake in self._wakes.values()]
+
+    def _reader_of(self, job_id: str) -> PartitionReader:
+        """The reader of the job's partition, started if the partition had none."""
+        partition = self.keys.partition_of(job_id)
+        reader = self.readers.get(partition)
+        if reader is None:
+            wake = self._wakes.get(partition)
+            if wake is None:
+                wake = self._wakes[partition] = WakeStream(self.keys.hub_wake(partition, self._token))
+            reader = self.readers[partition] = PartitionReader(
+                self, partition, blocking_reader(self.reader), wake
+            )
+            task = reader.start()
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return reader
+
+    def reader_ended(self, reader: PartitionReader) -> None:
+        """``reader`` reads no more: the partition's next viewer starts a new one. Called
+        by the reader with no ``await`` since it found it follows no job."""
+        if self.readers.get(reader.partition) is reader:
+            del self.readers[reader.partition]
+
+    def reader_failed(self, reader: PartitionReader) -> None:
+        """``reader`` stopped on an unexpected error: its jobs' viewers are let go (their
+        streams end, and their clients resume by their last ID), and the jobs forgotten."""
+        for job_id in list(reader.jobs):
+            for viewer in self.subscribers.get(job_id, ()):
+                viewer.end(Ending.ERROR)
+            if job_id in self.cursors:
+                self._forget(job_id)
+
+    async def stop(self, *, timeout: float = 5.0) -> None:
+        """End every stream and every reader; delete this process's wake streams.
+
+        Cancelling a task blocked in a read can be swallowed by redis-py, so the readers
+        are told to stop, and their connections closed under them: their reads fail at once
+        and they see that they must stop. Cancellation remains only as a last resort."""
         self.close_all()
         self.stopping = True
-        self._changed.set()
-        await stop_reader(task, self.reader)
+        await asyncio.gather(*(reader.interrupt() for reader in self.readers.values()))
+        tasks = set(self._tasks)
+        if tasks:
+            _, running = await asyncio.wait(tasks, timeout=timeout)
+            if running:
+                logger.warning("%d hub readers did not stop in %.1fs; cancelling them", len(running), timeout)
+                await cancel_and_wait(*running)
+        await self.reader.aclose()
+        await self._delete_wake_streams()
+
+    async def _delete_wake_streams(self) -> None:
+        if not self._wakes:
+            return
         with contextlib.suppress(*REDIS_ERRORS):
-            await self.store.redis.delete(self.wake_key)
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for wake in self._wakes.values():
+                    pipe.delete(wake.key)  # one key per command: each partition is its own slot
+                await pipe.execute()

@@ -18,6 +18,11 @@ EVENTS_SENT_BY_TYPE = {event_type: EVENTS_SENT.labels(event_type.value) for even
 EVENTS_REPLAYED = Counter(
     "jobprogress_sse_events_replayed_total", "Events sent from the log (catch-up) rather than live"
 )
+READER_CONNECTIONS = Gauge(
+    "jobprogress_hub_reader_connections",
+    "Redis connections the hub's readers hold: one per partition with viewers on this process, "
+    "so at most JOBPROGRESS_PARTITIONS",
+)
 DELIVERY_LATENCY = Histogram(
     "jobprogress_sse_delivery_latency_seconds",
     "From an event's append in Redis (its stream ID's time) to its write to the live clients "
