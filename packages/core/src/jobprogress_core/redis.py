@@ -297,5 +297,3 @@ async def stop_reader(task: asyncio.Task[None], reader: Redis, *, timeout: float
         logger.warning("reader loop %s did not stop in %.1fs; cancelling it", task.get_name(), timeout)
         await cancel_and_wait(task)
     await reader.aclose()
-
-
