@@ -2,17 +2,15 @@
 connection given back closed; on Redis Cluster, one connection on the node that owns the
 slot, kept through a reshard (MOVED) and a manual failover (UNBLOCKED) with nothing lost.
 
-The cluster tests run only when ``JOBPROGRESS_TEST_CLUSTER_URL`` names a Redis Cluster
-(``redis+cluster://127.0.0.1:7000/``) of at least two masters, each with a replica for the
-failover test; they reshard a slot and fail a master over, leaving the cluster healthy but
-rearranged.
+The cluster tests run on the testing package's local cluster (``jobprogress_redis_cluster``:
+three masters, a replica each); they reshard a slot and fail a master over, leaving the
+cluster healthy but rearranged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -25,9 +23,7 @@ from jobprogress_core.readers import READ_ERRORS, ClusterStreamReader, blocking_
 from jobprogress_core.redis import StreamReader, create_redis, disconnect, stop_reader
 from jobprogress_core.settings import Settings
 from jobprogress_testing import TEST_ENV, eventually
-
-CLUSTER_URL = os.environ.get("JOBPROGRESS_TEST_CLUSTER_URL", "")
-needs_cluster = pytest.mark.skipif(not CLUSTER_URL, reason="JOBPROGRESS_TEST_CLUSTER_URL names no cluster")
+from jobprogress_testing import RedisCluster as LocalCluster
 
 
 def role() -> str:
@@ -98,11 +94,9 @@ async def test_close_gives_the_connection_back_closed(single: tuple[Redis, Redis
 
 
 @pytest.fixture
-def cluster_settings() -> Settings:
-    if not CLUSTER_URL:
-        pytest.skip("JOBPROGRESS_TEST_CLUSTER_URL names no cluster")
+def cluster_settings(jobprogress_redis_cluster: LocalCluster) -> Settings:
     prefix = f"test{uuid.uuid4().hex[:8]}:"
-    environ = {**TEST_ENV, "REDIS_URL": CLUSTER_URL, "JOBPROGRESS_KEY_PREFIX": prefix}
+    environ = {**TEST_ENV, "REDIS_URL": jobprogress_redis_cluster.url, "JOBPROGRESS_KEY_PREFIX": prefix}
     return Settings.from_env("progress-service", environ)
 
 
@@ -145,7 +139,6 @@ async def owner(other: RedisCluster, key: str) -> ClusterNode:
     return node
 
 
-@needs_cluster
 async def test_each_partition_is_read_on_the_node_that_owns_it(
     cluster: tuple[RedisCluster, RedisCluster], cluster_settings: Settings
 ) -> None:
@@ -176,7 +169,6 @@ async def test_each_partition_is_read_on_the_node_that_owns_it(
     await other.delete(*streams)
 
 
-@needs_cluster
 async def test_an_interrupted_cluster_read_fails_at_once(
     cluster: tuple[RedisCluster, RedisCluster], cluster_settings: Settings
 ) -> None:
@@ -226,7 +218,6 @@ async def move_slot(other: RedisCluster, slot: int, target: ClusterNode) -> None
         await dst.aclose()
 
 
-@needs_cluster
 async def test_a_blocked_read_follows_its_slot_to_the_new_owner(
     cluster: tuple[RedisCluster, RedisCluster], cluster_settings: Settings
 ) -> None:
@@ -250,7 +241,6 @@ async def test_a_blocked_read_follows_its_slot_to_the_new_owner(
     await other.delete(stream)
 
 
-@needs_cluster
 async def test_a_manual_failover_unblocks_the_read_which_goes_on_on_the_new_master(
     cluster: tuple[RedisCluster, RedisCluster], cluster_settings: Settings
 ) -> None:

@@ -3,14 +3,12 @@ exactly once and in order, a reader per partition with viewers (started with its
 ended after its last), reader connections bounded by the partitions whatever the number of
 jobs, and readers that ride out a lost connection or end their streams on a failure.
 
-The last test runs the same on Redis Cluster when ``JOBPROGRESS_TEST_CLUSTER_URL`` names
-one (``redis+cluster://127.0.0.1:7000/``).
+The last test runs the same on the testing package's local Redis Cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -26,11 +24,11 @@ from jobprogress_core.redis import create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_testing import TEST_ENV, eventually
+from jobprogress_testing import RedisCluster as LocalCluster
 from progress_service.hub import Hub
 from progress_service.partition_reader import PartitionReader
 from progress_service.viewer import Ending, Viewer
 
-CLUSTER_URL = os.environ.get("JOBPROGRESS_TEST_CLUSTER_URL", "")
 GAUGE = "jobprogress_hub_reader_connections"
 
 MakeHub = Callable[..., Hub]
@@ -274,11 +272,13 @@ async def connections_per_node(cluster: RedisCluster, role: str) -> dict[str, in
     return counts
 
 
-@pytest.mark.skipif(not CLUSTER_URL, reason="JOBPROGRESS_TEST_CLUSTER_URL names no cluster")
-async def test_on_a_cluster_every_partition_is_read_on_its_node() -> None:
+async def test_on_a_cluster_every_partition_is_read_on_its_node(
+    jobprogress_redis_cluster: LocalCluster,
+) -> None:
     prefix = f"test{uuid.uuid4().hex[:8]}:"
     settings = Settings.from_env(
-        "progress-service", {**TEST_ENV, "REDIS_URL": CLUSTER_URL, "JOBPROGRESS_KEY_PREFIX": prefix}
+        "progress-service",
+        {**TEST_ENV, "REDIS_URL": jobprogress_redis_cluster.url, "JOBPROGRESS_KEY_PREFIX": prefix},
     )
     keys = Keys(settings.key_prefix, settings.partitions)
     redis = create_redis(settings)

@@ -121,24 +121,46 @@ def create_redis(
     return Redis.from_pool(pool)  # the client owns its pool: aclose() closes it
 
 
+class WaitingCluster(RedisCluster):
+    """A cluster client whose commands wait for one of ``concurrency`` turns.
+
+    redis-py's cluster pool does not wait for a free connection: past ``max_connections``
+    on a node it raises ``MaxConnectionsError`` at once, so a burst of requests (sixty
+    streams opening together) failed with 503s where one Redis's pool would have queued
+    them. Here a command waits for a turn first, as on one Redis, and the connections per
+    node stay within ``concurrency`` whatever the load (pipelines and the few commands sent
+    on a held connection come on top, within the pools' ceiling).
+    """
+
+    def __init__(self, concurrency: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(concurrency)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._turns:
+            return await super().execute_command(*args, **kwargs)
+
+
 def create_cluster(
     settings: Settings, *, block_ms: int = 0, max_connections: int | None = None, role: str = ""
 ) -> RedisCluster:
     """A Redis Cluster client for a ``redis+cluster://`` ``REDIS_URL``, configured as
-    :func:`create_redis` configures its client, with ``max_connections`` per node.
+    :func:`create_redis` configures its client: at most ``max_connections`` commands in
+    flight at once (:class:`WaitingCluster`), so as many connections per node.
 
-    A node's pool does not wait for a free connection (redis-py raises
-    ``MaxConnectionsError`` at once), so the bound is a ceiling, not a queue. A dead shard
-    does not stop the client from serving the others (``require_full_coverage`` off).
+    A dead shard does not stop the client from serving the others (``require_full_coverage``
+    off).
     """
     url = ClusterUrl.parse(settings.redis_url)
-    cluster = RedisCluster(
+    limit = max_connections or settings.redis_pool_size
+    cluster = WaitingCluster(
+        limit,
         startup_nodes=[ClusterNode(host, port) for host, port in url.nodes],
         username=url.username,
         password=url.password,
         ssl=url.tls,
         require_full_coverage=False,
-        max_connections=max_connections or settings.redis_pool_size,
+        max_connections=2 * limit,  # a ceiling above the waiting bound: pipelines come on top
         protocol=RESP_PROTOCOL,
         decode_responses=True,
         socket_timeout=settings.redis_timeout + block_ms / 1000,

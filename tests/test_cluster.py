@@ -1,0 +1,168 @@
+"""jobprogress on a real Redis Cluster: three masters and three replicas on loopback
+(``jobprogress_testing.RedisCluster``), the services given its ``redis+cluster://`` URL.
+
+Jobs of every partition run and stream as on one Redis. Then the faults, each while
+clients stream a running job, and none followed by a restart of any service: its master
+killed with ``SIGKILL`` (its replica takes over), then back as a replica; a manual
+``CLUSTER FAILOVER`` (readers blocked on the old master get ``UNBLOCKED``); the job's slot
+migrated to another master while the hub blocks on it. Each time the job completes and
+every client's sequence of events equals the job's log: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from jobprogress_client import ReceivedEvent, collect_events, submit_job
+from jobprogress_core.keys import Keys
+from jobprogress_core.model import parse_stream_id
+from jobprogress_testing import TEST_ENV, RedisCluster, RedisClusterNode, Stack, eventually
+
+pytestmark = pytest.mark.stack
+
+SERVICES = ("job-queue-service", "worker-service", "progress-service")
+FAST = {
+    "JOBPROGRESS_VISIBILITY_TIMEOUT": "3",
+    "JOBPROGRESS_WORKER_BLOCK_MS": "300",
+    "JOBPROGRESS_REDIS_WAIT_REPLICAS": "1",
+}
+CLIENTS = 4
+KEYS = Keys()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("cluster-stack"), env={**TEST_ENV, **FAST}, redis_cluster=True)
+    with stack.running():
+        for service in SERVICES:
+            stack.start_service(service)
+        yield stack
+
+
+def cluster_of(stack: Stack) -> RedisCluster:
+    assert stack.cluster is not None
+    return stack.cluster
+
+
+def partition_tag(job_id: str) -> str:
+    return KEYS.tag(KEYS.partition_of(job_id))
+
+
+def master_of_job(stack: Stack, job_id: str) -> RedisClusterNode:
+    return cluster_of(stack).master_of(partition_tag(job_id))
+
+
+async def job_state(http: aiohttp.ClientSession, stack: Stack, job_id: str) -> dict[str, Any]:
+    async with http.get(f"{stack.url('job-queue-service')}/api/jobs/{job_id}") as response:
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+
+async def past_step(http: aiohttp.ClientSession, stack: Stack, job_id: str, step: int) -> bool:
+    return int((await job_state(http, stack, job_id))["step"]) >= step
+
+
+def watch(http: aiohttp.ClientSession, stack: Stack, job_id: str) -> list[asyncio.Task[list[ReceivedEvent]]]:
+    """``CLIENTS`` streams of the job, each on one connection to its end."""
+    url = f"{stack.url('progress-service')}/api/progress/{job_id}"
+    return [asyncio.create_task(collect_events(http, url, timeout=120)) for _ in range(CLIENTS)]
+
+
+async def assert_every_client_saw_the_log(
+    http: aiohttp.ClientSession, stack: Stack, job_id: str, watchers: list[asyncio.Task[list[ReceivedEvent]]]
+) -> list[ReceivedEvent]:
+    seen = await asyncio.gather(*watchers)
+    log = await collect_events(http, f"{stack.url('progress-service')}/api/progress/{job_id}")
+    assert log[-1].event == "complete", [(e.event, e.data) for e in log[-3:]]
+    ids = [event.id for event in log]
+    assert [parse_stream_id(i) for i in ids] == sorted({parse_stream_id(i) for i in ids})
+    for events in seen:
+        assert [event.id for event in events] == ids  # nothing lost, nothing twice, in order
+    assert (await job_state(http, stack, job_id))["status"] == "COMPLETED"
+    return log
+
+
+def assert_no_service_restarted(stack: Stack, pids: dict[str, int]) -> None:
+    assert {process.service: process.pid for process in stack.services if process.running} == pids
+
+
+def service_pids(stack: Stack) -> dict[str, int]:
+    return {process.service: process.pid for process in stack.services if process.running}
+
+
+async def test_jobs_of_every_partition_run_and_stream(stack: Stack, http: aiohttp.ClientSession) -> None:
+    queue = stack.url("job-queue-service")
+    jobs: list[str] = []
+    while len({KEYS.partition_of(job_id) for job_id in jobs}) < KEYS.partitions:
+        jobs.append(await submit_job(http, queue, steps=1, durationSeconds=0.1))
+        assert len(jobs) < 400, "job ids spread over the partitions"
+
+    async def all_completed() -> bool:
+        states = await asyncio.gather(*(job_state(http, stack, job_id) for job_id in jobs))
+        return all(state["status"] == "COMPLETED" for state in states)
+
+    await eventually(all_completed, f"{len(jobs)} jobs of every partition completed", timeout=90)
+    masters = {master_of_job(stack, job_id).address for job_id in jobs}
+    assert len(masters) == 3  # the partitions are spread over every master
+    for job_id in jobs[:: max(1, len(jobs) // 20)]:
+        events = await collect_events(http, f"{stack.url('progress-service')}/api/progress/{job_id}")
+        assert events[-1].event == "complete"
+    async with http.get(f"{queue}/api/jobs?limit=100") as response:
+        listed = {job["jobId"] for job in (await response.json())["jobs"]}
+    assert set(jobs[-100:]) <= listed
+
+
+async def test_a_master_killed_mid_job_then_back_as_a_replica(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    pids = service_pids(stack)
+    cluster = cluster_of(stack)
+    job_id = await submit_job(http, stack.url("job-queue-service"), steps=8, durationSeconds=8)
+    watchers = watch(http, stack, job_id)
+    await eventually(lambda: past_step(http, stack, job_id, 2), "the job past its second step")
+    master = master_of_job(stack, job_id)
+    await asyncio.to_thread(cluster.kill, master)
+    promoted = await asyncio.to_thread(cluster.wait_promoted, master)
+    assert promoted.address != master.address
+    await assert_every_client_saw_the_log(http, stack, job_id, watchers)
+
+    await asyncio.to_thread(cluster.restart, master)
+    assert master_of_job(stack, job_id).address == promoted.address  # back as its replica
+    after = await submit_job(http, stack.url("job-queue-service"), steps=2, durationSeconds=0.5)
+    await assert_every_client_saw_the_log(http, stack, after, watch(http, stack, after))
+    assert_no_service_restarted(stack, pids)
+
+
+async def test_a_manual_failover_under_a_streamed_job(stack: Stack, http: aiohttp.ClientSession) -> None:
+    pids = service_pids(stack)
+    cluster = cluster_of(stack)
+    job_id = await submit_job(http, stack.url("job-queue-service"), steps=6, durationSeconds=6)
+    watchers = watch(http, stack, job_id)
+    await eventually(lambda: past_step(http, stack, job_id, 2), "the job past its second step")
+    old = master_of_job(stack, job_id)
+    new = await asyncio.to_thread(cluster.failover, old)
+    assert master_of_job(stack, job_id).address == new.address != old.address
+    await assert_every_client_saw_the_log(http, stack, job_id, watchers)
+    assert_no_service_restarted(stack, pids)
+
+
+async def test_the_jobs_slot_migrated_while_the_hub_blocks_on_it(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    pids = service_pids(stack)
+    cluster = cluster_of(stack)
+    job_id = await submit_job(http, stack.url("job-queue-service"), steps=6, durationSeconds=6)
+    watchers = watch(http, stack, job_id)
+    await eventually(lambda: past_step(http, stack, job_id, 2), "the job past its second step")
+    source = master_of_job(stack, job_id)
+    target = next(node for node in cluster.masters() if node.address != source.address)
+    slot = cluster.keyslot(partition_tag(job_id))
+    await asyncio.to_thread(cluster.migrate_slot, slot, target)
+    assert master_of_job(stack, job_id).address == target.address
+    await assert_every_client_saw_the_log(http, stack, job_id, watchers)
+    assert_no_service_restarted(stack, pids)
