@@ -5,15 +5,18 @@ raw aiohttp client (keep-alive, fixed concurrency, a bearer token on every reque
 job-queue-service checks the token's signature, validates with
 marshmallow, writes the job hash and first event in one Lua script, and adds the queue entry:
 two Redis round trips, against a private redis-server. No worker runs, so the queue only grows
-(the private Redis is thrown away at the end).
+(the private Redis is thrown away at the end). With ``--redis-cluster``, a second
+job-queue-service on a private Redis Cluster (three masters, three replicas) takes turns
+with the other two, and each one's Redis connections (on every node) are counted at the end.
 
-    .venv/bin/python bench/submit.py --requests 5000 --concurrency 50
+    .venv/bin/python bench/submit.py --requests 5000 --concurrency 50 --redis-cluster
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -22,11 +25,36 @@ from pathlib import Path
 
 import aiohttp
 from fanout import BENCH_SECRET_KEY, fmt, percentile_ms
+from redis import Redis
 
 from jobprogress_core.security import Audience, Tokens, new_identity
-from jobprogress_testing import Process, Stack, free_port, http_get
+from jobprogress_testing import Process, ServiceProcess, Stack, free_port, http_get
+
+CLUSTER_ROW = "job-queue-service on Redis Cluster (3 masters)"
 
 BODY = {"type": "build", "steps": 4, "durationSeconds": 120}
+ENV = {
+    "JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY,
+    "JOBPROGRESS_LOG_LEVEL": "WARNING",
+    # One identity submits everything: the per-identity limit still runs on every
+    # request (its Lua script is part of the cost) but never refuses one.
+    "JOBPROGRESS_SUBMISSIONS_PER_MINUTE": "1000000",
+}
+
+
+def redis_connections(stack: Stack, service: ServiceProcess) -> int:
+    """``CLIENT LIST`` entries named after ``service``'s process, on every node of its Redis."""
+    if stack.cluster is not None:
+        ports = [node.port for node in stack.cluster.nodes]
+    else:
+        assert stack.redis is not None
+        ports = [stack.redis.port]
+    prefix = f"{service.service}:{service.pid}"
+    count = 0
+    for port in ports:
+        with Redis(port=port, decode_responses=True) as admin:
+            count += sum(1 for client in admin.client_list() if client.get("name", "").startswith(prefix))
+    return count
 
 
 async def load(url: str, requests: int, concurrency: int) -> tuple[float, list[float]]:
@@ -62,18 +90,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
+    parser.add_argument(
+        "--redis-cluster", action="store_true", help="also job-queue-service on a local Redis Cluster"
+    )
     args = parser.parse_args()
 
-    stack = Stack(
-        env={
-            "JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY,
-            "JOBPROGRESS_LOG_LEVEL": "WARNING",
-            # One identity submits everything: the per-identity limit still runs on every
-            # request (its Lua script is part of the cost) but never refuses one.
-            "JOBPROGRESS_SUBMISSIONS_PER_MINUTE": "1000000",
-        }
-    )
-    with stack.running():
+    stack = Stack(env=ENV)
+    cluster = Stack(env=ENV, redis_cluster=True) if args.redis_cluster else None
+    with stack.running(), cluster.running() if cluster else contextlib.nullcontext():
         queue = stack.start_service("job-queue-service")
         bare_port = free_port()
         bare = Process(
@@ -88,25 +112,31 @@ def main() -> None:
             "job-queue-service": f"{queue.url}/api/jobs",
             "bare aiohttp handler": f"http://127.0.0.1:{bare_port}/api/jobs",
         }
+        services = {"job-queue-service": (stack, queue)}
+        if cluster is not None:
+            on_cluster = cluster.start_service("job-queue-service")
+            targets[CLUSTER_ROW] = f"{on_cluster.url}/api/jobs"
+            services[CLUSTER_ROW] = (cluster, on_cluster)
         results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in targets}
         try:
             for _ in range(args.rounds):
                 for name, url in targets.items():
                     results[name].append(asyncio.run(load(url, args.requests, args.concurrency)))
+            connections = {name: redis_connections(*where) for name, where in services.items()}
         finally:
             bare.stop()
     print(
         f"POST /api/jobs, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
         f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
     )
-    print("| server | requests/s (median of rounds) | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
+    print("| server | requests/s (median of rounds) | p50 ms | p99 ms | Redis connections |")
+    print("|---|---|---|---|---|")
     for name, rounds in results.items():
         rate = statistics.median(rate for rate, _ in rounds)
         latencies = [value for _, values in rounds for value in values]
         print(
             f"| {name} | {rate:,.0f} | {fmt(percentile_ms(latencies, 0.5), 2)} | "
-            f"{fmt(percentile_ms(latencies, 0.99), 2)} |"
+            f"{fmt(percentile_ms(latencies, 0.99), 2)} | {connections.get(name, '-')} |"
         )
 
 

@@ -20,7 +20,7 @@ BENCH = ROOT / "bench"
 HELPERS = {"bare_app.py", "setup-nchan"}
 
 TINY = {
-    "submit.py": ["--requests", "60", "--concurrency", "5", "--rounds", "1"],
+    "submit.py": ["--requests", "60", "--concurrency", "5", "--rounds", "1", "--redis-cluster"],
     "streams.py": ["--streams", "20", "--jobs", "2", "--events", "3"],
     "run.py": ["--lines", "500", "--rounds", "1"],
     "failover.py": ["--rounds", "1", "--seconds", "0.4", "--lag-ms", "50"],
@@ -36,6 +36,7 @@ TABLES = {
         r"^\| server \| requests/s",
         r"^\| job-queue-service \| [\d,]+ \|",
         r"^\| bare aiohttp handler \|",
+        r"^\| job-queue-service on Redis Cluster \(3 masters\) \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \|",
     ],
     "streams.py": [r"^clients with every event, exactly once: 20 of 20$"],
     "run.py": [r"^every line once, in order: 1 of 1 runs$", r"^\| jobprogress run \| 500 \| [\d.]+ \|"],
