@@ -109,16 +109,24 @@ def create_redis(
         settings.redis_url,
         max_connections=max_connections or settings.redis_pool_size,
         timeout=settings.redis_timeout,
-        protocol=RESP_PROTOCOL,
-        decode_responses=True,
-        socket_timeout=settings.redis_timeout + block_ms / 1000,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-        client_name=":".join(part for part in (settings.service, str(os.getpid()), role) if part),
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=0 if block_ms else 3),
+        **_connection_options(settings, block_ms, role),
     )
     pool.connection_class = CANCELLABLE.get(pool.connection_class, pool.connection_class)
     return Redis.from_pool(pool)  # the client owns its pool: aclose() closes it
+
+
+def _connection_options(settings: Settings, block_ms: int, role: str) -> dict[str, Any]:
+    """What every connection of both kinds of client is: RESP2 and decoded, a socket timeout
+    above the longest block, named, retried (but a blocking reader's: see create_redis)."""
+    return {
+        "protocol": RESP_PROTOCOL,
+        "decode_responses": True,
+        "socket_timeout": settings.redis_timeout + block_ms / 1000,
+        "socket_connect_timeout": settings.redis_timeout,
+        "health_check_interval": 30,
+        "client_name": ":".join(part for part in (settings.service, str(os.getpid()), role) if part),
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=0 if block_ms else 3),
+    }
 
 
 class WaitingCluster(RedisCluster):
@@ -161,13 +169,7 @@ def create_cluster(
         ssl=url.tls,
         require_full_coverage=False,
         max_connections=2 * limit,  # a ceiling above the waiting bound: pipelines come on top
-        protocol=RESP_PROTOCOL,
-        decode_responses=True,
-        socket_timeout=settings.redis_timeout + block_ms / 1000,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-        client_name=":".join(part for part in (settings.service, str(os.getpid()), role) if part),
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=0 if block_ms else 3),
+        **_connection_options(settings, block_ms, role),
     )
     # The cancellable sends of create_redis's connections, for every node it will know.
     manager = cluster.nodes_manager
