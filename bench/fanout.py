@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -45,7 +46,9 @@ from redis.asyncio import Redis
 
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import Job, now_iso
+from jobprogress_core.redis import create_redis
 from jobprogress_core.security import Audience, Tokens, new_identity
+from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_testing import Process, ServiceProcess, Stack, free_port, http_get
 
@@ -218,9 +221,14 @@ def event_data(channel: str) -> str:
     return json.dumps({"jobId": channel, "ts": now_iso(), "sent": time.time()})
 
 
+def bench_client(redis_url: str) -> Redis:
+    """A client of the stack's Redis (a cluster client for a cluster's URL)."""
+    return create_redis(Settings.from_env("progress-service", {"REDIS_URL": redis_url}), role="bench")
+
+
 async def redis_publisher(redis_url: str, keys: Keys) -> tuple[Publish, Close]:
     """progress-service's producer: XADD to the job's event stream."""
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = bench_client(redis_url)
 
     async def publish(channel: str, data: str) -> None:
         await redis.xadd(keys.events(channel), {"type": "log", "data": data})
@@ -276,13 +284,18 @@ class ProgressTarget:
 
     name = "progress-service"
 
-    def __init__(self, service: ServiceProcess, redis_url: str) -> None:
+    def __init__(self, service: ServiceProcess, stack: Stack) -> None:
         self.service = service
         self.port = service.port
+        assert stack.redis_url is not None
         keys = Keys()
-        self.publisher: OpenPublisher = functools.partial(redis_publisher, redis_url, keys)
-        self.redis = Redis.from_url(redis_url, decode_responses=True)
+        self.publisher: OpenPublisher = functools.partial(redis_publisher, stack.redis_url, keys)
+        self.redis = bench_client(stack.redis_url)
         self.store = JobStore(self.redis, keys)
+        #: The Redis processes it uses (one, or a cluster's nodes), for their CPU and clients.
+        servers = stack.cluster.nodes if stack.cluster is not None else [stack.redis]
+        self.redis_pids = [server.pid for server in servers if server is not None]
+        self.redis_ports = [server.port for server in servers if server is not None]
         self.tokens = Tokens(BENCH_SECRET_KEY)
         self.owner = new_identity()
         self.shares: dict[str, str] = {}
@@ -306,11 +319,16 @@ class ProgressTarget:
         return f"/api/progress/{channel}?share={self.shares[channel]}"
 
     async def redis_connections(self) -> int:
-        """``CLIENT LIST`` entries named ``progress-service:<pid>...``."""
+        """``CLIENT LIST`` entries named ``progress-service:<pid>...``, on every Redis node."""
         prefix = f"progress-service:{self.service.pid}"
-        return sum(
-            1 for client in await self.redis.client_list() if client.get("name", "").startswith(prefix)
-        )
+        count = 0
+        for port in self.redis_ports:
+            admin = Redis(port=port, decode_responses=True)
+            try:
+                count += sum(1 for c in await admin.client_list() if c.get("name", "").startswith(prefix))
+            finally:
+                await admin.aclose()
+        return count
 
 
 class NchanTarget:
@@ -459,11 +477,11 @@ class CpuMeter:
     """CPU seconds of the servers and of this process over a phase."""
 
     target: Target
-    redis_pid: int | None
+    redis_pids: list[int] | None
     marks: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def read(self) -> tuple[float, float, float]:
-        redis = cpu_seconds([self.redis_pid]) if self.redis_pid else 0.0
+        redis = cpu_seconds(self.redis_pids) if self.redis_pids else 0.0
         return cpu_seconds(self.target.pids()), redis, own_cpu_seconds()
 
     def start(self) -> None:
@@ -547,7 +565,7 @@ async def delivery_phase(
         close_all(clients)
     await asyncio.sleep(1)  # let the server drop the closed connections before the next phase
     return DeliveryResult(
-        delivered, seconds, server, redis if meter.redis_pid else None, own, published,
+        delivered, seconds, server, redis if meter.redis_pids else None, own, published,
         list(tally.latencies), tally.unstamped,
     )  # fmt: skip
 
@@ -640,24 +658,24 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
         "latency phases, in a second process for the max-rate phase"
     )
     print()
-    before = BEFORE in results
+    extras = [name for name in results if name not in ("progress-service", "nchan")]
     print(
         "| metric | progress-service |"
-        + (f" {BEFORE} |" if before else "")
+        + "".join(f" {name} |" for name in extras)
         + " nchan | progress / nchan |"
-        + (" now / before |" if before else "")
+        + "".join(f" {EXTRA_RATIOS[name]} |" for name in extras)
     )
-    print("|---|---|---|---|" + ("---|---|" if before else ""))
+    print("|---|---|---|---|" + "---|---|" * len(extras))
     rows = {name: table_rows(measured, args) for name, measured in results.items()}
     for index, (label, progress, digits) in enumerate(rows["progress-service"]):
         nchan = rows["nchan"][index][1]
-        cells = [fmt(progress, digits)]
-        earlier = rows[BEFORE][index][1] if before else None
-        if before:
-            cells.append(fmt(earlier, digits))
+        others = [rows[name][index][1] for name in extras]
+        cells = [fmt(progress, digits), *(fmt(other, digits) for other in others)]
         cells += [fmt(nchan, digits), ratio(progress, nchan)]
-        if before:
-            cells.append(ratio(progress, earlier))
+        cells += [
+            ratio(progress, other) if name == BEFORE else ratio(other, progress)
+            for name, other in zip(extras, others, strict=True)
+        ]
         print(f"| {label} | {' | '.join(cells)} |")
     print()
     for label in results["progress-service"].latency:
@@ -667,8 +685,11 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
             for name, measured in results.items()
         )
         print(f"{label}, p99 of each round (ms, in order): {'; '.join(by_server)}")
-    held = results["progress-service"].connect
-    print(f"\nprogress-service Redis connections: {held.redis_before} idle, {held.redis_during} with clients")
+    print()
+    for name, measured in results.items():
+        if name != "nchan":
+            held = measured.connect
+            print(f"{name} Redis connections: {held.redis_before} idle, {held.redis_during} with clients")
     for name, measured in results.items():
         unstamped = sum(result.unstamped for result in measured.latency.values())
         if unstamped:
@@ -679,7 +700,7 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
 
 
 async def measure(
-    targets: dict[str, Callable[[], Target]], redis_pid: int | None, args: argparse.Namespace
+    targets: dict[str, Callable[[], Target]], args: argparse.Namespace
 ) -> dict[str, Measurements]:
     """Every phase against every server, in one event loop (``asyncio.run``).
 
@@ -693,7 +714,7 @@ async def measure(
         made = {name: make() for name, make in targets.items()}
         try:
             meters = {
-                name: CpuMeter(target, redis_pid if isinstance(target, ProgressTarget) else None)
+                name: CpuMeter(target, target.redis_pids if isinstance(target, ProgressTarget) else None)
                 for name, target in made.items()
             }
             return await measure_phases(made, meters, producer, args)
@@ -750,6 +771,10 @@ def raise_fd_limit(connections: int) -> int:
 
 #: The name in the report of the progress-service of ``--before``.
 BEFORE = "progress-service (before)"
+#: The name in the report of ``--redis-cluster``'s progress-service.
+CLUSTER = "progress-service (Redis Cluster)"
+#: The ratio column of each extra server: now over before, the cluster over one Redis.
+EXTRA_RATIOS = {BEFORE: "now / before", CLUSTER: "cluster / one Redis"}
 PROGRESS_ENV = {
     "JOBPROGRESS_MAX_STREAMS": "100000",
     "JOBPROGRESS_STREAMS_PER_IDENTITY": "100000",  # the clients share one address
@@ -786,6 +811,11 @@ def parse_args() -> argparse.Namespace:
         help="a checkout of an earlier revision (git worktree add): its progress-service runs as a "
         "third server, on the same Redis, taking turns with the others",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="also a progress-service on a local Redis Cluster (3 masters, 3 replicas), taking turns",
+    )
     return parser.parse_args()
 
 
@@ -793,7 +823,12 @@ def main() -> None:
     args = parse_args()
     fds = raise_fd_limit(args.clients)
     stack = bench_stack()
-    with stack.running():
+    cluster = (
+        Stack(env={"JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY}, redis_cluster=True)
+        if args.redis_cluster
+        else None
+    )
+    with stack.running(), cluster.running() if cluster is not None else contextlib.nullcontext():
         service = stack.start_service("progress-service", **PROGRESS_ENV)
         earlier = None
         if args.before is not None:  # its own code first on the path: the packages of that checkout
@@ -801,15 +836,16 @@ def main() -> None:
             earlier = stack.start_service("progress-service", PYTHONPATH=code, **PROGRESS_ENV)
         nginx, port = start_nginx(stack.workdir, fds)
         try:
-            assert stack.redis is not None and stack.redis_url is not None
-            redis_url, redis_pid = stack.redis_url, stack.redis.pid
             targets: dict[str, Callable[[], Target]] = {
-                "progress-service": lambda: ProgressTarget(service, redis_url),
+                "progress-service": lambda: ProgressTarget(service, stack),
                 "nchan": lambda: NchanTarget(nginx, port),
             }
             if earlier is not None:
-                targets[BEFORE] = lambda: ProgressTarget(earlier, redis_url)
-            results = asyncio.run(measure(targets, redis_pid, args))
+                targets[BEFORE] = lambda: ProgressTarget(earlier, stack)
+            if cluster is not None:
+                on_cluster = cluster.start_service("progress-service", **PROGRESS_ENV)
+                targets[CLUSTER] = lambda: ProgressTarget(on_cluster, cluster)
+            results = asyncio.run(measure(targets, args))
         finally:
             nginx.stop()
     print_report(results, args)

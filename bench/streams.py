@@ -87,7 +87,7 @@ def main() -> None:
             JOBPROGRESS_LOG_LEVEL="WARNING",
         )
         assert stack.redis_url is not None
-        ok = asyncio.run(run(ProgressTarget(service, stack.redis_url), args))
+        ok = asyncio.run(run(ProgressTarget(service, stack), args))
     sys.exit(0 if ok else 1)
 
 

@@ -26,7 +26,7 @@ TINY = {
     "failover.py": ["--rounds", "1", "--seconds", "0.4", "--lag-ms", "50"],
     "fanout.py": [
         "--clients", "40", "--channels", "2", "--latency-clients", "4", "8", "--latency-rates", "5", "5",
-        "--seconds", "1.5", "--rounds", "1", "--max-clients", "8", "--max-seconds", "0.5",
+        "--seconds", "1.5", "--rounds", "1", "--max-clients", "8", "--max-seconds", "0.5", "--redis-cluster",
     ],
 }  # fmt: skip
 
@@ -45,7 +45,8 @@ TABLES = {
         r"^\| stopped 50 ms before \| WAIT 1 \(100 ms\) \| [\d,]+ \| \d+ \| \d+ \|",
     ],
     "fanout.py": [
-        r"^\| metric \| progress-service \| nchan \| progress / nchan \|$",
+        r"^\| metric \| progress-service \| progress-service \(Redis Cluster\) \| nchan \| progress / nchan "
+        r"\| cluster / one Redis \|$",
         r"^\| connect 40 clients \(s\) \| [\d.]+ \| [\d.]+ \|",
         r"^\| 8 clients x 5 ev/s: latency p99 \(ms\) \| [\d.]+ \| [\d.]+ \|",
         r"^\| max rate, 8 clients on 1 channel: delivered events/s \| [\d,]+ \|",
@@ -68,7 +69,7 @@ def test_a_benchmark_runs_at_a_tiny_size_and_prints_its_table(script: str, tmp_p
         env={**os.environ, "TMPDIR": str(scratch)},
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     for pattern in TABLES[script]:
