@@ -223,7 +223,8 @@ def event_data(channel: str) -> str:
 
 def bench_client(redis_url: str) -> Redis:
     """A client of the stack's Redis (a cluster client for a cluster's URL)."""
-    return create_redis(Settings.from_env("progress-service", {"REDIS_URL": redis_url}), role="bench")
+    environ = {"REDIS_URL": redis_url, "JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY}
+    return create_redis(Settings.from_env("progress-service", environ), role="bench")
 
 
 async def redis_publisher(redis_url: str, keys: Keys) -> tuple[Publish, Close]:
