@@ -12,7 +12,7 @@ every client's sequence of events equals the job's log: no gap, no duplicate.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -117,52 +117,57 @@ async def test_jobs_of_every_partition_run_and_stream(stack: Stack, http: aiohtt
     assert set(jobs[-100:]) <= listed
 
 
+async def under_a_streamed_job(
+    stack: Stack, http: aiohttp.ClientSession, fault: Callable[[RedisCluster, str], None], *, steps: int = 6
+) -> str:
+    """Run ``fault(cluster, job_id)`` (in a thread) while ``CLIENTS`` stream a running job,
+    past its second step; then the job completes, every client saw exactly its log, and no
+    service was restarted. The job's id."""
+    pids = service_pids(stack)
+    job_id = await submit_job(http, stack.url("job-queue-service"), steps=steps, durationSeconds=steps)
+    watchers = watch(http, stack, job_id)
+    await eventually(lambda: past_step(http, stack, job_id, 2), "the job past its second step")
+    await asyncio.to_thread(fault, cluster_of(stack), job_id)
+    await assert_every_client_saw_the_log(http, stack, job_id, watchers)
+    assert_no_service_restarted(stack, pids)
+    return job_id
+
+
 async def test_a_master_killed_mid_job_then_back_as_a_replica(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    pids = service_pids(stack)
-    cluster = cluster_of(stack)
-    job_id = await submit_job(http, stack.url("job-queue-service"), steps=8, durationSeconds=8)
-    watchers = watch(http, stack, job_id)
-    await eventually(lambda: past_step(http, stack, job_id, 2), "the job past its second step")
-    master = master_of_job(stack, job_id)
-    await asyncio.to_thread(cluster.kill, master)
-    promoted = await asyncio.to_thread(cluster.wait_promoted, master)
-    assert promoted.address != master.address
-    await assert_every_client_saw_the_log(http, stack, job_id, watchers)
+    killed: list[RedisClusterNode] = []
 
-    await asyncio.to_thread(cluster.restart, master)
-    assert master_of_job(stack, job_id).address == promoted.address  # back as its replica
+    def kill_its_master(cluster: RedisCluster, job_id: str) -> None:
+        master = master_of_job(stack, job_id)
+        cluster.kill(master)
+        assert cluster.wait_promoted(master).address != master.address
+        killed.append(master)
+
+    job_id = await under_a_streamed_job(stack, http, kill_its_master, steps=8)
+    promoted = master_of_job(stack, job_id)
+    await asyncio.to_thread(cluster_of(stack).restart, killed[0])
+    assert master_of_job(stack, job_id).address == promoted.address  # the killed one is its replica
     after = await submit_job(http, stack.url("job-queue-service"), steps=2, durationSeconds=0.5)
     await assert_every_client_saw_the_log(http, stack, after, watch(http, stack, after))
-    assert_no_service_restarted(stack, pids)
 
 
 async def test_a_manual_failover_under_a_streamed_job(stack: Stack, http: aiohttp.ClientSession) -> None:
-    pids = service_pids(stack)
-    cluster = cluster_of(stack)
-    job_id = await submit_job(http, stack.url("job-queue-service"), steps=6, durationSeconds=6)
-    watchers = watch(http, stack, job_id)
-    await eventually(lambda: past_step(http, stack, job_id, 2), "the job past its second step")
-    old = master_of_job(stack, job_id)
-    new = await asyncio.to_thread(cluster.failover, old)
-    assert master_of_job(stack, job_id).address == new.address != old.address
-    await assert_every_client_saw_the_log(http, stack, job_id, watchers)
-    assert_no_service_restarted(stack, pids)
+    def fail_over(cluster: RedisCluster, job_id: str) -> None:
+        old = master_of_job(stack, job_id)
+        new = cluster.failover(old)
+        assert master_of_job(stack, job_id).address == new.address != old.address
+
+    await under_a_streamed_job(stack, http, fail_over)
 
 
 async def test_the_jobs_slot_migrated_while_the_hub_blocks_on_it(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    pids = service_pids(stack)
-    cluster = cluster_of(stack)
-    job_id = await submit_job(http, stack.url("job-queue-service"), steps=6, durationSeconds=6)
-    watchers = watch(http, stack, job_id)
-    await eventually(lambda: past_step(http, stack, job_id, 2), "the job past its second step")
-    source = master_of_job(stack, job_id)
-    target = next(node for node in cluster.masters() if node.address != source.address)
-    slot = cluster.keyslot(partition_tag(job_id))
-    await asyncio.to_thread(cluster.migrate_slot, slot, target)
-    assert master_of_job(stack, job_id).address == target.address
-    await assert_every_client_saw_the_log(http, stack, job_id, watchers)
-    assert_no_service_restarted(stack, pids)
+    def migrate(cluster: RedisCluster, job_id: str) -> None:
+        source = master_of_job(stack, job_id)
+        target = next(node for node in cluster.masters() if node.address != source.address)
+        cluster.migrate_slot(cluster.keyslot(partition_tag(job_id)), target)
+        assert master_of_job(stack, job_id).address == target.address
+
+    await under_a_streamed_job(stack, http, migrate)
