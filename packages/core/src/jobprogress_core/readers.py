@@ -15,11 +15,21 @@ cluster down, ``TRYAGAIN`` while a slot's keys are split between two nodes) are 
 :data:`READ_ERRORS`, for the loop to back off; the next read refreshes the slot map first.
 The caller always passes explicit stream IDs, never ``$``, so a read issued again after any
 of these loses nothing.
+
+A reader whose cluster client reads replicas (``create_redis(..., replicas=True)``) reads a
+replica of the slot's master, keeping to the one it holds while the slot map lists it: what
+it returns has been replicated, so a failover cannot take it back (the replica read from is
+the one promoted). A replica that fails is read again until the cluster drops it from the
+slot map (``FAIL``, a node timeout later); a slot with no replica listed is read on its
+master, and the slot map looked at again every :data:`REPLICA_LOOKUP_SECONDS` (by one reader
+of the client) until a replica is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import weakref
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -32,6 +42,7 @@ from redis.exceptions import (
     MovedError,
     RedisClusterException,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 
@@ -52,6 +63,13 @@ READ_ERRORS: tuple[type[Exception], ...] = (
 
 #: Redirections one read follows before it gives up (and its loop backs off).
 MAX_REDIRECTS = 5
+#: How often a reader that wants a replica, and reads a master for want of one, looks at the
+#: slot map again (after a failover the old master comes back as a replica).
+REPLICA_LOOKUP_SECONDS = 10.0
+
+#: When each cluster client's readers are to look for a replica next: one of them does, for
+#: all (a refresh of the slot map has every connection of the client opened again).
+_replica_lookups: weakref.WeakKeyDictionary[RedisCluster, float] = weakref.WeakKeyDictionary()
 
 
 class BlockingReader(Protocol):
@@ -81,13 +99,16 @@ class ClusterStreamReader:
     Every key of one read must share a slot (redis-py and the server refuse anything else);
     the first key names it. The connection comes from that node's pool in ``cluster``
     (named, with its socket timeout above the block time: see
-    :func:`~jobprogress_core.redis.create_cluster`) and is kept while the node owns the
-    slot; when the owner changes, it is closed and given back, and one of the new owner's is
-    taken. So a reader holds one connection, whatever the topology does.
+    :func:`~jobprogress_core.redis.create_cluster`) and is kept while the node serves the
+    slot (its master, or a replica of it when ``cluster`` reads replicas); when that changes,
+    it is closed and given back, and one of the new node's is taken. So a reader holds one
+    connection, whatever the topology does.
     """
 
     def __init__(self, cluster: RedisCluster) -> None:
         self.cluster = cluster
+        #: Reads go to a replica (the client's connections are all ``READONLY``).
+        self.replicas = cluster.load_balancing_strategy is not None
         self._node: ClusterNode | None = None
         self._connection: Connection | None = None
         self._initialized = False
@@ -104,8 +125,7 @@ class ClusterStreamReader:
         for _ in range(MAX_REDIRECTS):
             try:
                 await self._refresh_if_stale()
-                node = asking or self.cluster.get_node_from_key(slot_key)
-                assert node is not None  # get_node_from_key raises when no node has the slot
+                node = asking or self._node_for(slot_key)
                 return await self._read_on(node, args, asking=asking is not None)
             except MovedError:
                 self._stale, asking = True, None
@@ -121,6 +141,24 @@ class ClusterStreamReader:
                 # The node changed role under the blocked read (a failover): read again now.
                 self._stale, asking = True, None
         raise ClusterError(f"XREAD redirected {MAX_REDIRECTS} times in a row")
+
+    def _node_for(self, key: str) -> ClusterNode:
+        """The node to read ``key``'s slot on: its master, or when reading replicas, the
+        replica held if the slot map still lists it, else the slot's first replica."""
+        slot = self.cluster.keyslot(key)
+        nodes = self.cluster.nodes_manager.slots_cache.get(slot)
+        if not nodes:
+            raise SlotNotCoveredError(f"slot {slot} is not served by any node the client knows")
+        if not self.replicas:
+            return nodes[0]
+        replicas = nodes[1:]
+        if not replicas:
+            now = time.monotonic()
+            if now >= _replica_lookups.setdefault(self.cluster, now + REPLICA_LOOKUP_SECONDS):
+                _replica_lookups[self.cluster] = now + REPLICA_LOOKUP_SECONDS
+                self._stale = True  # the read after this one looks again
+            return nodes[0]
+        return next((node for node in replicas if node == self._node), replicas[0])  # equal by address
 
     async def _refresh_if_stale(self) -> None:
         """Learn the slot map: once (the client connects lazily), and after any failure or

@@ -19,6 +19,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -87,7 +88,12 @@ CANCELLABLE: dict[type[AbstractConnection], type[AbstractConnection]] = {
 
 
 def create_redis(
-    settings: Settings, *, block_ms: int = 0, max_connections: int | None = None, role: str = ""
+    settings: Settings,
+    *,
+    block_ms: int = 0,
+    max_connections: int | None = None,
+    role: str = "",
+    replicas: bool = False,
 ) -> Redis:
     """A client for ``REDIS_URL`` whose pool never holds more than ``max_connections``
     (default ``JOBPROGRESS_REDIS_POOL_SIZE``): a command waits for a free connection rather
@@ -99,12 +105,14 @@ def create_redis(
     silently re-issue a read that the loop's owner has just interrupted.
 
     For a ``redis+cluster://`` URL it is a cluster client (:func:`create_cluster`), typed as
-    :class:`Redis`: the commands the services use are the same on both.
+    :class:`Redis`: the commands the services use are the same on both. With ``replicas``
+    its reads go to replicas (see there); one Redis has none, so there it changes nothing.
     """
     if is_cluster_url(settings.redis_url):
-        return cast(
-            Redis, create_cluster(settings, block_ms=block_ms, max_connections=max_connections, role=role)
+        cluster = create_cluster(
+            settings, block_ms=block_ms, max_connections=max_connections, role=role, replicas=replicas
         )
+        return cast(Redis, cluster)
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=max_connections or settings.redis_pool_size,
@@ -150,14 +158,22 @@ class WaitingCluster(RedisCluster):
 
 
 def create_cluster(
-    settings: Settings, *, block_ms: int = 0, max_connections: int | None = None, role: str = ""
+    settings: Settings,
+    *,
+    block_ms: int = 0,
+    max_connections: int | None = None,
+    role: str = "",
+    replicas: bool = False,
 ) -> RedisCluster:
     """A Redis Cluster client for a ``redis+cluster://`` ``REDIS_URL``, configured as
     :func:`create_redis` configures its client: at most ``max_connections`` commands in
     flight at once (:class:`WaitingCluster`), so as many connections per node.
 
     A dead shard does not stop the client from serving the others (``require_full_coverage``
-    off).
+    off). With ``replicas``, every connection is ``READONLY`` and a read command goes to a
+    replica of its slot's master (in turn, when it has several), or to the master when it
+    has none; writes still go to the master. Such a client sees what replication has
+    carried so far: a little behind the master, and never what a failover would lose.
     """
     url = ClusterUrl.parse(settings.redis_url)
     limit = max_connections or settings.redis_pool_size
@@ -169,6 +185,7 @@ def create_cluster(
         ssl=url.tls,
         require_full_coverage=False,
         max_connections=2 * limit,  # a ceiling above the waiting bound: pipelines come on top
+        load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if replicas else None,
         **_connection_options(settings, block_ms, role),
     )
     # The cancellable sends of create_redis's connections, for every node it will know.

@@ -23,7 +23,7 @@ from .keys import Keys
 from .logs import REQUEST_ID
 from .metrics import HTTP_LATENCY, HTTP_REQUESTS, setup_metrics
 from .queue import JobQueue
-from .redis import REDIS_ERRORS, create_redis
+from .redis import REDIS_ERRORS, close, create_redis
 from .replication import Replication
 from .security import setup_security
 from .settings import ClientFacingSettings, JobQueueSettings, ProgressSettings, Settings, WorkerSettings
@@ -178,7 +178,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     except (TimeoutError, *REDIS_ERRORS) as exc:
         logger.warning("redis at %s does not answer yet: %s", settings.redis_url_masked, exc)
     yield
-    await redis.aclose()
+    await close(redis)
 
 
 async def redis_ok(redis: Redis, timeout: float = 2.0) -> bool:

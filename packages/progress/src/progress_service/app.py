@@ -12,7 +12,8 @@ from aiohttp_security import remember
 
 from jobprogress_core.errors import Handler, TooManyRequests
 from jobprogress_core.limits import identity_limit_ctx, mint_identity, stream_leases_ctx
-from jobprogress_core.redis import REDIS_ERRORS, create_redis
+from jobprogress_core.redis import REDIS_ERRORS, close, create_redis
+from jobprogress_core.redis_urls import is_cluster_url
 from jobprogress_core.registration import consul_ctx
 from jobprogress_core.security import identity_of
 from jobprogress_core.settings import ConfigError, ProgressSettings
@@ -93,9 +94,17 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[PROGRESS_SETTINGS]
     # Each partition's reader holds a connection for its blocking XREAD: they get a client of
     # their own, with room for one reader per partition (on a cluster, per node) and no more.
+    # On a cluster, they and the streams' reads of the log go to replicas: a client is sent
+    # only what replication has carried, which a failover cannot take back (see replay.py).
     reader = create_redis(
-        settings, block_ms=settings.reader_block_ms, max_connections=settings.partitions, role="hub-reader"
+        settings,
+        block_ms=settings.reader_block_ms,
+        max_connections=settings.partitions,
+        role="hub-reader",
+        replicas=True,
     )
+    cluster = is_cluster_url(settings.redis_url)
+    replicas = create_redis(settings, role="log", replicas=True) if cluster else None
     hub = Hub(
         app[STORE],
         reader,
@@ -103,6 +112,7 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         block_ms=settings.reader_block_ms,
         queue_size=settings.sse_queue_size,
         buffer_bytes=settings.sse_buffer_bytes,
+        replicas=replicas,
     )
     app[HUB] = hub
 
@@ -113,3 +123,5 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STOP_HOOKS].append(close_streams)
     yield
     await hub.stop()
+    if replicas is not None:
+        await close(replicas)

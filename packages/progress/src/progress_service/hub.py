@@ -35,13 +35,14 @@ from redis.asyncio import Redis
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import stream_id_after
 from jobprogress_core.readers import blocking_reader
-from jobprogress_core.redis import REDIS_ERRORS
+from jobprogress_core.redis import REDIS_ERRORS, close
 from jobprogress_core.store import JobStore
 from jobprogress_core.tasks import cancel_and_wait
 
 from .frames import Frame
 from .metrics import observe_delivery
 from .partition_reader import PartitionReader, WakeStream
+from .replay import Log
 from .viewer import Ending, Viewer
 
 __all__ = ["Hub"]
@@ -59,8 +60,12 @@ class Hub:
         block_ms: int = 5000,
         queue_size: int = 256,
         buffer_bytes: int = 256 * 1024,
+        replicas: Redis | None = None,
     ) -> None:
         self.store = store
+        #: Where streams read the log, and the hub its cursors: on ``replicas`` when given
+        #: (a cluster's), so that both agree with readers that read replicas (:mod:`.replay`).
+        self.log = Log(store, replicas)
         #: The readers' own client (one Redis or a cluster): each partition reader holds one
         #: of its connections, so its pool (per node, on a cluster) needs one per partition.
         self.reader = reader
@@ -95,7 +100,7 @@ class Hub:
         job_id = viewer.job_id
         reader = None
         if job_id not in self.cursors:
-            last = await self.store.last_event_id(job_id) or "0-0"
+            last = await self.log.last_event_id(job_id) or "0-0"
             if job_id not in self.cursors:
                 self.cursors[job_id] = last
                 self.subscribers[job_id] = set()
@@ -243,7 +248,7 @@ class Hub:
             if running:
                 logger.warning("%d hub readers did not stop in %.1fs; cancelling them", len(running), timeout)
                 await cancel_and_wait(*running)
-        await self.reader.aclose()
+        await close(self.reader)
         await self._delete_wake_streams()
 
     async def _delete_wake_streams(self) -> None:

@@ -30,14 +30,13 @@ from jobprogress_core.security import (
     identity_of,
 )
 from jobprogress_core.settings import ProgressSettings
-from jobprogress_core.store import JobStore
 from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
 from jobprogress_core.web import STORE
 
 from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
 from .hub import Hub
 from .metrics import EVENTS_REPLAYED, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
-from .replay import REPLAY_PAGE, log_frames
+from .replay import REPLAY_PAGE, Log
 from .viewer import Ending, Viewer
 
 logger = logging.getLogger(__name__)
@@ -151,7 +150,6 @@ async def stream_subject(request: web.Request, settings: ProgressSettings) -> st
 async def _serve(
     request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: ProgressSettings
 ) -> web.StreamResponse:
-    store = request.app[STORE]
     job_id = job.id
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
     chunked = request.version >= HttpVersion11  # HTTP/1.0: the body ends with the connection
@@ -169,7 +167,7 @@ async def _serve(
             await sender.write(reset_frame(job))
             Viewer.count_sent((EventType.RESET,))
         expires_at = (await credential_of(request)).expires_at
-        ending = await _deliver(sender, store, hub, settings, chunked=chunked, expires_at=expires_at)
+        ending = await _deliver(sender, hub, settings, chunked=chunked, expires_at=expires_at)
     except TimeoutError:
         ending = Ending.SEND_TIMEOUT
         logger.info("stream of job %s: client too slow, disconnected", job_id)
@@ -193,7 +191,6 @@ async def _serve(
 
 async def _deliver(
     sender: Sender,
-    store: JobStore,
     hub: Hub,
     settings: ProgressSettings,
     *,
@@ -224,7 +221,7 @@ async def _deliver(
             await _ride_out_outage(sender, exc, backoff)
             continue
         try:
-            ending = await _catch_up(sender, store, cursor)
+            ending = await _catch_up(sender, hub.log, cursor)
             if ending is None:
                 backoff.reset()
                 transport = sender.request.transport
@@ -242,13 +239,13 @@ async def _deliver(
             hub.unsubscribe(viewer)
 
 
-async def _catch_up(sender: Sender, store: JobStore, cursor: str) -> Ending | None:
+async def _catch_up(sender: Sender, log: Log, cursor: str) -> Ending | None:
     """Write the log after the client's last ID up to ``cursor``, then what the hub buffered
     meanwhile. :attr:`Ending.COMPLETE` when the terminal event went out, how the hub let the
     client go if it did, else ``None``: caught up."""
     viewer = sender.viewer
     while True:
-        page = await log_frames(store, viewer.job_id, viewer.last_id, until=cursor, count=REPLAY_PAGE)
+        page = await log.frames(viewer.job_id, viewer.last_id, until=cursor, count=REPLAY_PAGE)
         for frame in page:
             await sender.event(frame)
             EVENTS_REPLAYED.inc()

@@ -1,6 +1,6 @@
 """A local Redis Cluster: masters and replicas as private ``redis-server`` processes on
 loopback, and what a test does to one: kill a master and wait for its replica to take over,
-bring the node back, fail over by hand, move a slot.
+bring the node back, fail over by hand, move a slot, cut a replica off its master.
 
 Synchronous, as the rest of the stack. Each node is asked on a connection of its own,
 never retried by the client: every wait polls the nodes until a deadline, and says what
@@ -9,16 +9,18 @@ was still wrong when it gives up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from .cluster_node import RedisClusterNode
 from .cluster_view import SLOTS, Peer, View, field
@@ -31,6 +33,11 @@ logger = logging.getLogger(__name__)
 #: How long one manual failover may take before it is asked for again (Redis gives up on
 #: one after 5 s, saying so only in its log).
 FAILOVER_ATTEMPT_SECONDS = 6.0
+#: The replication output limit a master is given while :meth:`RedisCluster.cut_off` fills
+#: it, and Redis's default put back after (``client-output-buffer-limit``, class replica).
+CUT_OFF_LIMIT, DEFAULT_REPLICA_LIMIT = "replica 1mb 1mb 0", "replica 256mb 64mb 60"
+#: What one write of the filler weighs, and the most it writes before it gives up.
+FILLER_BYTES, FILLER_WRITES = 1 << 20, 512
 
 
 class RedisCluster:
@@ -204,6 +211,48 @@ class RedisCluster:
         )
         self.wait_healthy(deadline - time.monotonic())
         return replica
+
+    @contextlib.contextmanager
+    def cut_off(self, replica: RedisClusterNode) -> Iterator[RedisClusterNode]:
+        """Stop ``replica`` (``SIGSTOP``) and make its master drop the link to it; yields
+        that master, and lets the replica go on (``SIGCONT``) on leaving.
+
+        Inside, the master's writes reach no replica: those of them still in the master's
+        reply buffer or the sockets when the link dropped, and any after, exist on the master
+        alone (the replica's kernel buffers keep what they held, which it reads when it goes
+        on). So a master killed inside loses them for good: the failover's loss,
+        deterministic. The master drops the link when its reply buffer to the replica passes
+        a lowered limit, filled with keys of its own slots that expire within two minutes.
+        """
+        master = self._master_of_replica(replica)
+        replica.signal(signal.SIGSTOP)
+        try:
+            self._fill_until_dropped(master)
+            yield master
+        finally:
+            replica.signal(signal.SIGCONT)
+
+    def _master_of_replica(self, replica: RedisClusterNode) -> RedisClusterNode:
+        master_id = self._selves()[replica].master_id
+        for node in self.live():
+            if node.node_id == master_id:
+                return node
+        raise StackError(f"{replica.address} has no live master")
+
+    def _fill_until_dropped(self, master: RedisClusterNode) -> None:
+        served = View.parse(master.command("CLUSTER", "NODES")).myself  # the replica does not answer
+        tag = next(f"filler{n}" for n in range(1 << 20) if served.serves(key_slot(f"filler{n}".encode())))
+        filler = b"x" * FILLER_BYTES
+        self._admin(master, "CONFIG", "SET", "client-output-buffer-limit", CUT_OFF_LIMIT)
+        try:
+            for n in range(FILLER_WRITES):
+                master.command("SET", f"{{{tag}}}:{n}", filler, "EX", 120)
+                if int(master.command("INFO", "replication")["connected_slaves"]) == 0:
+                    logger.info("%s dropped its replica after %d MiB", master.address, n + 1)
+                    return
+            raise StackError(f"{master.address} kept its replica through {FILLER_WRITES} MiB of writes")
+        finally:
+            self._admin(master, "CONFIG", "SET", "client-output-buffer-limit", DEFAULT_REPLICA_LIMIT)
 
     def migrate_slot(
         self, slot: int, target: RedisClusterNode, *, batch: int = 100, timeout: float = 30.0
