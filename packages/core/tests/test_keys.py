@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from jobprogress_core.keys import MAX_PARTITIONS, QUEUE_GROUP, Keys, partition_tags
+from jobprogress_core.keys import MAX_PARTITIONS, QUEUE_GROUP, Keys, feed_topic, partition_tags
 
 JOB = "0123456789abcdef0123456789abcdef"
 
@@ -27,9 +27,19 @@ def test_names_and_prefix() -> None:
     assert keys.job(JOB) == f"app:job:{tag}:{JOB}"
     assert keys.events(JOB) == f"app:job:{tag}:{JOB}:events"
     assert keys.report_keys(JOB) == f"app:job:{tag}:{JOB}:keys"
-    assert keys.job_id_of_events(keys.events(JOB)) == JOB
     assert keys.history("app:ann") == "app:owner:{app:ann}:jobs"
     assert keys.hub_wake(3, "abc") == f"app:progress:wake:{keys.tag(3)}:abc"
+    feed_tag = keys.tag(keys.partition_of("feed:app:ann"))
+    assert keys.feed("app:ann") == f"app:owner:{feed_tag}:app:ann:feed"
+
+
+def test_an_owners_feed_is_a_topic_read_with_its_partitions_streams() -> None:
+    keys = Keys()
+    for owner in ("app:ann", "browser:" + "a" * 32, "weird}{owner"):
+        topic = feed_topic(owner)
+        assert keys.events(topic) == keys.feed(owner)
+        partition = keys.partition_of(topic)
+        assert slot(keys.feed(owner)) == slot(keys.hub_wake(partition, "t")) == slot(keys.queue(partition))
 
 
 def test_a_jobs_keys_share_its_partitions_slot() -> None:

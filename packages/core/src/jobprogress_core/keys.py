@@ -21,9 +21,20 @@ from functools import cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-__all__ = ["DEFAULT_PARTITIONS", "MAX_PARTITIONS", "QUEUE_GROUP", "Keys", "partition_tags"]
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "FEED",
+    "MAX_PARTITIONS",
+    "QUEUE_GROUP",
+    "Keys",
+    "feed_topic",
+    "partition_tags",
+]
 
 QUEUE_GROUP = "workers"
+#: How a *topic* (what the progress hub follows: a stream of entries) names an owner's feed
+#: of new jobs; any other topic is a job id.
+FEED = "feed:"
 DEFAULT_PARTITIONS = 16
 MAX_PARTITIONS = 256
 
@@ -46,6 +57,11 @@ def partition_tags(partitions: int) -> tuple[str, ...]:
     return tuple(tags)
 
 
+def feed_topic(owner: str) -> str:
+    """The topic of an owner's feed of new jobs (see :meth:`Keys.feed`)."""
+    return FEED + owner
+
+
 def _tag_candidate(partition: int, candidate: int) -> str:
     return f"{partition}.{candidate:x}"
 
@@ -59,9 +75,10 @@ class Keys:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", partition_tags(self.partitions))
 
-    def partition_of(self, job_id: str) -> int:
-        """The partition a job lives in, for good (CRC32 of its id)."""
-        return zlib.crc32(job_id.encode()) % self.partitions
+    def partition_of(self, topic: str) -> int:
+        """The partition a job (or an owner's feed: a topic) lives in, for good (CRC32 of its
+        id)."""
+        return zlib.crc32(topic.encode()) % self.partitions
 
     def tag(self, partition: int) -> str:
         """The hash tag of a partition, braces included."""
@@ -81,9 +98,19 @@ class Keys:
         """Hash with the job's current state."""
         return f"{self.prefix}job:{self.tag(self.partition_of(job_id))}:{job_id}"
 
-    def events(self, job_id: str) -> str:
-        """Stream of the job's events; entry IDs are the SSE event IDs."""
-        return f"{self.job(job_id)}:events"
+    def events(self, topic: str) -> str:
+        """Stream of the job's events; entry IDs are the SSE event IDs. For a feed's topic
+        (:func:`feed_topic`), the feed."""
+        if topic.startswith(FEED):
+            return self.feed(topic.removeprefix(FEED))
+        return f"{self.job(topic)}:events"
+
+    def feed(self, owner: str) -> str:
+        """Stream of the owner's new jobs, one entry (``type`` ``status``, ``data``
+        ``{"jobId"}``) per job created, capped and expiring as the history is. In the slot of
+        a partition (its topic's), so that a hub reads it in the same ``XREAD`` as that
+        partition's event streams: how a ``mine`` stream learns of a job as it is submitted."""
+        return f"{self.prefix}owner:{self.tag(self.partition_of(feed_topic(owner)))}:{owner}:feed"
 
     def report_keys(self, job_id: str) -> str:
         """Sorted set of the idempotency keys of the events reported for an external job (the
@@ -115,7 +142,3 @@ class Keys:
         to wake that partition's reader. It carries the partition's tag, so the reader's
         ``XREAD`` over it and the partition's event streams stays in one slot."""
         return f"{self.prefix}progress:wake:{self.tag(partition)}:{token}"
-
-    def job_id_of_events(self, key: str) -> str:
-        """The job id inside an event stream key (inverse of :meth:`events`)."""
-        return key.removesuffix(":events").rpartition(":")[2]

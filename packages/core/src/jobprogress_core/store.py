@@ -9,6 +9,7 @@ idempotency keys (:mod:`.reports`).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,13 +112,22 @@ class JobStore:
         return str(entry_id)
 
     async def _index(self, job: Job) -> None:
-        """Add the job to its owner's history: newest first, capped, expiring when idle."""
-        key = self.keys.history(job.owner)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        """Add the job to its owner's history (newest first) and feed of new jobs: both capped,
+        expiring when idle. Two keys in two slots: one pipeline, not one transaction."""
+        key, feed = self.keys.history(job.owner), self.keys.feed(job.owner)
+        ttl = self.retention_seconds + 3600
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {job.id: job.created_ms})
             pipe.zremrangebyrank(key, 0, -self.history_limit - 1)
-            pipe.expire(key, self.retention_seconds + 3600)
+            pipe.expire(key, ttl)
+            pipe.xadd(feed, {"type": EventType.STATUS.value, "data": dumps({"jobId": job.id})},
+                      maxlen=self.history_limit, approximate=True)  # fmt: skip
+            pipe.expire(feed, ttl)
             await pipe.execute()
+
+    async def feed_entries(self, owner: str, *, until: str, count: int) -> list[Entry]:
+        """The owner's feed up to ``until`` inclusive, newest first: their latest jobs."""
+        return range_entries(await self.redis.xrevrange(self.keys.feed(owner), until, "-", count=count))
 
     async def get(self, job_id: str) -> Job | None:
         fields: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
@@ -287,12 +297,29 @@ class JobStore:
 
     async def get_with_first_event(self, job_id: str) -> tuple[Job | None, str | None]:
         """The job and the ID of its oldest retained event, in one round trip."""
+        return (await self.get_many_with_first_events([job_id]))[0]
+
+    async def get_many_with_first_events(self, job_ids: Sequence[str]) -> list[tuple[Job | None, str | None]]:
+        """:meth:`get_with_first_event` of each job, in one pipeline."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.job(job_id))
-            pipe.xrange(self.keys.events(job_id), "-", "+", count=1)
-            fields, first = await pipe.execute()
-        entries = range_entries(first)
-        return (Job.from_hash(fields) if fields else None), (entries[0][0] if entries else None)
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+                pipe.xrange(self.keys.events(job_id), "-", "+", count=1)
+            replies = await pipe.execute()
+        found = []
+        for fields, first in zip(replies[::2], replies[1::2], strict=True):
+            entries = range_entries(first)
+            found.append(((Job.from_hash(fields) if fields else None), (entries[0][0] if entries else None)))
+        return found
+
+    async def feed_jobs(self, owner: str, handles: Sequence[str]) -> list[str | None]:
+        """The job each entry of the owner's feed names (``None`` for entries gone)."""
+        key = self.keys.feed(owner)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for handle in handles:
+                pipe.xrange(key, handle, handle, count=1)
+            replies = await pipe.execute()
+        return [_feed_job(range_entries(reply)) for reply in replies]
 
     async def first_event_id(self, job_id: str) -> str | None:
         reply = range_entries(await self.redis.xrange(self.keys.events(job_id), "-", "+", count=1))
@@ -301,6 +328,13 @@ class JobStore:
     async def last_event_id(self, job_id: str) -> str | None:
         reply = range_entries(await self.redis.xrevrange(self.keys.events(job_id), "+", "-", count=1))
         return reply[0][0] if reply else None
+
+
+def _feed_job(entries: list[Entry]) -> str | None:
+    if not entries:
+        return None
+    job_id = json.loads(entries[0][1]["data"]).get("jobId")
+    return job_id if isinstance(job_id, str) and valid_job_id(job_id) else None
 
 
 def _text(value: str | int | None) -> str:

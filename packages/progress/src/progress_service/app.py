@@ -22,6 +22,7 @@ from jobprogress_core.web import KEYS, PROGRESS_SETTINGS, STOP_HOOKS, STORE, cre
 from .cors import Cors
 from .forward import forward_ctx, forward_job_call
 from .hub import Hub
+from .multi_stream import jobs_stream, mine_stream
 from .stream import HUB, progress_stream
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.A
     app.middlewares.append(page_identity_middleware)
     Cors(settings.cors_origins).install(app)
     web_dir = web_dir or find_web_dir(settings.web_dir)
+    app.router.add_get("/api/progress", jobs_stream, name="jobs_stream")
+    app.router.add_get("/api/progress/mine", mine_stream, name="mine_stream")
     app.router.add_get("/api/progress/{job_id}", progress_stream, name="progress_stream")
     app.router.add_route("*", "/api/jobs", forward_job_call, name="jobs_forward")
     app.router.add_route("*", "/api/jobs/{tail:.*}", forward_job_call, name="job_forward")

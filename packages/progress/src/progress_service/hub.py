@@ -161,7 +161,7 @@ class Hub:
         ended: list[Viewer] = []
         written = 0
         for viewer in viewers:
-            if viewer.transport is None or viewer.skip_until is not None:
+            if viewer.transport is None or viewer.skip_until is not None or viewer.per_event:
                 self._one_by_one(viewer, events, now)
             elif viewer.write_live(chunk, plain, last, now, limit=self.buffer_bytes):
                 written += 1
@@ -174,8 +174,8 @@ class Hub:
             observe_delivery(events)
 
     def _one_by_one(self, viewer: Viewer, events: list[Frame], now: float) -> None:
-        """The slow path of :meth:`dispatch`: buffer while catching up, or skip what the
-        client already has."""
+        """The slow path of :meth:`dispatch`: buffer while catching up, skip what the client
+        already has, or write to a stream of many jobs (each event with an ID of its own)."""
         for event in events:
             if viewer.ending is not None:
                 return

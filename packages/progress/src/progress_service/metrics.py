@@ -18,6 +18,11 @@ EVENTS_SENT_BY_TYPE = {event_type: EVENTS_SENT.labels(event_type.value) for even
 EVENTS_REPLAYED = Counter(
     "jobprogress_sse_events_replayed_total", "Events sent from the log (catch-up) rather than live"
 )
+OVERFLOWS = Counter(
+    "jobprogress_sse_overflows_total",
+    "Times a client fell behind (its unsent bytes or buffered events past the bounds) and was "
+    "caught up from the log again; per job, on a stream of many",
+)
 READER_CONNECTIONS = Gauge(
     "jobprogress_hub_reader_connections",
     "Redis connections the hub's readers hold: one per partition with viewers on this process, "

@@ -67,8 +67,10 @@ class PartitionReader:
         self.partition = partition
         self.reads = reads
         self.wake_stream = wake
-        #: The partition's jobs with viewers, and their event stream keys.
+        #: The partition's topics (jobs, feeds) with viewers, and their stream keys.
         self.jobs: dict[str, str] = {}
+        #: The other way round: each stream key's topic.
+        self._topics: dict[str, str] = {}
         self._reading = False
         self._woken = False
         self.task: asyncio.Task[None] | None = None
@@ -82,10 +84,13 @@ class PartitionReader:
         return self.task
 
     def follow(self, job_id: str) -> None:
-        self.jobs[job_id] = self.hub.keys.events(job_id)
+        key = self.jobs[job_id] = self.hub.keys.events(job_id)
+        self._topics[key] = job_id
 
     def unfollow(self, job_id: str) -> None:
-        self.jobs.pop(job_id, None)
+        key = self.jobs.pop(job_id, None)
+        if key is not None:
+            del self._topics[key]
 
     async def wake(self) -> None:
         """Make a read in flight return now, so that the next one includes a new stream.
@@ -171,9 +176,9 @@ class PartitionReader:
             if stream == self.wake_stream.key:
                 self.wake_stream.cursor = entries[-1][0]
                 continue
-            job_id = hub.keys.job_id_of_events(stream)
-            cursor = hub.cursors.get(job_id)
-            if cursor is None:
+            job_id = self._topics.get(stream)
+            cursor = None if job_id is None else hub.cursors.get(job_id)
+            if job_id is None or cursor is None:
                 continue
             events = [
                 Frame.from_entry(entry_id, fields)

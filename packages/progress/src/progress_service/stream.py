@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import HttpVersion11, web
 
@@ -35,7 +37,7 @@ from jobprogress_core.web import STORE
 
 from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
 from .hub import Hub
-from .metrics import EVENTS_REPLAYED, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
+from .metrics import EVENTS_REPLAYED, OVERFLOWS, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
 from .replay import REPLAY_PAGE, Log
 from .viewer import Ending, Viewer
 
@@ -97,6 +99,15 @@ class Sender:
 
 
 async def progress_stream(request: web.Request) -> web.StreamResponse:
+    return await counted_stream(request, _stream)
+
+
+StreamHandler = Callable[[web.Request, Hub, ProgressSettings], Awaitable[web.StreamResponse]]
+
+
+async def counted_stream(request: web.Request, handler: StreamHandler) -> web.StreamResponse:
+    """Run a stream's ``handler`` if this instance serves fewer than its maximum of streams
+    (503 otherwise), counting it among them while it runs."""
     request[QUERY_TOKEN_ALLOWED] = True  # EventSource sends no header: ?access_token= instead
     settings = request.app[SETTINGS]
     hub = request.app[HUB]
@@ -107,7 +118,7 @@ async def progress_stream(request: web.Request) -> web.StreamResponse:
         )
     hub.streams += 1  # no await since the check: the limit holds exactly
     try:
-        return await _stream(request, hub, settings)
+        return await handler(request, hub, settings)
     finally:
         hub.streams -= 1
 
@@ -150,39 +161,50 @@ async def stream_subject(request: web.Request, settings: ProgressSettings) -> st
 async def _serve(
     request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: ProgressSettings
 ) -> web.StreamResponse:
-    job_id = job.id
-    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
-    chunked = request.version >= HttpVersion11  # HTTP/1.0: the body ends with the connection
-    if chunked:
-        response.enable_chunked_encoding()
-    await response.prepare(request)
-    viewer = Viewer(job_id, last_id=None if reset else last_id)
-    sender = Sender(request, response, viewer, settings.sse_send_timeout)
-    STREAMS_OPENED.inc()
-    STREAMS_ACTIVE.inc()
-    ending = Ending.ERROR
-    try:
+    async def deliver(response: web.StreamResponse, chunked: bool) -> Ending:
+        viewer = Viewer(job.id, last_id=None if reset else last_id)
+        sender = Sender(request, response, viewer, settings.sse_send_timeout)
         await sender.write(retry_frame(settings.sse_retry_ms))
         if reset:
             await sender.write(reset_frame(job))
             Viewer.count_sent((EventType.RESET,))
         expires_at = (await credential_of(request)).expires_at
-        ending = await _deliver(sender, hub, settings, chunked=chunked, expires_at=expires_at)
+        return await _deliver(sender, hub, settings, chunked=chunked, expires_at=expires_at)
+
+    return await serve_sse(request, deliver, what=f"job {job.id}")
+
+
+async def serve_sse(
+    request: web.Request, deliver: Callable[[web.StreamResponse, bool], Awaitable[Ending]], *, what: str
+) -> web.StreamResponse:
+    """Start the SSE response and run ``deliver`` (given it, and whether it is chunked) until
+    the stream ends, counting how it ended. A client gone ends the request as a closed
+    connection does; otherwise the response is ended cleanly."""
+    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    chunked = request.version >= HttpVersion11  # HTTP/1.0: the body ends with the connection
+    if chunked:
+        response.enable_chunked_encoding()
+    await response.prepare(request)
+    STREAMS_OPENED.inc()
+    STREAMS_ACTIVE.inc()
+    ending = Ending.ERROR
+    try:
+        ending = await deliver(response, chunked)
     except TimeoutError:
         ending = Ending.SEND_TIMEOUT
-        logger.info("stream of job %s: client too slow, disconnected", job_id)
+        logger.info("stream of %s: client too slow, disconnected", what)
     except (ConnectionResetError, asyncio.CancelledError):
         ending = Ending.GONE
         raise
     except Exception:
         # Headers are sent: an error can only end the stream (the client resumes by its ID).
-        logger.exception("stream of job %s ended by an unexpected error", job_id)
+        logger.exception("stream of %s ended by an unexpected error", what)
     finally:
         STREAMS_ACTIVE.dec()
         STREAMS_CLOSED.labels(ending.value).inc()
     if ending is Ending.GONE:
         # The hub found the connection closed: end as when a write of this task does.
-        raise ConnectionResetError(f"the client of job {job_id} is gone")
+        raise ConnectionResetError(f"the client of the stream of {what} is gone")
     if ending is not Ending.SEND_TIMEOUT:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
@@ -218,10 +240,10 @@ async def _deliver(
         try:
             cursor = await hub.subscribe(viewer)
         except REDIS_ERRORS as exc:
-            await _ride_out_outage(sender, exc, backoff)
+            await ride_out_outage(sender, exc, backoff, what=f"job {viewer.job_id}")
             continue
         try:
-            ending = await _catch_up(sender, hub.log, cursor)
+            ending = await catch_up(sender, hub.log, cursor)
             if ending is None:
                 backoff.reset()
                 transport = sender.request.transport
@@ -231,15 +253,31 @@ async def _deliver(
                 ending = await _follow(sender, settings, ends_at, limit)
             if ending is not Ending.OVERFLOW:
                 return ending
+            OVERFLOWS.inc()
             logger.info("stream of job %s fell behind; catching up from the log", viewer.job_id)
             await sender.drain()
         except REDIS_ERRORS as exc:
-            await _ride_out_outage(sender, exc, backoff)
+            await ride_out_outage(sender, exc, backoff, what=f"job {viewer.job_id}")
         finally:
             hub.unsubscribe(viewer)
 
 
-async def _catch_up(sender: Sender, log: Log, cursor: str) -> Ending | None:
+class EventSender(Protocol):
+    """What :func:`catch_up` writes a viewer's events through."""
+
+    @property
+    def viewer(self) -> Viewer: ...
+
+    async def event(self, frame: Frame) -> None: ...
+
+
+class LineSender(Protocol):
+    """What :func:`ride_out_outage` writes a heartbeat through."""
+
+    async def write(self, data: bytes) -> None: ...
+
+
+async def catch_up(sender: EventSender, log: Log, cursor: str) -> Ending | None:
     """Write the log after the client's last ID up to ``cursor``, then what the hub buffered
     meanwhile. :attr:`Ending.COMPLETE` when the terminal event went out, how the hub let the
     client go if it did, else ``None``: caught up."""
@@ -283,8 +321,8 @@ async def _follow(sender: Sender, settings: ProgressSettings, ends_at: float, li
             return ending
 
 
-async def _ride_out_outage(sender: Sender, exc: Exception, backoff: Backoff) -> None:
+async def ride_out_outage(sender: LineSender, exc: Exception, backoff: Backoff, *, what: str) -> None:
     """Keep the client's line open through a Redis outage, then wait before the next try."""
-    logger.warning("stream of job %s: redis unavailable (%s); holding on", sender.viewer.job_id, exc)
+    logger.warning("stream of %s: redis unavailable (%s); holding on", what, exc)
     await sender.write(HEARTBEAT)  # also tells us whether the client is still there
     await backoff.sleep()

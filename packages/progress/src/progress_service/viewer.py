@@ -61,6 +61,10 @@ class Viewer:
         "transport",
     )
 
+    #: Whether the hub writes each event on its own (:meth:`write_live` framing it), rather
+    #: than the same bytes for every viewer of the job: a stream of many jobs does.
+    per_event = False
+
     def __init__(self, job_id: str, *, last_id: str | None = None) -> None:
         self.job_id = job_id
         #: The last event the client was sent, by either writer: where it resumes from.
