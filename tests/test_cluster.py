@@ -15,6 +15,7 @@ replica is cut off takes its last events with it; no client was ever sent one of
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobprogress_client import ReceivedEvent, collect_events, submit_job
+from jobprogress_client import ReceivedEvent, collect_events, read_messages, submit_job
 from jobprogress_core.keys import Keys
 from jobprogress_core.model import parse_stream_id
 from jobprogress_testing import TEST_ENV, RedisCluster, RedisClusterNode, Stack, eventually
@@ -202,3 +203,45 @@ async def test_events_a_failover_loses_were_sent_to_no_client(
 
     _, log = await under_a_streamed_job(stack, http, lose_the_masters_last_events, steps=10)
     assert lost and not set(lost) & {event.id for event in log}  # lost indeed, and seen by nobody
+
+
+async def test_many_jobs_on_one_stream_across_every_master(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """A ``mine`` stream opened first, and a ``job=`` stream, each carry jobs whose keys lie on
+    all three masters; each job's events equal its single stream's, and a resume by any of
+    the compound IDs carries on exactly."""
+    progress, queue = stack.url("progress-service"), stack.url("job-queue-service")
+    async with http.get(f"{progress}/api/progress/mine") as mine:
+        assert mine.status == 200
+        await mine.content.readuntil(b"\n\n")  # retry: the stream is open
+        jobs: list[str] = []
+        while len({master_of_job(stack, job_id).address for job_id in jobs}) < 3:
+            jobs.append(await submit_job(http, queue, steps=3, durationSeconds=0.6))
+            assert len(jobs) < 60, "jobs on every master"
+        received: list[ReceivedEvent] = []
+        async with asyncio.timeout(90):
+            async for message in read_messages(mine):
+                if message.event is not None and message.data is not None:
+                    received.append(ReceivedEvent(message.id or "", message.event, json.loads(message.data)))
+                ended = {e.data["jobId"] for e in received if e.event in ("complete", "failed", "cancelled")}
+                if ended >= set(jobs):
+                    break
+    logs = {
+        job_id: await collect_events(http, f"{progress}/api/progress/{job_id}", timeout=30) for job_id in jobs
+    }
+    for job_id, log in logs.items():
+        assert [(e.event, e.data) for e in received if e.data["jobId"] == job_id] == [
+            (e.event, e.data) for e in log
+        ]
+    together = await collect_events(http, f"{progress}/api/progress?" + "&".join(f"job={j}" for j in jobs))
+    for job_id, log in logs.items():
+        assert [e.data for e in together if e.data["jobId"] == job_id] == [e.data for e in log]
+    half = len(together) // 2
+    rest = await collect_events(
+        http,
+        f"{progress}/api/progress?" + "&".join(f"job={j}" for j in jobs),
+        last_event_id=together[half].id,
+    )
+    for job_id in jobs:
+        assert [e.data for e in rest if e.data["jobId"] == job_id] == [
+            e.data for e in together[half + 1 :] if e.data["jobId"] == job_id
+        ]
