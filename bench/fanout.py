@@ -138,12 +138,12 @@ class SseClient:
         self.task: asyncio.Task[None] | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def open(self, port: int, path: str) -> None:
-        """Connect, check the status, and return once the first event has arrived."""
+    async def open(self, port: int, path: str, headers: str = "") -> None:
+        """Connect, check the status, and return once the first event has arrived.
+        ``headers``: more request header lines, each ending with CRLF."""
         reader, self.writer = await asyncio.open_connection(HOST, port)
-        self.writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
-        )
+        head = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n{headers}"
+        self.writer.write(f"{head}\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1]
         if status != b"200":
@@ -180,7 +180,7 @@ class SseClient:
             self.writer.close()
 
 
-async def connect_all(port: int, paths: list[str], tally: Tally | None) -> list[SseClient]:
+async def connect_all(port: int, paths: list[str], tally: Tally | None, headers: str = "") -> list[SseClient]:
     """One client per path, at most :data:`CONNECTS_IN_FLIGHT` handshakes at a time; all
     count into ``tally``, or each into a tally of its own with ``None``."""
     gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
@@ -189,7 +189,7 @@ async def connect_all(port: int, paths: list[str], tally: Tally | None) -> list[
     async def connect(client: SseClient, path: str) -> None:
         async with gate:
             async with asyncio.timeout(60):
-                await client.open(port, path)
+                await client.open(port, path, headers)
 
     try:
         await asyncio.gather(*(connect(client, path) for client, path in zip(clients, paths, strict=True)))
@@ -544,6 +544,7 @@ async def delivery_phase(
     *,
     latency: bool,
     drain: float,
+    headers: str = "",
 ) -> DeliveryResult:
     """Connect clients, then measure while ``produce`` runs and for ``drain`` seconds after.
 
@@ -551,7 +552,7 @@ async def delivery_phase(
     taken when the producer stops: events still queued then are not counted.
     """
     tally = Tally()
-    clients = await connect_all(target.port, paths, tally)
+    clients = await connect_all(target.port, paths, tally, headers)
     try:
         await asyncio.sleep(0.5)
         tally.reset(latency=latency)

@@ -22,6 +22,7 @@ HELPERS = {"bare_app.py", "setup-nchan"}
 TINY = {
     "submit.py": ["--requests", "60", "--concurrency", "5", "--rounds", "1", "--redis-cluster"],
     "streams.py": ["--streams", "20", "--jobs", "2", "--events", "3"],
+    "multiplex.py": ["--jobs", "3", "--clients", "2", "--rate", "5", "--seconds", "1", "--rounds", "1"],
     "run.py": ["--lines", "500", "--rounds", "1"],
     "failover.py": ["--rounds", "1", "--seconds", "0.4", "--lag-ms", "50"],
     "fanout.py": [
@@ -39,6 +40,11 @@ TABLES = {
         r"^\| job-queue-service on Redis Cluster \(3 masters\) \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \|",
     ],
     "streams.py": [r"^clients with every event, exactly once: 20 of 20$"],
+    "multiplex.py": [
+        r"^\| single \| 6 \| [\d,]+ of [\d,]+ \|",
+        r"^\| multiplexed \| 2 \| [\d,]+ of [\d,]+ \|",
+        r"^compound ID of a 3-job stream: median \d+, max \d+ characters",
+    ],
     "run.py": [r"^every line once, in order: 1 of 1 runs$", r"^\| jobprogress run \| 500 \| [\d.]+ \|"],
     "failover.py": [
         r"^\| keeping up \| no WAIT \| [\d,]+ \| \d+ \| - \|",

@@ -329,6 +329,13 @@ async def test_a_slow_client_of_many_jobs_catches_up_from_the_log_and_resumes_ac
             return float(found.group(1)) if found else 0.0
 
         assert await eventually(overflows, "the slow client fell behind at least once") >= 1
+
+        async def readers_left() -> bool:
+            async with http.get(f"{progress.url}/metrics") as metrics:
+                return "\njobprogress_hub_reader_connections 0.0\n" in await metrics.text()
+
+        # Every stream has ended: no job is followed any more, so no reader is left.
+        await eventually(readers_left, "the hub's readers gone with the last stream")
     finally:
         progress.stop()
 

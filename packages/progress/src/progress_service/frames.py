@@ -40,6 +40,12 @@ class Frame:
         return encode_sse(self.type, self.data, event_id=self.id)
 
     @cached_property
+    def unnamed(self) -> bytes:
+        """:attr:`sse` without its ``id`` line: what a stream of many jobs sends after an ID
+        of its own (``b"id: <ID>\\n"``)."""
+        return encode_sse(self.type, self.data)
+
+    @cached_property
     def chunk(self) -> bytes:
         """:attr:`sse` as one HTTP/1.1 chunk, for writing straight to a chunked response."""
         return http_chunk(self.sse)

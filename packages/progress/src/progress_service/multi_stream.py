@@ -173,7 +173,7 @@ def _member(
         if multiplex.kind != JOBS:
             return None
         member = multiplex.add(job.id)
-        member.done, member.token = True, DONE
+        multiplex.mark_done(member)
         return member
     if position is not None and first_id is not None and stream_id_after(first_id, position):
         resets[job.id] = job
@@ -198,9 +198,8 @@ async def _open(
             expires_at = (await credential_of(request)).expires_at
             return await _deliver(sender, hub, settings, resets, chunked=chunked, expires_at=expires_at)
         finally:
-            for member in [*multiplex.members, multiplex.feed]:
-                if member is not None:
-                    hub.unsubscribe(member)
+            for member in multiplex.everyone:
+                hub.unsubscribe(member)
 
     async with request.app[STREAM_LEASES].hold(await stream_subject(request, settings)):
         return await serve_sse(request, deliver, what=f"{len(multiplex.members)} jobs")

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-from jobprogress_core.model import encode_sse
-
 from .compound_ids import DONE, JOBS, Encoder
 from .frames import Frame, http_chunk
 from .viewer import Ending, Viewer
@@ -31,7 +29,7 @@ __all__ = ["Member", "Multiplex"]
 class Member(Viewer):
     """One job of a stream of many, or a ``mine`` stream's feed."""
 
-    __slots__ = ("done", "handle", "multiplex", "token")
+    __slots__ = ("done", "handle", "index", "multiplex")
     per_event = True
 
     def __init__(
@@ -39,10 +37,11 @@ class Member(Viewer):
     ) -> None:
         super().__init__(topic, last_id=last_id)
         self.multiplex = multiplex
-        #: Its handle in a ``mine`` stream's ID: the job's entry in the feed, as encoded.
-        self.handle = None if handle is None else multiplex.encoder.position(handle)
-        #: Its position in the stream's ID, as encoded.
-        self.token = multiplex.encoder.position(last_id)
+        #: Its handle in a ``mine`` stream's ID (the job's entry in the feed), encoded, and a
+        #: separator: what comes before its position there.
+        self.handle = "" if handle is None else multiplex.encoder.position(handle) + "_"
+        #: Its place in the stream's ID (``-1``: the feed's own).
+        self.index = -1
         #: Its terminal event went out: it has left the stream.
         self.done = False
 
@@ -82,7 +81,13 @@ class Multiplex:
         #: The jobs, in ID order: for ``J`` the URL's (done ones stay, as ``*``); for ``M`` the
         #: order they joined in (done ones leave).
         self.members: list[Member] = []
+        #: Each member's part of the ID (its handle and position), kept as members move on,
+        #: so that framing an event costs one join.
+        self.tokens: list[str] = []
         self.feed: Member | None = None
+        self._feed_token = ""
+        #: Every member the stream had, left or not: all are unsubscribed at its end.
+        self.everyone: list[Member] = []
         self.jobs: set[str] = set()
         #: Members the hub let go, and jobs announced by the feed, not yet dealt with.
         self.endings: list[Member] = []
@@ -92,12 +97,29 @@ class Multiplex:
 
     def add(self, job_id: str, *, last_id: str | None = None, handle: str | None = None) -> Member:
         member = Member(self, job_id, last_id=last_id, handle=handle)
+        self.everyone.append(member)
+        member.index = len(self.members)
         self.members.append(member)
+        self.tokens.append(member.handle + self.encoder.position(last_id))
         self.jobs.add(job_id)
         return member
 
+    def mark_done(self, member: Member) -> None:
+        """``member``'s terminal event is written (or was, before the stream opened): a ``J``
+        ID keeps it as done, an ``M`` ID leaves it out."""
+        member.done = True
+        if self.kind == JOBS:
+            self.tokens[member.index] = DONE
+            return
+        del self.members[member.index]
+        del self.tokens[member.index]
+        for index in range(member.index, len(self.members)):
+            self.members[index].index = index
+
     def follow_feed(self, topic: str, position: str) -> Member:
         self.feed = Member(self, topic, last_id=position)
+        self.everyone.append(self.feed)
+        self._feed_token = self.encoder.position(position)
         return self.feed
 
     @property
@@ -106,27 +128,21 @@ class Multiplex:
 
     def compound_id(self) -> str:
         if self.kind == JOBS:
-            return self.encoder.jobs_id([member.token for member in self.members])
-        assert self.feed is not None
-        return self.encoder.mine_id(
-            self.feed.token, [f"{member.handle}_{member.token}" for member in self.members]
-        )
+            return self.encoder.jobs_id(self.tokens)
+        return self.encoder.mine_id(self._feed_token, self.tokens)
 
     def frame(self, member: Member, frame: Frame) -> bytes | None:
         """The bytes of ``frame`` on this stream, with the ID as it stands once it is written
         (``member`` moved on to it); ``None`` for the feed's entries, which are not sent."""
         if member is self.feed:
-            member.token = self.encoder.position(frame.id)
+            self._feed_token = self.encoder.position(frame.id)
             self._announce(frame)
             return None
         if frame.type.terminal:
-            member.done = True
-            member.token = DONE
-            if self.kind != JOBS:
-                self.members.remove(member)
+            self.mark_done(member)
         else:
-            member.token = self.encoder.position(frame.id)
-        return encode_sse(frame.type, frame.data, event_id=self.compound_id())
+            self.tokens[member.index] = member.handle + self.encoder.position(frame.id)
+        return b"id: %s\n%s" % (self.compound_id().encode(), frame.unnamed)
 
     def _announce(self, entry: Frame) -> None:
         job_id = json.loads(entry.data).get("jobId")
