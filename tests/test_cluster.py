@@ -8,6 +8,8 @@ killed with ``SIGKILL`` (its replica takes over), then back as a replica; a manu
 migrated to another master while the hub blocks on it. Each time the job completes and
 every client's sequence of events equals the job's log: no gap, no duplicate.
 
+Many jobs on one stream (``mine`` and ``job=``) over jobs on all three masters.
+
 And the loss a failover can bring (replication is asynchronous): a master killed while its
 replica is cut off takes its last events with it; no client was ever sent one of them.
 """

@@ -343,3 +343,41 @@ async def test_a_slow_client_of_many_jobs_catches_up_from_the_log_and_resumes_ac
 async def _all_done(http: aiohttp.ClientSession, url: str, last_event_id: str) -> bool:
     async with http.get(url, headers={"Last-Event-ID": last_event_id}) as response:
         return response.status == 204
+
+
+async def test_a_stopping_instance_ends_the_stream_and_another_resumes_it_exactly(
+    jobprogress_stack: Stack, stack_store: JobStore, new_job: NewJob, http: aiohttp.ClientSession
+) -> None:
+    first = jobprogress_stack.start_service("progress-service")
+    job_ids = [await new_job() for _ in range(3)]
+    for n in range(30):
+        await stack_store.append(job_ids[n % 3], EventType.LOG, {"line": f"before {n}"})
+    stream = asyncio.create_task(collect_events(http, f"{first.url}/api/progress/mine", timeout=60))
+
+    async def events_sent() -> float:
+        async with http.get(f"{first.url}/metrics") as response:
+            text = await response.text()
+        return sum(
+            float(n) for n in re.findall(r"^jobprogress_sse_events_sent_total\{[^}]*\} (\S+)", text, re.M)
+        )
+
+    await eventually(lambda: _at_least(events_sent, 33), "the stream caught up with the 33 events")
+    first.stop()  # SIGTERM: the instance ends its streams gracefully
+    received = await stream
+    assert len(received) == 33
+    second = jobprogress_stack.start_service("progress-service")
+    try:
+        for n in range(30):
+            await stack_store.append(job_ids[n % 3], EventType.LOG, {"line": f"after {n}"})
+        for job_id in job_ids:
+            await stack_store.finish(job_id, EventType.COMPLETE, result="done")
+        received += await collect_events(
+            http, f"{second.url}/api/progress/mine", last_event_id=received[-1].id, stop_after=33, timeout=60
+        )
+        assert by_job(received) == expected(await logs_of(stack_store, job_ids), {})
+    finally:
+        second.stop()
+
+
+async def _at_least(count: Callable[[], Awaitable[float]], floor: float) -> bool:
+    return await count() >= floor

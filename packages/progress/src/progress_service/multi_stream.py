@@ -284,6 +284,8 @@ async def _deliver(
         pending.extend(joined)
         if multiplex.kind == JOBS and not multiplex.open_members:
             return Ending.COMPLETE
+        if hub.closing:  # it ended every stream it had: no member is to join again
+            return Ending.SHUTDOWN
         if pending:
             member = pending.popleft()
             try:

@@ -237,6 +237,8 @@ async def _deliver(
     while True:
         if loop.time() >= ends_at:
             return limit
+        if hub.closing:  # it ended every stream it had: this one is not to start again
+            return Ending.SHUTDOWN
         try:
             cursor = await hub.subscribe(viewer)
         except REDIS_ERRORS as exc:
