@@ -44,8 +44,8 @@ from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
 from .hub import Hub
 from .metrics import OVERFLOWS
 from .multiplex import Member, Multiplex
+from .stream import Writer, counted_stream, ride_out_outage, serve_sse, stream_subject
 from .stream import catch_up as catch_up_log
-from .stream import counted_stream, ride_out_outage, serve_sse, stream_subject
 from .viewer import Ending, Viewer
 
 __all__ = ["MAX_STREAM_JOBS", "RECENT_JOBS", "jobs_stream", "mine_stream"]
@@ -205,22 +205,17 @@ async def _open(
         return await serve_sse(request, deliver, what=f"{len(multiplex.members)} jobs")
 
 
-class ManySender:
-    """The stream task's writes to the client of a stream of many jobs, each within the send
-    timeout."""
+class ManySender(Writer):
+    """The writes of the task of a stream of many jobs, recorded on its :class:`Multiplex`."""
 
     def __init__(
         self, request: web.Request, response: web.StreamResponse, multiplex: Multiplex, send_timeout: float
     ) -> None:
-        self.request = request
-        self.response = response
+        super().__init__(request, response, send_timeout)
         self.multiplex = multiplex
-        self.send_timeout = send_timeout
 
-    async def write(self, data: bytes) -> None:
-        async with asyncio.timeout(self.send_timeout):
-            await self.response.write(data)
-        self.multiplex.wrote(asyncio.get_running_loop().time(), event=False)
+    def wrote(self, now: float) -> None:
+        self.multiplex.wrote(now, event=False)
 
     async def event(self, member: Member, frame: Frame) -> None:
         payload = self.multiplex.frame(member, frame)  # no await before the write: IDs in order
@@ -231,10 +226,6 @@ class ManySender:
                 await self.response.write(payload)
             Viewer.count_sent((frame.type,))
             self.multiplex.wrote(now, event=True)
-
-    async def drain(self) -> None:
-        async with asyncio.timeout(self.send_timeout):
-            await self.request.writer.drain()
 
     def of(self, member: Member) -> MemberSender:
         return MemberSender(self, member)

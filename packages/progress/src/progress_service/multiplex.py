@@ -47,13 +47,8 @@ class Member(Viewer):
 
     def write_live(self, chunk: bytes, plain: bytes, last: Frame, now: float, *, limit: int) -> bool:
         """The hub's write of one event (``last``; the shared bytes are not this stream's)."""
-        transport = self.transport
-        assert transport is not None
-        if transport.is_closing():
-            self.end(Ending.GONE)
-            return False
-        if transport.get_write_buffer_size() > limit:
-            self.end(Ending.OVERFLOW)
+        transport = self.writable(limit)
+        if transport is None:
             return False
         payload = self.multiplex.frame(self, last)
         self.record(last, now)

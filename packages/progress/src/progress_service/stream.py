@@ -69,33 +69,46 @@ def requested_last_id(request: web.Request) -> str | None:
     return value
 
 
-class Sender:
-    """The stream task's own writes to its client, each within the send timeout, recorded on
-    the client's :class:`Viewer` (as the hub's writes are)."""
+class Writer:
+    """A stream task's own writes to its client, each within the send timeout; :meth:`wrote`
+    records them (as the hub records its own)."""
 
-    def __init__(
-        self, request: web.Request, response: web.StreamResponse, viewer: Viewer, send_timeout: float
-    ) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, send_timeout: float) -> None:
         self.request = request
         self.response = response
-        self.viewer = viewer
         self.send_timeout = send_timeout
+
+    def wrote(self, now: float) -> None:
+        raise NotImplementedError
 
     async def write(self, data: bytes) -> None:
         """Anything but an event: ``retry:``, ``reset``, a heartbeat."""
         async with asyncio.timeout(self.send_timeout):
             await self.response.write(data)
-        self.viewer.wrote(asyncio.get_running_loop().time())
-
-    async def event(self, frame: Frame) -> None:
-        async with asyncio.timeout(self.send_timeout):
-            await self.response.write(frame.sse)
-        self.viewer.sent(frame, asyncio.get_running_loop().time())
+        self.wrote(asyncio.get_running_loop().time())
 
     async def drain(self) -> None:
         """Wait, at most the send timeout, until the client has taken what it was sent."""
         async with asyncio.timeout(self.send_timeout):
             await self.request.writer.drain()
+
+
+class Sender(Writer):
+    """The writes of a single stream's task, recorded on the client's :class:`Viewer`."""
+
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, viewer: Viewer, send_timeout: float
+    ) -> None:
+        super().__init__(request, response, send_timeout)
+        self.viewer = viewer
+
+    def wrote(self, now: float) -> None:
+        self.viewer.wrote(now)
+
+    async def event(self, frame: Frame) -> None:
+        async with asyncio.timeout(self.send_timeout):
+            await self.response.write(frame.sse)
+        self.viewer.sent(frame, asyncio.get_running_loop().time())
 
 
 async def progress_stream(request: web.Request) -> web.StreamResponse:

@@ -136,17 +136,25 @@ class Viewer:
         self.chunked = chunked
         self.last_write_at = self.last_event_at = now
 
-    def write_live(self, chunk: bytes, plain: bytes, last: Frame, now: float, *, limit: int) -> bool:
-        """The hub's write of new events ending with ``last`` (``chunk`` framed as HTTP/1.1
-        chunks, ``plain`` not). ``False``, and the client ended, when its connection has
-        closed or more than ``limit`` bytes of it wait unsent."""
+    def writable(self, limit: int) -> asyncio.Transport | None:
+        """The live client's transport, or ``None``, and the client ended, when its connection
+        has closed or more than ``limit`` bytes of it wait unsent."""
         transport = self.transport
         assert transport is not None
         if transport.is_closing():
             self.end(Ending.GONE)
-            return False
+            return None
         if transport.get_write_buffer_size() > limit:
             self.end(Ending.OVERFLOW)
+            return None
+        return transport
+
+    def write_live(self, chunk: bytes, plain: bytes, last: Frame, now: float, *, limit: int) -> bool:
+        """The hub's write of new events ending with ``last`` (``chunk`` framed as HTTP/1.1
+        chunks, ``plain`` not). ``False``, and the client ended, when its connection has
+        closed or more than ``limit`` bytes of it wait unsent."""
+        transport = self.writable(limit)
+        if transport is None:
             return False
         transport.write(chunk if self.chunked else plain)
         self.record(last, now)
