@@ -330,6 +330,16 @@ async def test_a_slow_client_of_many_jobs_catches_up_from_the_log_and_resumes_ac
 
         assert await eventually(overflows, "the slow client fell behind at least once") >= 1
 
+        async def timed() -> float:
+            async with http.get(f"{progress.url}/metrics") as metrics:
+                found = re.search(
+                    r"^jobprogress_sse_delivery_latency_seconds_count (\S+)", await metrics.text(), re.M
+                )
+            return float(found.group(1)) if found else 0.0
+
+        # The events the hub wrote live to the stream of many jobs are timed as a single stream's.
+        assert await eventually(timed, "live events of a stream of many jobs timed") >= 1
+
         async def readers_left() -> bool:
             async with http.get(f"{progress.url}/metrics") as metrics:
                 return "\njobprogress_hub_reader_connections 0.0\n" in await metrics.text()

@@ -160,9 +160,10 @@ class Hub:
             plain = b"".join(event.sse for event in events)
         ended: list[Viewer] = []
         written = 0
+        live = False  # written to a client live, one by one
         for viewer in viewers:
             if viewer.transport is None or viewer.skip_until is not None or viewer.per_event:
-                self._one_by_one(viewer, events, now)
+                live = self._one_by_one(viewer, events, now) or live
             elif viewer.write_live(chunk, plain, last, now, limit=self.buffer_bytes):
                 written += 1
             if viewer.ending is not None:
@@ -171,14 +172,17 @@ class Hub:
             viewers.discard(viewer)
         if written:
             Viewer.count_sent((event.type for event in events), viewers=written)
+        if written or live:
             observe_delivery(events)
 
-    def _one_by_one(self, viewer: Viewer, events: list[Frame], now: float) -> None:
+    def _one_by_one(self, viewer: Viewer, events: list[Frame], now: float) -> bool:
         """The slow path of :meth:`dispatch`: buffer while catching up, skip what the client
-        already has, or write to a stream of many jobs (each event with an ID of its own)."""
+        already has, or write to a stream of many jobs (each event with an ID of its own).
+        Whether it wrote any event to the client."""
+        wrote = False
         for event in events:
             if viewer.ending is not None:
-                return
+                break
             if viewer.transport is None:
                 viewer.push(event, self.queue_size)
                 continue
@@ -188,6 +192,8 @@ class Hub:
                 viewer.skip_until = None
             if viewer.write_live(event.chunk, event.sse, event, now, limit=self.buffer_bytes):
                 Viewer.count_sent((event.type,))
+                wrote = True
+        return wrote
 
     # -- the partition readers ------------------------------------------------------------
 
