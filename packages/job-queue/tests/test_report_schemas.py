@@ -45,13 +45,16 @@ def test_every_type_with_its_fields() -> None:
                  "step": 3},
                 {"type": "artifact", "name": "report", "kind": "link", "url": "https://example.com/r",
                  "mime": "text/html", "size": 10},
+                {"type": "annotation", "level": "warning", "message": "3 tests skipped", "title": "Tests"},
+                {"type": "progress", "progress": 50, "etaSeconds": 30},
                 {"type": "complete", "result": "ok"},
             ]
         }
     )  # fmt: skip
     assert [event["type"] for event in events] == [
-        "status", "progress", "log", "step", "metric", "artifact", "complete",
+        "status", "progress", "log", "step", "metric", "artifact", "annotation", "progress", "complete",
     ]  # fmt: skip
+    assert events[6]["title"] == "Tests" and events[7]["eta_seconds"] == 30
     assert events[2]["level"] == "info" and events[1]["key"] == "p1"
     assert load_events({"type": "failed"}) == [{"type": "failed", "error": "Reported as failed"}]
 
@@ -60,7 +63,7 @@ def test_every_type_with_its_fields() -> None:
     ("body", "details"),
     [
         ({"type": "reset"}, {"type": ["Must be one of: status, progress, log, step, metric, artifact, "
-                                      "complete, failed, cancelled."]}),
+                                      "annotation, complete, failed, cancelled."]}),
         ([1], {"_schema": ["Each event must be an object."]}),
         ({"type": "log"}, {"line": ["Missing data for required field."]}),
         ({"type": "log", "line": "x", "level": "loud"},
@@ -86,6 +89,12 @@ def test_every_type_with_its_fields() -> None:
         ({"type": "artifact", "name": "x", "url": "https://e.com", "kind": "video"},
          {"kind": ["Must be one of: file, image, link, table."]}),
         ({"type": "log", "line": "x", "key": ""}, {"key": ["Length must be between 1 and 200."]}),
+        ({"type": "annotation", "message": "x", "level": "info"},
+         {"level": ["Must be one of: notice, warning, error."]}),
+        ({"type": "annotation", "level": "warning"}, {"message": ["Missing data for required field."]}),
+        ({"type": "annotation", "message": "x" * 1001}, {"message": ["Length must be between 1 and 1000."]}),
+        ({"type": "progress", "progress": 5, "etaSeconds": -1},
+         {"etaSeconds": ["Must be greater than or equal to 0 and less than or equal to 10000000."]}),
         ({"events": []}, {"events": [f"Must be a list of 1 to {MAX_BATCH} events."]}),
         ({"events": [{"type": "log", "line": "x"}] * (MAX_BATCH + 1)},
          {"events": [f"Must be a list of 1 to {MAX_BATCH} events."]}),

@@ -29,14 +29,21 @@ async def test_runs_a_job_to_completion_and_acknowledges(jobprogress_store: JobS
     assert [e.type for e in events] == [
         EventType.STATUS,
         EventType.STATUS,
+        EventType.STEP,
         EventType.LOG,
         EventType.LOG,
+        EventType.STEP,
         EventType.PROGRESS,
+        EventType.STEP,
         EventType.LOG,
         EventType.LOG,
+        EventType.STEP,
         EventType.PROGRESS,
         EventType.COMPLETE,
     ]
+    steps = [(e.data["stepId"], e.data["status"]) for e in events if e.type is EventType.STEP]
+    assert steps == [("checkout", "running"), ("checkout", "completed"), ("install-dependencies", "running"),
+                     ("install-dependencies", "completed")]  # fmt: skip
     stored = await store.get(job.id)
     assert stored is not None
     assert stored.status is JobStatus.COMPLETED and stored.attempts == 1 and stored.worker == consumer.name

@@ -56,12 +56,19 @@ async def test_readme_handler_succeeds_and_fails_as_documented(
     monkeypatch.setattr("worker_service.context.JobContext.sleep", no_wait)
     done = await run_job(jobprogress_store, handlers, steps=2)
     assert done.status is JobStatus.COMPLETED and done.result == "Build succeeded" and done.progress == 100
-    types = [event.type for event in await jobprogress_store.events(done.id)]
+    events = await jobprogress_store.events(done.id)
+    types = [event.type for event in events]
     assert types.count(EventType.PROGRESS) == 2 and types.count(EventType.LOG) == 2
+    assert types.count(EventType.STEP) == 4 and types.count(EventType.METRIC) == 2
+    assert [e.data["url"] for e in events if e.type is EventType.ARTIFACT] == [
+        "https://artifacts.example.com/build.tar.gz"
+    ]
 
     failed = await run_job(jobprogress_store, handlers, steps=3, failAtStep=2)
     assert failed.status is JobStatus.FAILED and failed.error == "part 2 did not compile"
     assert failed.progress == 33
+    steps = [e.data["status"] for e in await jobprogress_store.events(failed.id) if e.type is EventType.STEP]
+    assert steps == ["running", "completed", "running", "failed"]
 
 
 @pytest.mark.stack

@@ -10,7 +10,21 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from jobprogress_client.protocol import ARTIFACT_KINDS, LOG_LEVELS, STEP_STATUSES, EventType
+from jobprogress_client.protocol import (
+    ANNOTATION_LEVELS,
+    ARTIFACT_KINDS,
+    ARTIFACT_SCHEMES,
+    ETA_SECONDS_MAX,
+    LOG_LEVELS,
+    MESSAGE_MAX,
+    METRIC_KEY_MAX,
+    METRICS_PER_EVENT_MAX,
+    NAME_MAX,
+    STEP_ID_MAX,
+    STEP_STATUSES,
+    URL_MAX,
+    EventType,
+)
 
 from .schemas import utf8_text
 
@@ -50,14 +64,19 @@ class EventSchema(Schema):
 
 class StatusEventSchema(EventSchema):
     status = fields.String(load_default="PROCESSING", validate=validate.Equal("PROCESSING"))
-    message = text(1000, required=True)
+    message = text(MESSAGE_MAX, required=True)
 
 
 class ProgressEventSchema(EventSchema):
     progress = count(validate=validate.Range(min=0, max=100))
     step = count(validate=validate.Range(min=0, max=100_000))
     total_steps = count(data_key="totalSteps", validate=validate.Range(min=1, max=100_000))
-    message = text(1000)
+    message = text(MESSAGE_MAX)
+    eta_seconds = count(
+        data_key="etaSeconds",
+        validate=validate.Range(min=0, max=ETA_SECONDS_MAX),
+        metadata={"description": "An estimate of the seconds left; leave it out when unknown."},
+    )
 
     @validates_schema
     def percent_known(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -74,15 +93,15 @@ class LogEventSchema(EventSchema):
 
 
 class StepEventSchema(EventSchema):
-    step_id = text(128, data_key="stepId", required=True)
-    name = text(200)
+    step_id = text(STEP_ID_MAX, data_key="stepId", required=True)
+    name = text(NAME_MAX)
     status = fields.String(required=True, validate=validate.OneOf(STEP_STATUSES))
     started_at = fields.String(data_key="startedAt", validate=[validate.Length(max=64), timestamp])
     ended_at = fields.String(data_key="endedAt", validate=[validate.Length(max=64), timestamp])
 
 
 class MetricSchema(Schema):
-    key = text(128, required=True)
+    key = text(METRIC_KEY_MAX, required=True)
     value = fields.Float(required=True, allow_nan=False, validate=finite)
 
     @validates_schema(pass_original=True)
@@ -94,7 +113,7 @@ class MetricSchema(Schema):
 
 class MetricEventSchema(EventSchema):
     metrics = fields.List(
-        fields.Nested(MetricSchema), required=True, validate=validate.Length(min=1, max=100)
+        fields.Nested(MetricSchema), required=True, validate=validate.Length(min=1, max=METRICS_PER_EVENT_MAX)
     )
     step = count(validate=validate.Range(min=0))
 
@@ -106,14 +125,23 @@ class MetricEventSchema(EventSchema):
 
 
 class ArtifactEventSchema(EventSchema):
-    name = text(200, required=True)
+    name = text(NAME_MAX, required=True)
     kind = fields.String(load_default="file", validate=validate.OneOf(ARTIFACT_KINDS))
     url = fields.String(
         required=True,
-        validate=[validate.Length(max=2048), validate.URL(schemes={"http", "https"}, require_tld=False)],
+        validate=[
+            validate.Length(max=URL_MAX),
+            validate.URL(schemes=set(ARTIFACT_SCHEMES), require_tld=False),
+        ],
     )
     mime = fields.String(validate=validate.Regexp(r"\A[\w.+-]{1,127}/[\w.+-]{1,127}\Z"))
     size = count(validate=validate.Range(min=0))
+
+
+class AnnotationEventSchema(EventSchema):
+    level = fields.String(load_default="notice", validate=validate.OneOf(ANNOTATION_LEVELS))
+    message = text(MESSAGE_MAX, required=True)
+    title = text(NAME_MAX)
 
 
 class CompleteEventSchema(EventSchema):
@@ -141,6 +169,7 @@ EVENT_SCHEMAS: dict[str, Schema] = {
     EventType.STEP: StepEventSchema(),
     EventType.METRIC: MetricEventSchema(),
     EventType.ARTIFACT: ArtifactEventSchema(),
+    EventType.ANNOTATION: AnnotationEventSchema(),
     EventType.COMPLETE: CompleteEventSchema(),
     EventType.FAILED: FailedEventSchema(),
     EventType.CANCELLED: CancelledEventSchema(),

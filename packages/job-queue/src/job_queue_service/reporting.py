@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 
 from jobprogress_core.app_tokens import Scope
 from jobprogress_core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from jobprogress_core.event_data import annotation_data, artifact_data, metric_data, step_data
 from jobprogress_core.limits import RateLimit
 from jobprogress_core.logs import set_job_id
 from jobprogress_core.metrics import count_finished
@@ -99,16 +100,32 @@ def to_reports(job: Job, events: Sequence[dict[str, Any]]) -> list[Report]:
                 "step": step,
                 "totalSteps": total,
             }
+            if "eta_seconds" in event:
+                data["etaSeconds"] = event["eta_seconds"]
             changes = {"progress": progress, "message": message, "step": step, "total_steps": total}
         elif kind is EventType.LOG:
             data = {"level": event["level"], "line": event["line"]}
         elif kind is EventType.STEP:
-            data = {"stepId": event["step_id"], "name": event.get("name"), "status": event["status"]}
-            data |= {"startedAt": event.get("started_at"), "endedAt": event.get("ended_at")}
+            data = step_data(
+                event["step_id"],
+                event["status"],
+                name=event.get("name"),
+                started_at=event.get("started_at"),
+                ended_at=event.get("ended_at"),
+            )
         elif kind is EventType.METRIC:
-            data = {"metrics": event["metrics"], "step": event.get("step")}
+            values = {metric["key"]: metric["value"] for metric in event["metrics"]}
+            data = metric_data(values, step=event.get("step"))
         elif kind is EventType.ARTIFACT:
-            data = {key: event.get(key) for key in ("name", "kind", "url", "mime", "size")}
+            data = artifact_data(
+                event["name"],
+                url=event["url"],
+                kind=event["kind"],
+                mime=event.get("mime"),
+                size=event.get("size"),
+            )
+        elif kind is EventType.ANNOTATION:
+            data = annotation_data(event["level"], event["message"], title=event.get("title"))
         else:
             status = TERMINAL_STATUS_OF[kind].value
             changes = {"status": status, "finished_at": now_iso()}

@@ -1,14 +1,18 @@
-"""The handler API: what job code receives to report progress and log lines, and to learn
-that it should stop."""
+"""The handler API: what job code receives to report progress, log lines, steps, metrics,
+artifacts and annotations, and to learn that it should stop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from jobprogress_core.model import EventType, Job, JobStatus
+from jobprogress_core.event_data import EtaEstimate, annotation_data, artifact_data, metric_data, step_data
+from jobprogress_core.model import EventType, Job, JobStatus, now_iso
 from jobprogress_core.redis import REDIS_ERRORS, retry_while_unavailable
 from jobprogress_core.store import JobStore
 
@@ -44,6 +48,10 @@ class JobContext:
         self.entry = entry
         self.outage_grace = outage_grace
         self.progress_percent = job.progress
+        self._eta = EtaEstimate(time.monotonic(), job.progress)
+        self._step_ids: set[str] = set()
+        #: The step running now (its ``stepId``), for the metrics reported inside it.
+        self.current_step: str | None = None
 
     @property
     def job_id(self) -> str:
@@ -73,18 +81,23 @@ class JobContext:
             raise JobEnded(f"job {self.job_id} has already ended")
 
     async def progress(self, step: int, total_steps: int, message: str) -> None:
-        """Report that ``step`` of ``total_steps`` is done (a ``progress`` event)."""
+        """Report that ``step`` of ``total_steps`` is done (a ``progress`` event, with
+        ``etaSeconds`` once the pace so far gives an estimate)."""
         percent = max(0, min(100, round(step * 100 / total_steps))) if total_steps else 0
         self.progress_percent = percent
+        data: dict[str, Any] = {
+            "status": JobStatus.PROCESSING.value,
+            "progress": percent,
+            "message": message,
+            "step": step,
+            "totalSteps": total_steps,
+        }
+        eta = self._eta.update(time.monotonic(), percent)
+        if eta is not None:
+            data["etaSeconds"] = eta
         await self._append(
             EventType.PROGRESS,
-            {
-                "status": JobStatus.PROCESSING.value,
-                "progress": percent,
-                "message": message,
-                "step": step,
-                "totalSteps": total_steps,
-            },
+            data,
             progress=percent,
             message=message,
             step=step,
@@ -94,6 +107,63 @@ class JobContext:
     async def log(self, line: str, level: str = "info") -> None:
         """Append one log line (a ``log`` event)."""
         await self._append(EventType.LOG, {"level": level, "line": line})
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[str]:
+        """A named step: a ``step`` event when it starts (``running``) and when it ends
+        (``completed``; ``cancelled`` or ``failed`` when the block raises, which it then
+        does). Yields the step's id; metrics reported inside the block belong to it."""
+        step_id = self._new_step_id(name)
+        started_at = now_iso()
+        await self._append(EventType.STEP, step_data(step_id, "running", name=name, started_at=started_at))
+        outer, self.current_step = self.current_step, step_id
+
+        async def end(status: str) -> None:
+            self.current_step = outer
+            ended = step_data(step_id, status, name=name, started_at=started_at, ended_at=now_iso())
+            await self._append(EventType.STEP, ended)
+
+        try:
+            yield step_id
+        except BaseException as exc:
+            # The step's end is told if it can be; what the block raised goes on either way.
+            with contextlib.suppress(JobEnded, ReportFailed):
+                await end("cancelled" if isinstance(exc, JobCancelled | asyncio.CancelledError) else "failed")
+            raise
+        await end("completed")
+
+    def _new_step_id(self, name: str) -> str:
+        base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:100] or "step"
+        step_id, n = base, 1
+        while step_id in self._step_ids:
+            n += 1
+            step_id = f"{base}-{n}"
+        self._step_ids.add(step_id)
+        return step_id
+
+    async def metric(self, key: str, value: float, step: int | None = None) -> None:
+        """Report one value of the metric ``key`` (a ``metric`` event), at ``step`` (a count
+        along the chart's x axis) if given."""
+        await self.metrics({key: value}, step=step)
+
+    async def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        """Report several metrics at once (one ``metric`` event)."""
+        data = metric_data(values, step=step)
+        if self.current_step is not None:
+            data["stepId"] = self.current_step
+        await self._append(EventType.METRIC, data)
+
+    async def artifact(
+        self, name: str, *, url: str, kind: str = "file", mime: str | None = None, size: int | None = None
+    ) -> None:
+        """Announce something the job produced (an ``artifact`` event): a file, an image,
+        a link or a table at ``url`` (http or https)."""
+        await self._append(EventType.ARTIFACT, artifact_data(name, url=url, kind=kind, mime=mime, size=size))
+
+    async def annotate(self, level: str, message: str, *, title: str | None = None) -> None:
+        """A notice shown above the log (an ``annotation`` event): ``notice``, ``warning``
+        or ``error``."""
+        await self._append(EventType.ANNOTATION, annotation_data(level, message, title=title))
 
     async def cancel_requested(self) -> bool:
         try:

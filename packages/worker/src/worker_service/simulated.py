@@ -6,6 +6,8 @@ fails at ``failAtStep`` when asked to.
 
 from __future__ import annotations
 
+import math
+
 from .context import HandlerRegistry, JobContext, JobError
 
 STEP_PLANS: dict[str, list[tuple[str, list[str]]]] = {
@@ -55,15 +57,37 @@ async def run_simulated(ctx: JobContext) -> str:
         await ctx.check_cancelled()
         name, lines = _step(job_type, step)
         first, last = (line.format(sha=ctx.job_id[:7], n=step) for line in lines)
-        await ctx.log(f"[{step}/{steps}] {name}: {first}")
-        await ctx.sleep(step_seconds / 2)
-        if fail_at == step:
-            await ctx.log(f"[{step}/{steps}] {name}: error, giving up", level="error")
-            raise JobError(f"Step {step}/{steps} ({name}) failed")
-        await ctx.sleep(step_seconds / 2)
-        await ctx.log(f"[{step}/{steps}] {name}: {last}")
+        async with ctx.step(name):
+            await ctx.log(f"[{step}/{steps}] {name}: {first}")
+            await ctx.sleep(step_seconds / 2)
+            if fail_at == step:
+                await ctx.log(f"[{step}/{steps}] {name}: error, giving up", level="error")
+                raise JobError(f"Step {step}/{steps} ({name}) failed")
+            await _measure(ctx, name, step, steps, halfway=True)
+            await ctx.sleep(step_seconds / 2)
+            await _measure(ctx, name, step, steps, halfway=False)
+            await ctx.log(f"[{step}/{steps}] {name}: {last}")
         await ctx.progress(step, steps, f"Step {step}/{steps} complete: {name}")
+    if job_type == "report":
+        await ctx.artifact(
+            "report.pdf",
+            url=f"https://reports.example.com/{ctx.job_id}/report.pdf",
+            mime="application/pdf",
+            size=48_213,
+        )
     return RESULTS[job_type].format(steps=steps)
+
+
+async def _measure(ctx: JobContext, name: str, step: int, steps: int, *, halfway: bool) -> None:
+    """What each type measures as it goes: a build its tests passed, an import its rows per
+    second (two points a step: a chart), a report nothing but its artifact."""
+    tick = 2 * step - (1 if halfway else 0)
+    if ctx.job.type == "build" and name == "Test":
+        await ctx.metric("testsPassed", 156 if halfway else 312, step=tick)
+        if not halfway:
+            await ctx.annotate("warning", "3 tests were skipped: no GPU on this runner", title="Test")
+    elif ctx.job.type == "import":
+        await ctx.metric("rowsPerSecond", round(2400 + 600 * math.sin(tick), 1), step=tick)
 
 
 def builtin_handlers() -> HandlerRegistry:
