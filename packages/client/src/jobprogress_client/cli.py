@@ -83,11 +83,11 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             print(f"  progress: {api.base}{answer['links']['progress']}", file=out)
             if not args.watch:
                 return 0
-            args.job_ids = [job_id]
+            args.job_ids, args.all = [job_id], False
         if args.command in ("submit", "watch"):
-            screen = Screen(out)
+            screen = Screen(out, fit=args.all or len(args.job_ids) > 1)
             try:
-                if args.command == "watch" and args.all:
+                if args.all:
                     return exit_code(await watch_mine(api, screen))
                 if len(args.job_ids) > 1:
                     return exit_code(await watch_many(api, args.job_ids, screen))

@@ -28,11 +28,14 @@ def bar_of(job: dict[str, Any], *, steps: bool = False) -> str:
 
 class Screen:
     """The bars on the last lines (one a key, in the order first shown), redrawn in place on a
-    terminal; the log lines above them. Not on a terminal, each change of a bar is a line."""
+    terminal; the log lines above them. Not on a terminal, each change of a bar is a line.
+    With ``fit``, bars are cut to the terminal's width: several bars are redrawn by going up
+    as many lines, which a bar that wrapped would throw off."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, fit: bool = False) -> None:
         self.out = out
         self.live = out.isatty()
+        self.fit = fit
         self.bars: dict[str, str] = {}
         self.drawn = 0  # bar lines on the screen, the cursor at the end of the last
 
@@ -61,7 +64,7 @@ class Screen:
 
     def _drawing(self) -> str:
         bars = list(self.bars.values())
-        if len(bars) > 1:  # a bar that wrapped would throw the count of lines to go up
+        if self.fit:
             width = shutil.get_terminal_size().columns - 1
             bars = [bar[:width] for bar in bars]
         self.drawn = len(bars)
