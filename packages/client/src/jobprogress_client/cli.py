@@ -2,6 +2,10 @@
 
     jobprogress submit [--type build] [--steps 4] [--duration 120] [--fail-at-step N] [--watch]
     jobprogress watch JOB_ID        a progress bar with the log lines (indented) above it
+    jobprogress watch JOB_ID JOB_ID...
+                                    several jobs on one stream, a bar each, to the end of all
+    jobprogress watch --all         every unfinished job of yours and each one you submit
+                                    meanwhile, a bar each, until Ctrl-C
     jobprogress status JOB_ID [--json]
     jobprogress list [--limit 20]
     jobprogress run [--name N] [--type T] [--steps N] -- CMD [ARG...]
@@ -13,8 +17,11 @@ which serves the stream and forwards the job calls. Its identity is a bearer tok
 ``$XDG_CONFIG_HOME/jobprogress/token`` (mode 600), so that later commands see the same jobs.
 
 ``watch`` resumes by ``Last-Event-ID`` after a dropped connection, so no log line is lost
-or shown twice. Exit codes: 0 completed, 1 failed, 3 cancelled, 4 an error (no such job,
-service unreachable), 2 bad usage, 130 interrupted.
+or shown twice; on the stream of several jobs that ID holds every job's position. Each line
+of one of several jobs begins with its id's first 8 characters and its name (else its type).
+Not on a terminal, each change of a bar is a line of its own. Exit codes: 0 completed,
+1 failed, 3 cancelled, 4 an error (no such job, service unreachable), 2 bad usage,
+130 interrupted. Of several jobs: 0 if all completed, else the worst: 1 if any failed, else 3.
 """
 
 from __future__ import annotations
@@ -134,7 +141,9 @@ def parser() -> argparse.ArgumentParser:
     watch_command = commands.add_parser(
         "watch", help="follow jobs to their end (one stream), or every job of yours (--all)"
     )
-    watch_command.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    watch_command.add_argument(
+        "job_ids", nargs="*", metavar="JOB_ID", help="one job, or several (at most 50) on one stream"
+    )
     watch_command.add_argument(
         "--all", action="store_true", help="every job of yours, and those you submit meanwhile, until Ctrl-C"
     )
