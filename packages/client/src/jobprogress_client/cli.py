@@ -39,7 +39,7 @@ import aiohttp
 from .api import Api, ApiError
 from .run import run_external
 from .screen import Screen
-from .watching import EXIT_CODES, EXIT_ERROR, exit_code, watch, watch_many, watch_mine
+from .watching import EXIT_ERROR, exit_code, watch, watch_many, watch_mine
 
 __all__ = ["main", "parser"]
 
@@ -101,7 +101,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
                 status = await watch(api, args.job_ids[0], screen)
             finally:
                 screen.done()
-            return EXIT_CODES.get(status, EXIT_ERROR)
+            return exit_code([status])
         if args.command == "status":
             job = await api.call("GET", f"/api/jobs/{args.job_id}")
             if args.json:

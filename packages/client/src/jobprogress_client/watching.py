@@ -34,8 +34,12 @@ OnEvent = Callable[[EventType, dict[str, Any]], Awaitable[bool]]
 
 
 def exit_code(statuses: list[JobStatus]) -> int:
-    """0 if every job completed, else the exit code of the worst final status among them."""
-    return EXIT_CODES[min(statuses, key=WORST_FIRST.index, default=JobStatus.COMPLETED)]
+    """0 if every job completed, else the exit code of the worst final status among them
+    (``EXIT_ERROR`` for a job that has not ended)."""
+    worst = min(
+        statuses, key=lambda s: WORST_FIRST.index(s) if s.terminal else -1, default=JobStatus.COMPLETED
+    )
+    return EXIT_CODES.get(worst, EXIT_ERROR)
 
 
 @dataclass
