@@ -14,7 +14,7 @@ import aiohttp
 
 from .sse import SseMessage, read_messages
 
-__all__ = ["ApiError", "ReceivedEvent", "collect_events", "submit_job"]
+__all__ = ["Api", "ApiError", "ReceivedEvent", "collect_events", "submit_job"]
 
 
 class ApiError(Exception):
@@ -22,6 +22,23 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status}: {body}")
         self.status = status
         self.body = body
+
+
+class Api:
+    """The calls the ``jobprogress`` commands make, as one identity (a bearer token)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.http = http
+        self.base = base.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self.base}{path}"
+        async with self.http.request(method, url, json=body, headers=self.headers) as response:
+            answer = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiError(response.status, answer)
+            return answer
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
     jobprogress submit [--type build] [--steps 4] [--duration 120] [--fail-at-step N] [--watch]
     jobprogress watch JOB_ID        a progress bar with the log lines (indented) above it
+    jobprogress watch JOB_ID JOB_ID...
+                                    several jobs on one stream, a bar each, to the end of all
+    jobprogress watch --all         every unfinished job of yours and each one you submit
+                                    meanwhile, a bar each, until Ctrl-C
     jobprogress status JOB_ID [--json]
     jobprogress list [--limit 20]
     jobprogress run [--name N] [--type T] [--steps N] -- CMD [ARG...]
@@ -13,8 +17,11 @@ which serves the stream and forwards the job calls. Its identity is a bearer tok
 ``$XDG_CONFIG_HOME/jobprogress/token`` (mode 600), so that later commands see the same jobs.
 
 ``watch`` resumes by ``Last-Event-ID`` after a dropped connection, so no log line is lost
-or shown twice. Exit codes: 0 completed, 1 failed, 3 cancelled, 4 an error (no such job,
-service unreachable), 2 bad usage, 130 interrupted.
+or shown twice; on the stream of several jobs that ID holds every job's position. Each line
+of one of several jobs begins with its id's first 8 characters and its name (else its type).
+Not on a terminal, each change of a bar is a line of its own. Exit codes: 0 completed,
+1 failed, 3 cancelled, 4 an error (no such job, service unreachable), 2 bad usage,
+130 interrupted. Of several jobs: 0 if all completed, else the worst: 1 if any failed, else 3.
 """
 
 from __future__ import annotations
@@ -25,37 +32,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import aiohttp
 
-from .api import ApiError
-from .protocol import TERMINAL_STATUS_OF, EventType, JobStatus
+from .api import Api, ApiError
 from .run import run_external
-from .sse import read_messages
+from .screen import Screen
+from .watching import EXIT_ERROR, exit_code, watch, watch_many, watch_mine
 
 __all__ = ["main", "parser"]
-
-EXIT_CODES = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 3}
-EXIT_ERROR = 4
-BAR_WIDTH = 30
-
-
-class Api:
-    """The calls the commands make, as one identity."""
-
-    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.http = http
-        self.base = base.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        url = f"{self.base}{path}"
-        async with self.http.request(method, url, json=body, headers=self.headers) as response:
-            answer = await response.json(content_type=None)
-            if response.status >= 400:
-                raise ApiError(response.status, answer)
-            return answer
 
 
 def token_path() -> Path:
@@ -81,101 +67,6 @@ async def find_token(http: aiohttp.ClientSession, base: str, given: str | None) 
     return str(answer["token"])
 
 
-class Screen:
-    """The bar on the last line, redrawn in place on a terminal; the log lines above it.
-    Not on a terminal (a pipe, a file), each change of the bar is a line of its own."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.live = out.isatty()
-        self.bar = ""
-
-    def show(self, job: dict[str, Any]) -> None:
-        progress = int(job.get("progress") or 0)
-        filled = BAR_WIDTH * progress // 100
-        bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {progress:3d}%  {job.get('status', '')}"
-        if job.get("message"):
-            bar += f"  {job['message']}"
-        if bar != self.bar:
-            self.bar = bar
-            self._bar()
-
-    def line(self, text: str) -> None:
-        if self.live:
-            self.out.write("\r\x1b[K")
-        self.out.write(f"{text}\n")
-        if self.live:
-            self.out.write(self.bar)
-        self.out.flush()
-
-    def _bar(self) -> None:
-        self.out.write(f"\r\x1b[K{self.bar}" if self.live else f"{self.bar}\n")
-        self.out.flush()
-
-    def done(self) -> None:
-        if self.live:
-            self.out.write("\n")
-            self.out.flush()
-
-
-async def watch(api: Api, job_id: str, screen: Screen) -> JobStatus:
-    """Follow the job's events to its end, reconnecting after drops; its final status."""
-    job: dict[str, Any] = await api.call("GET", f"/api/jobs/{job_id}")
-    screen.show(job)
-    last_id: str | None = None
-    retry = 3.0
-    while True:
-        headers = {**api.headers, **({"Last-Event-ID": last_id} if last_id else {})}
-        try:
-            async with api.http.get(f"{api.base}/api/progress/{job_id}", headers=headers) as response:
-                if response.status == 204:  # ended, and we have seen the end
-                    return JobStatus((await api.call("GET", f"/api/jobs/{job_id}"))["status"])
-                if response.status == 429:  # too many streams open at once: wait our turn
-                    retry = max(retry, float(response.headers.get("Retry-After", "5")))
-                    screen.line(f"(too many streams open; retrying in {retry:g} s)")
-                elif 400 <= response.status < 500:
-                    raise ApiError(response.status, await response.json(content_type=None))
-                if response.status == 200:
-                    async for message in read_messages(response):
-                        if message.retry is not None:
-                            retry = message.retry / 1000
-                        if message.event is None or message.data is None:
-                            continue
-                        last_id = message.id or last_id
-                        status = apply(screen, job, EventType(message.event), json.loads(message.data))
-                        if status is not None:
-                            return status
-        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
-            screen.line(f"(connection lost: {exc.__class__.__name__}; reconnecting)")
-        else:
-            screen.line("(stream closed by the server; reconnecting)")
-        await asyncio.sleep(retry)
-
-
-def apply(screen: Screen, job: dict[str, Any], kind: EventType, data: dict[str, Any]) -> JobStatus | None:
-    """Show one event; the final status after a terminal one."""
-    if kind is EventType.LOG:
-        level = data.get("level", "info")
-        screen.line(f"  {'' if level == 'info' else level.upper() + ': '}{data.get('line', '')}")
-        return None
-    if kind is EventType.RESET:
-        job.clear()
-        screen.line("(older events were trimmed: from the job's current state)")
-    job.update({key: value for key, value in data.items() if value is not None})
-    if kind is EventType.COMPLETE:
-        job["progress"] = 100
-    screen.show(job)
-    if kind.terminal:
-        if kind is EventType.FAILED:
-            screen.line(f"FAILED: {data.get('error', '')}")
-        elif kind is EventType.COMPLETE:
-            screen.line(f"COMPLETED: {data.get('result', '')}")
-        else:
-            screen.line("CANCELLED")
-        return TERMINAL_STATUS_OF[kind]
-    return None
-
-
 async def run(args: argparse.Namespace, out: TextIO) -> int:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -199,14 +90,18 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
             print(f"  progress: {api.base}{answer['links']['progress']}", file=out)
             if not args.watch:
                 return 0
-            args.job_id = job_id
+            args.job_ids, args.all = [job_id], False
         if args.command in ("submit", "watch"):
-            screen = Screen(out)
+            screen = Screen(out, fit=args.all or len(args.job_ids) > 1)
             try:
-                status = await watch(api, args.job_id, screen)
+                if args.all:
+                    return exit_code(await watch_mine(api, screen))
+                if len(args.job_ids) > 1:
+                    return exit_code(await watch_many(api, args.job_ids, screen))
+                status = await watch(api, args.job_ids[0], screen)
             finally:
                 screen.done()
-            return EXIT_CODES.get(status, EXIT_ERROR)
+            return exit_code([status])
         if args.command == "status":
             job = await api.call("GET", f"/api/jobs/{args.job_id}")
             if args.json:
@@ -243,8 +138,15 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--duration", type=float, default=120.0, help="seconds")
     submit.add_argument("--fail-at-step", type=int)
     submit.add_argument("--watch", action="store_true", help="then watch it to its end")
-    watch_command = commands.add_parser("watch", help="follow a job to its end")
-    watch_command.add_argument("job_id")
+    watch_command = commands.add_parser(
+        "watch", help="follow jobs to their end (one stream), or every job of yours (--all)"
+    )
+    watch_command.add_argument(
+        "job_ids", nargs="*", metavar="JOB_ID", help="one job, or several (at most 50) on one stream"
+    )
+    watch_command.add_argument(
+        "--all", action="store_true", help="every job of yours, and those you submit meanwhile, until Ctrl-C"
+    )
     status = commands.add_parser("status", help="a job's state")
     status.add_argument("job_id")
     status.add_argument("--json", action="store_true")
@@ -262,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "run" and not [word for word in args.cmd if word != "--"]:
         parser().error("run: name the command to run, after --")
+    if args.command == "watch" and args.all == bool(args.job_ids):
+        parser().error("watch: name the jobs to watch, or --all (not both)")
     try:
         return asyncio.run(run(args, sys.stdout))
     except ApiError as exc:
