@@ -5,9 +5,9 @@ import io
 
 import pytest
 
-from jobprogress_client.protocol import JobStatus
-from jobprogress_client.screen import Screen, bar_of
-from jobprogress_client.watching import exit_code
+from jobprogress_client.protocol import EventType, JobStatus
+from jobprogress_client.screen import Screen, bar_of, duration
+from jobprogress_client.watching import Shown, apply, exit_code
 
 
 class Terminal(io.StringIO):
@@ -60,6 +60,34 @@ def test_a_bar_shows_the_step_when_asked() -> None:
     job = {"progress": 50, "status": "PROCESSING", "step": 2, "totalSteps": 4, "message": "half"}
     assert bar_of(job) == f"[{'#' * 15}{'.' * 15}]  50%  PROCESSING  half"
     assert bar_of(job, steps=True) == f"[{'#' * 15}{'.' * 15}]  50%  PROCESSING  step 2/4  half"
+
+
+def test_the_bar_shows_the_step_running_and_the_time_left() -> None:
+    out = io.StringIO()
+    shown = Shown({"status": "PROCESSING", "progress": 0})
+    events = [
+        (EventType.STEP, {"stepId": "compile", "name": "Compile", "status": "running", "step": None}),
+        (EventType.PROGRESS, {"status": "PROCESSING", "progress": 40, "message": "m", "etaSeconds": 125}),
+        (EventType.METRIC, {"metrics": [{"key": "warnings", "value": 3}], "step": 7}),
+        (EventType.ANNOTATION, {"level": "warning", "message": "3 skipped", "title": "Test"}),
+        (EventType.ARTIFACT, {"name": "build.tgz", "url": "https://e.com/b.tgz", "kind": "file"}),
+        (EventType.STEP, {"stepId": "compile", "name": "Compile", "status": "completed"}),
+        (EventType.PROGRESS, {"status": "PROCESSING", "progress": 60, "message": "m"}),
+    ]
+    screen = Screen(out)
+    for kind, data in events:
+        assert apply(screen, shown, kind, data) is None
+    bar = f"[{'#' * 12}{'.' * 18}]  40%  PROCESSING"
+    assert out.getvalue().splitlines() == [
+        f"[{'.' * 30}]   0%  PROCESSING  > Compile",
+        f"{bar}  > Compile  ~2m05s left  m",
+        "WARNING: Test: 3 skipped",
+        "artifact build.tgz: https://e.com/b.tgz",
+        f"{bar}  ~2m05s left  m",  # the step has ended; a metric changes no field of the job
+        f"[{'#' * 18}{'.' * 12}]  60%  PROCESSING  m",  # no estimate now: none shown
+    ]
+    assert shown.job["status"] == "PROCESSING" and "step" not in shown.job
+    assert [duration(s) for s in (42, 185, 7800)] == ["42s", "3m05s", "2h10m"]
 
 
 @pytest.mark.parametrize(

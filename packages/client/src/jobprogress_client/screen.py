@@ -9,21 +9,36 @@ from __future__ import annotations
 import shutil
 from typing import Any, TextIO
 
-__all__ = ["BAR_WIDTH", "Screen", "bar_of"]
+__all__ = ["BAR_WIDTH", "Screen", "bar_of", "duration"]
 
 BAR_WIDTH = 30
 
 
 def bar_of(job: dict[str, Any], *, steps: bool = False) -> str:
-    """A job's bar: its percent, status, (with ``steps``) step of total steps, and message."""
+    """A job's bar: its percent, status, (with ``steps``) step of total steps, the step
+    running now, the time left when the job estimates it, and its message."""
     progress = int(job.get("progress") or 0)
     filled = BAR_WIDTH * progress // 100
     bar = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {progress:3d}%  {job.get('status', '')}"
     if steps and job.get("totalSteps"):
         bar += f"  step {job.get('step') or 0}/{job['totalSteps']}"
+    if job.get("currentStep"):
+        bar += f"  > {job['currentStep']}"
+    eta = job.get("etaSeconds")
+    if isinstance(eta, int) and eta > 0 and job.get("status") == "PROCESSING":
+        bar += f"  ~{duration(eta)} left"
     if job.get("message"):
         bar += f"  {job['message']}"
     return bar
+
+
+def duration(seconds: int) -> str:
+    """``42s``, ``3m05s``, ``2h10m``."""
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class Screen:

@@ -159,9 +159,26 @@ def apply(screen: Screen, shown: Shown, kind: EventType, data: dict[str, Any]) -
         level = data.get("level", "info")
         screen.line(f"  {head}{'' if level == 'info' else level.upper() + ': '}{data.get('line', '')}")
         return None
+    if kind is EventType.ANNOTATION:
+        title = f"{data['title']}: " if data.get("title") else ""
+        screen.line(f"{head}{str(data.get('level', 'notice')).upper()}: {title}{data.get('message', '')}")
+        return None
+    if kind is EventType.ARTIFACT:
+        screen.line(f"{head}artifact {data.get('name', '')}: {data.get('url', '')}")
+        return None
+    if kind is EventType.METRIC:
+        return None  # a chart's point: for the page
+    if kind is EventType.STEP:
+        job["currentStep"] = (
+            data.get("name") or data.get("stepId") if data.get("status") == "running" else None
+        )
+        screen.show(f"{head}{bar_of(job, steps=shown.steps)}", shown.key)
+        return None
     if kind is EventType.RESET:
         job.clear()
         screen.line(f"{head}(older events were trimmed: from the job's current state)")
+    if kind is EventType.PROGRESS:
+        job["etaSeconds"] = data.get("etaSeconds")  # absent: no estimate now
     job.update({key: value for key, value in data.items() if value is not None})
     if kind is EventType.COMPLETE:
         job["progress"] = 100
