@@ -55,7 +55,9 @@ def preflight(origin: str, method: str = "GET") -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("path", ["/api/progress/some-job", "/api/jobs/some-job"])
+@pytest.mark.parametrize(
+    "path", ["/api/progress/some-job", "/api/progress", "/api/progress/mine", "/api/jobs/some-job"]
+)
 async def test_an_allowed_origin_gets_its_preflight_answered(client: TestClient[Any, Any], path: str) -> None:
     async with client.options(path, headers=preflight(ALLOWED)) as response:
         assert response.status == 204
@@ -110,6 +112,7 @@ async def test_the_stream_answers_an_allowed_origin_even_with_an_error(client: T
         ("GET", "/metrics"),
         ("GET", "/client/index.html"),
         ("GET", "/api/progress/a/b"),
+        ("GET", "/api/progressive"),
         ("OPTIONS", "/api/jobs"),
         ("OPTIONS", "/api/jobs/some-job/cancel"),
         ("OPTIONS", "/api/tokens"),

@@ -2,11 +2,12 @@
 
 The module itself is public code: any origin may load it (``Access-Control-Allow-Origin: *``,
 which by definition carries no credentials), always as ``text/javascript``. Reading a job is
-not public: only the origins of ``JOBPROGRESS_CORS_ORIGINS`` get access, and only to a job's
-stream (``GET /api/progress/{id}``) and status (``GET /api/jobs/{id}``). They get their own
+not public: only the origins of ``JOBPROGRESS_CORS_ORIGINS`` get access, and only to the
+streams (``GET /api/progress/{id}``, and of many jobs ``GET /api/progress?job=...`` and
+``GET /api/progress/mine``) and a job's status (``GET /api/jobs/{id}``). They get their own
 origin back, ``Vary: Origin`` and never ``Access-Control-Allow-Credentials``: the browser
 sends no cookie cross-site, so the caller proves who it is with a token in the
-``Authorization`` header (allowed by the preflight, which this answers for those two routes).
+``Authorization`` header (allowed by the preflight, which this answers for those routes).
 Every other route, and every other origin, gets no CORS header at all.
 """
 
@@ -22,8 +23,9 @@ from jobprogress_core.errors import Forbidden, Handler
 __all__ = ["MODULE_PATH", "Cors", "cors_route"]
 
 MODULE_PATH: Final = "/client/jobprogress.js"
-#: The only routes another origin may read: one job's stream, one job's status.
-CORS_ROUTES: Final = (re.compile(r"/api/progress/[^/]+"), re.compile(r"/api/jobs/[^/]+"))
+#: The only routes another origin may read: the streams (of one job, of many, of one's own
+#: jobs), one job's status.
+CORS_ROUTES: Final = (re.compile(r"/api/progress(/[^/]+)?"), re.compile(r"/api/jobs/[^/]+"))
 READ_METHODS: Final = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
 ALLOW_HEADERS: Final = "Authorization, Last-Event-ID"
 #: What a page may read of an answer besides the safelisted headers.
