@@ -17,6 +17,8 @@
 // received (?lastEventId=), so nothing is missed and nothing is seen twice.
 
 const TERMINAL = new Set(["complete", "failed", "cancelled"]);
+// The caller's jobs: a stream that never ends by itself.
+const MINE = { path: "api/progress/mine", query: [], ends: () => null };
 // Where this module was loaded from: progress-service, unless the page says otherwise.
 const HOME = new URL("../", import.meta.url).href;
 const DEFAULTS = {
@@ -178,6 +180,59 @@ class SseParser {
  */
 export function watchJob(jobId, options = {}) {
   if (typeof jobId !== "string" || !jobId) throw new TypeError("watchJob needs a job id");
+  const source = {
+    path: `api/progress/${encodeURIComponent(jobId)}`,
+    query: options.share ? [["share", options.share]] : [],
+    // The job's terminal event is the end of its stream.
+    ends: (type) => (TERMINAL.has(type) ? type : null),
+  };
+  return watchStream(source, options, { jobId });
+}
+
+/**
+ * Watch several jobs (1 to 50 ids) through one stream, `GET /api/progress?job=...`, until
+ * each has ended (or `stop()`). The options of {@link watchJob}, but `lastEventId` is the
+ * stream's compound ID (the `id` of its last event) and `share` applies to every job. Each
+ * event's data has `jobId`. Returns `{jobIds, stop(), lastEventId, state, done}`; `done`
+ * resolves to `ended` (every job has ended), `stopped` or `error`.
+ */
+export function watchJobs(jobIds, options = {}) {
+  if (jobIds === "mine") return watchMine(options);
+  const ids = [...new Set(jobIds ?? [])];
+  if (!ids.length || ids.some((id) => typeof id !== "string" || !id)) {
+    throw new TypeError("watchJobs needs job ids");
+  }
+  const running = new Set(ids);
+  const source = {
+    path: "api/progress",
+    query: [...ids.map((id) => ["job", id]), ...(options.share ? [["share", options.share]] : [])],
+    ends: (type, data) => {
+      if (TERMINAL.has(type)) running.delete(data?.jobId);
+      return running.size ? null : "ended";
+    },
+  };
+  return watchStream(source, options, { jobIds: ids });
+}
+
+/**
+ * Watch every job of the caller through one stream, `GET /api/progress/mine`: the
+ * unfinished ones from the start of their logs, and each job submitted after it opened (from
+ * its `status` QUEUED). It never ends by itself (`stop()` it). The options of
+ * {@link watchJobs} (no `share`: an identity is needed), and `acrossTabs` (see the header):
+ * `true`, or a string naming whose jobs these are, has the tabs of this browser share one
+ * stream. Returns `{stop(), lastEventId, state, done}` (and `role` when shared).
+ */
+export function watchMine(options = {}) {
+  if (options.acrossTabs && globalThis.navigator?.locks && globalThis.BroadcastChannel) {
+    return shareAcrossTabs(options);
+  }
+  return watchStream(MINE, options);
+}
+
+/** Reads `source` ({path, query, ends(type, data)}: why an event ends the watch, or null)
+ * with every quality of {@link watchJob}: what the three watches share. The handle has
+ * `fields` besides its own. */
+function watchStream(source, options, fields = {}) {
   const on = options.on ?? {};
   const timing = { ...DEFAULTS, ...pick(options, Object.keys(DEFAULTS)) };
   const base = baseOf(options.baseUrl);
@@ -196,7 +251,7 @@ export function watchJob(jobId, options = {}) {
     call(options.onState, next);
   };
 
-  let ending = null; // the job's terminal event, once it has come
+  let ending = null; // why the stream is over, once its last event has come
   const close = (reason, error) => {
     if (stopped) return;
     stopped = true;
@@ -230,19 +285,17 @@ export function watchJob(jobId, options = {}) {
       return false;
     }
     lastEventId = event.id;
-    if (TERMINAL.has(event.type)) ending = event.type;
-    const message = { type: event.type, id: event.id, data };
-    call(Object.hasOwn(on, event.type) ? on[event.type] : undefined, data, message);
-    if (!stopped) call(on.any, data, message);
-    if (TERMINAL.has(event.type)) close(event.type);
+    ending = ending ?? source.ends(event.type, data);
+    dispatch(on, { type: event.type, id: event.id, data }, () => stopped);
+    if (ending) close(ending);
     return stopped;
   };
 
   async function connectOnce() {
     controller = new AbortController();
     const { signal } = controller;
-    const url = new URL(`api/progress/${encodeURIComponent(jobId)}`, base);
-    if (options.share) url.searchParams.set("share", options.share);
+    const url = new URL(source.path, base);
+    for (const [name, value] of source.query) url.searchParams.append(name, value);
     if (lastEventId) url.searchParams.set("lastEventId", lastEventId);
     const token = await credentialOf(options);
     if (stopped) return null;
@@ -317,25 +370,28 @@ export function watchJob(jobId, options = {}) {
         );
       }
       if (stopped) return;
-      // The stream ended without the job's end (a restart, a lifetime, an expiring token):
-      // wait what the server asked, a little more so that its clients do not come back at once.
+      // The stream ended before its end (a restart, a lifetime, an expiring token): wait
+      // what the server asked, a little more so that its clients do not come back at once.
       setState("reconnecting");
       await pause(delay * (1 + Math.random() / 2));
     }
   }
 
   run();
-  return {
-    jobId,
-    stop: () => close("stopped"),
-    get lastEventId() {
-      return lastEventId;
-    },
-    get state() {
-      return state;
-    },
-    done,
-  };
+  return handleOf(fields, () => close("stopped"), () => lastEventId, () => state, done);
+}
+
+function handleOf(fields, stop, lastEventId, state, done) {
+  return Object.defineProperties(
+    { ...fields, stop, done },
+    { lastEventId: { get: lastEventId, enumerable: true }, state: { get: state, enumerable: true } },
+  );
+}
+
+/** An event to the page's callbacks: its type's, then `on.any` (unless `stopped()` by then). */
+function dispatch(on, event, stopped = () => false) {
+  call(Object.hasOwn(on, event.type) ? on[event.type] : undefined, event.data, event);
+  if (!stopped()) call(on.any, event.data, event);
 }
 
 function pick(object, names) {
@@ -355,4 +411,169 @@ function call(callback, ...args) {
         throw error;
       });
   }
+}
+
+// One `mine` stream for every tab of the browser: the tab holding a Web Lock reads it and
+// passes each event on over a BroadcastChannel; the others follow. Every tab keeps what it
+// has seen (History), so that it can hand it to a tab that joins, and so that it can take
+// the stream over from exactly where it is when the holder goes.
+
+const HISTORY_EVENTS = 1000; // per job
+const HISTORY_JOBS = 100; // the stream follows the caller's 100 latest unfinished jobs
+
+/** The events of the shared stream, job by job, for the tabs that join: at most
+ * HISTORY_EVENTS per job (older ones fold into one `reset` whose data is the job's state as
+ * they left it, as the server does for a position its log no longer holds), and at most
+ * HISTORY_JOBS jobs (beyond, the oldest that has ended is forgotten). */
+class History {
+  constructor() {
+    this.jobs = new Map();
+  }
+
+  add(event) {
+    const jobId = event.data?.jobId;
+    if (typeof jobId !== "string") return;
+    let events = this.jobs.get(jobId);
+    if (!events) {
+      this.jobs.set(jobId, (events = []));
+      this.forget();
+    }
+    if (event.type === "reset") events.length = 0;
+    events.push(event);
+    if (events.length > HISTORY_EVENTS) {
+      const folded = events.splice(0, events.length - HISTORY_EVENTS + 1);
+      const state = {};
+      for (const old of folded) if (old.type !== "log") Object.assign(state, old.data);
+      events.unshift({ type: "reset", id: folded.at(-1).id, data: state });
+    }
+  }
+
+  forget() {
+    if (this.jobs.size <= HISTORY_JOBS) return;
+    for (const [jobId, events] of this.jobs) {
+      if (TERMINAL.has(events.at(-1)?.type)) return void this.jobs.delete(jobId);
+    }
+  }
+
+  all() {
+    return [...this.jobs.values()].flat();
+  }
+
+  replace(events) {
+    this.jobs.clear();
+    for (const event of events) this.add(event);
+  }
+}
+
+function shareAcrossTabs(options) {
+  const on = options.on ?? {};
+  const key = typeof options.acrossTabs === "string" ? options.acrossTabs : baseOf(options.baseUrl);
+  const name = `jobprogress:mine:${key}`;
+  const channel = new BroadcastChannel(name);
+  const me = nonce();
+  const history = new History();
+  const quit = new AbortController();
+  let lastEventId = options.lastEventId || "";
+  let role = "follower";
+  let state = null;
+  let stream = null; // the holder's own watch
+  let asked = null; // the question a follower waits the history for
+  let stopped = false;
+  let finish;
+  const done = new Promise((resolve) => (finish = resolve));
+
+  const setState = (next) => {
+    if (next === state) return;
+    state = next;
+    call(options.onState, next);
+  };
+  const post = (message) => stopped || channel.postMessage(message);
+  const take = (event) => {
+    history.add(event);
+    lastEventId = event.id;
+    dispatch(on, event, () => stopped);
+  };
+  const ask = () => {
+    asked = nonce();
+    post({ kind: "hello", from: me, nonce: asked });
+  };
+
+  const close = (reason, error) => {
+    if (stopped) return;
+    stopped = true;
+    quit.abort();
+    stream?.stop();
+    channel.close();
+    if (error) call(options.onError, error);
+    setState("closed");
+    finish(reason);
+  };
+
+  channel.onmessage = ({ data: message }) => {
+    if (stopped) return;
+    if (role === "holder") {
+      if (message.kind === "hello") {
+        const events = history.all();
+        post({ kind: "history", to: message.from, nonce: message.nonce, events, lastEventId, state });
+      }
+    } else if (message.kind === "holder") {
+      ask(); // a new holder: what it has seen is the truth from now on
+    } else if (message.kind === "history") {
+      if (message.to !== me || message.nonce !== asked) return;
+      asked = null;
+      history.replace(message.events);
+      lastEventId = message.lastEventId;
+      call(options.onReplay);
+      for (const event of message.events) if (!stopped) dispatch(on, event, () => stopped);
+      setState(message.state ?? "connecting");
+    } else if (asked) {
+      // the history asked for holds it
+    } else if (message.kind === "event") {
+      take(message.event);
+    } else if (message.kind === "state") {
+      setState(message.state);
+    } else if (message.kind === "error") {
+      const error = new JobProgressError(message.error.message, message.error);
+      if (error.fatal) close("error", error);
+      else call(options.onError, error);
+    }
+  };
+
+  async function hold() {
+    role = "holder";
+    asked = null;
+    post({ kind: "holder" });
+    stream = watchStream(MINE, {
+      ...options,
+      lastEventId, // where this tab is: exactly what it has seen
+      on: {
+        any: (data, event) => {
+          take(event);
+          post({ kind: "event", event });
+        },
+      },
+      onState: (next) => {
+        setState(next);
+        post({ kind: "state", state: next });
+      },
+      onError: (error) => {
+        const { message, status, code, details, fatal } = error;
+        post({ kind: "error", error: { message, status, code, details, fatal } });
+        call(options.onError, error);
+      },
+    });
+    close(await stream.done);
+  }
+
+  setState("connecting");
+  ask(); // a holder already there answers with what it has seen
+  navigator.locks
+    .request(name, { signal: quit.signal }, () => (stopped ? null : hold()))
+    .catch(() => {}); // stopped before its turn came
+  const handle = handleOf({}, () => close("stopped"), () => lastEventId, () => state, done);
+  return Object.defineProperty(handle, "role", { get: () => role, enumerable: true });
+}
+
+function nonce() {
+  return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`;
 }
