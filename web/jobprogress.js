@@ -1,4 +1,4 @@
-// jobprogress.js: follow a job's progress from any page. An ES module, no build step, no
+// jobprogress.js: follow jobs' progress from any page. An ES module, no build step, no
 // dependencies:
 //
 //   import { watchJob } from "https://progress.example.com/client/jobprogress.js";
@@ -15,7 +15,29 @@
 // server's answer is seen (a 404 is reported, a 204 ends the watch) and its `retry:` is
 // honoured. Resume is exact: each reconnect asks for what follows the last event id
 // received (?lastEventId=), so nothing is missed and nothing is seen twice.
-
+//
+// Many jobs, one connection. `watchJobs([id, ...], options)` follows up to 50 jobs through
+// one stream (GET /api/progress?job=...) until each has ended; `watchMine(options)` (or
+// `watchJobs("mine", options)`) follows every job of the caller (GET /api/progress/mine),
+// those submitted later too, and never ends by itself. Same options and qualities as
+// watchJob; each event's data has `jobId`; the last id is the stream's compound id, which
+// resumes every job at once.
+//
+// One connection for every tab. A browser opens at most six HTTP/1.1 connections per
+// origin across all its tabs: the seventh stream hangs. With `watchMine({acrossTabs: true})`
+// the tabs of one browser share ONE stream: the tab holding a Web Lock (navigator.locks)
+// reads it and passes every event on over a BroadcastChannel; the others follow (`role`:
+// `holder` or `follower`). Each tab keeps what it has seen (up to 1000 events per job, older
+// ones folded into a `reset` holding the job's state; up to 100 jobs): a tab that joins is
+// handed all of it by the holder, and when the holder closes or reloads, the next tab in line
+// for the lock opens the stream again exactly after the last event it had, and the others
+// take what it has seen. Whenever a tab is handed that history (on joining, and after a new
+// holder took over), `onReplay()` is called first, then the history's events go to the `on`
+// callbacks (job after job, each in its order): forget what you drew from the events before.
+// `acrossTabs` may be a string naming whose jobs these are (say the signed-in user's id), so
+// that tabs signed in as different users of one product never share a stream; `true` shares
+// among all tabs of the page's origin that watch the same progress-service. Without Web
+// Locks or BroadcastChannel, each tab has a stream of its own.
 const TERMINAL = new Set(["complete", "failed", "cancelled"]);
 // The caller's jobs: a stream that never ends by itself.
 const MINE = { path: "api/progress/mine", query: [], ends: () => null };
@@ -237,36 +259,21 @@ function watchStream(source, options, fields = {}) {
   const timing = { ...DEFAULTS, ...pick(options, Object.keys(DEFAULTS)) };
   const base = baseOf(options.baseUrl);
   let lastEventId = options.lastEventId || "";
-  let state = null;
-  let stopped = false;
   let failures = 0;
   let controller = null;
   let wakeUp = null;
-  let finish;
-  const done = new Promise((resolve) => (finish = resolve));
-
-  const setState = (next) => {
-    if (next === state) return;
-    state = next;
-    call(options.onState, next);
-  };
-
-  let ending = null; // why the stream is over, once its last event has come
-  const close = (reason, error) => {
-    if (stopped) return;
-    stopped = true;
-    reason = ending ?? reason;
+  const life = new Lifecycle(options, () => {
     controller?.abort();
     wakeUp?.();
     removeEventListener("online", wake);
     document.removeEventListener("visibilitychange", wake);
-    if (error) call(options.onError, error);
-    setState("closed");
-    finish(reason);
-  };
+  });
+  const setState = (next) => life.setState(next);
+  let ending = null; // why the stream is over, once its last event has come
+  const close = (reason, error) => life.close(ending ?? reason, error);
 
   const report = (error) => {
-    if (!stopped) call(options.onError, error);
+    if (!life.stopped) call(options.onError, error);
   };
 
   function wake() {
@@ -286,9 +293,9 @@ function watchStream(source, options, fields = {}) {
     }
     lastEventId = event.id;
     ending = ending ?? source.ends(event.type, data);
-    dispatch(on, { type: event.type, id: event.id, data }, () => stopped);
+    dispatch(on, { type: event.type, id: event.id, data }, () => life.stopped);
     if (ending) close(ending);
-    return stopped;
+    return life.stopped;
   };
 
   async function connectOnce() {
@@ -298,12 +305,12 @@ function watchStream(source, options, fields = {}) {
     for (const [name, value] of source.query) url.searchParams.append(name, value);
     if (lastEventId) url.searchParams.set("lastEventId", lastEventId);
     const token = await credentialOf(options);
-    if (stopped) return null;
+    if (life.stopped) return null;
     let response;
     try {
       response = await fetch(url, requestInit(token, signal, "text/event-stream"));
     } catch (cause) {
-      if (stopped) return null;
+      if (life.stopped) return null;
       throw networkError(cause);
     }
     if (response.status === 204) return "ended";
@@ -329,10 +336,10 @@ function watchStream(source, options, fields = {}) {
       watchdog();
       for (;;) {
         const { value, done: ended } = await reader.read();
-        if (ended || stopped) break;
+        if (ended || life.stopped) break;
         watchdog();
         parser.feed(value);
-        if (stopped) break;
+        if (life.stopped) break;
       }
     } catch {
       // a dropped connection, a stall: resumed below by the last event id
@@ -354,14 +361,14 @@ function watchStream(source, options, fields = {}) {
 
   async function run() {
     setState("connecting");
-    while (!stopped) {
+    while (!life.stopped) {
       let delay = timing.retryMs;
       try {
         const outcome = await connectOnce();
         if (outcome === "ended") return close("ended");
         if (outcome instanceof JobProgressError) return close("error", outcome);
       } catch (error) {
-        if (stopped) return;
+        if (life.stopped) return;
         report(error instanceof JobProgressError ? error : networkError(error));
         failures += 1;
         delay = Math.max(
@@ -369,7 +376,7 @@ function watchStream(source, options, fields = {}) {
           error.retryAfterMs ?? 0,
         );
       }
-      if (stopped) return;
+      if (life.stopped) return;
       // The stream ended before its end (a restart, a lifetime, an expiring token): wait
       // what the server asked, a little more so that its clients do not come back at once.
       setState("reconnecting");
@@ -378,14 +385,42 @@ function watchStream(source, options, fields = {}) {
   }
 
   run();
-  return handleOf(fields, () => close("stopped"), () => lastEventId, () => state, done);
+  return life.handle(fields, () => close("stopped"), () => lastEventId);
 }
 
-function handleOf(fields, stop, lastEventId, state, done) {
-  return Object.defineProperties(
-    { ...fields, stop, done },
-    { lastEventId: { get: lastEventId, enumerable: true }, state: { get: state, enumerable: true } },
-  );
+/** What every watch has: its state (told to `onState`), its end (`done`, resolved once, to
+ * why), and the handle it returns; `release()` frees what it holds when it closes. */
+class Lifecycle {
+  constructor(options, release) {
+    this.options = options;
+    this.release = release;
+    this.state = null;
+    this.stopped = false;
+    this.done = new Promise((resolve) => (this.resolve = resolve));
+  }
+
+  setState(next) {
+    if (next === this.state) return;
+    this.state = next;
+    call(this.options.onState, next);
+  }
+
+  close(reason, error) {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.release();
+    if (error) call(this.options.onError, error);
+    this.setState("closed");
+    this.resolve(reason);
+  }
+
+  handle(fields, stop, lastEventId) {
+    const handle = { ...fields, stop, done: this.done };
+    return Object.defineProperties(handle, {
+      lastEventId: { get: lastEventId, enumerable: true },
+      state: { get: () => this.state, enumerable: true },
+    });
+  }
 }
 
 /** An event to the page's callbacks: its type's, then `on.any` (unless `stopped()` by then). */
@@ -475,46 +510,33 @@ function shareAcrossTabs(options) {
   const quit = new AbortController();
   let lastEventId = options.lastEventId || "";
   let role = "follower";
-  let state = null;
   let stream = null; // the holder's own watch
   let asked = null; // the question a follower waits the history for
-  let stopped = false;
-  let finish;
-  const done = new Promise((resolve) => (finish = resolve));
-
-  const setState = (next) => {
-    if (next === state) return;
-    state = next;
-    call(options.onState, next);
-  };
-  const post = (message) => stopped || channel.postMessage(message);
+  const life = new Lifecycle(options, () => {
+    quit.abort();
+    stream?.stop();
+    channel.close();
+  });
+  const setState = (next) => life.setState(next);
+  const close = (reason, error) => life.close(reason, error);
+  const post = (message) => life.stopped || channel.postMessage(message);
   const take = (event) => {
     history.add(event);
     lastEventId = event.id;
-    dispatch(on, event, () => stopped);
+    dispatch(on, event, () => life.stopped);
   };
   const ask = () => {
     asked = nonce();
     post({ kind: "hello", from: me, nonce: asked });
   };
 
-  const close = (reason, error) => {
-    if (stopped) return;
-    stopped = true;
-    quit.abort();
-    stream?.stop();
-    channel.close();
-    if (error) call(options.onError, error);
-    setState("closed");
-    finish(reason);
-  };
-
   channel.onmessage = ({ data: message }) => {
-    if (stopped) return;
+    if (life.stopped) return;
     if (role === "holder") {
       if (message.kind === "hello") {
+        const { from: to, nonce: answering } = message;
         const events = history.all();
-        post({ kind: "history", to: message.from, nonce: message.nonce, events, lastEventId, state });
+        post({ kind: "history", to, nonce: answering, events, lastEventId, state: life.state });
       }
     } else if (message.kind === "holder") {
       ask(); // a new holder: what it has seen is the truth from now on
@@ -524,7 +546,7 @@ function shareAcrossTabs(options) {
       history.replace(message.events);
       lastEventId = message.lastEventId;
       call(options.onReplay);
-      for (const event of message.events) if (!stopped) dispatch(on, event, () => stopped);
+      for (const event of message.events) if (!life.stopped) dispatch(on, event, () => life.stopped);
       setState(message.state ?? "connecting");
     } else if (asked) {
       // the history asked for holds it
@@ -568,9 +590,9 @@ function shareAcrossTabs(options) {
   setState("connecting");
   ask(); // a holder already there answers with what it has seen
   navigator.locks
-    .request(name, { signal: quit.signal }, () => (stopped ? null : hold()))
+    .request(name, { signal: quit.signal }, () => (life.stopped ? null : hold()))
     .catch(() => {}); // stopped before its turn came
-  const handle = handleOf({}, () => close("stopped"), () => lastEventId, () => state, done);
+  const handle = life.handle({}, () => close("stopped"), () => lastEventId);
   return Object.defineProperty(handle, "role", { get: () => role, enumerable: true });
 }
 
