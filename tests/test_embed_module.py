@@ -2,7 +2,8 @@
 reads SSE by the WHATWG rules (CR, LF and CRLF lines, a BOM, comments, multi-line data,
 events split anywhere between chunks), retries a 503, reconnects a stalled stream with a
 fresh token and exactly after the last event ID, stops at the job's end or at a 204, and
-survives a callback that throws."""
+survives a callback that throws; ``watchJobs`` reads many jobs on one stream the same way and
+ends once every job has."""
 
 from __future__ import annotations
 
@@ -56,6 +57,30 @@ CHUNKS = [
 THIRD = 'event: reset\rdata: {"status":"PROCESSING"}\r\rid: 3-0\revent: complete\rdata: {"result":"ok"}\r\r'
 
 
+#: Many jobs on one stream: the first connect drops after job a's end; the second, asked for
+#: what follows the compound ID J1, brings job b's end.
+MANY = [
+    b'retry: 20\n\nid: J0\nevent: log\ndata: {"jobId":"a","line":"a1"}\n\n'
+    b'id: J1\nevent: complete\ndata: {"jobId":"a","result":"A"}\n\n',
+    b'id: J2\nevent: log\ndata: {"jobId":"b","line":"b1"}\n\n'
+    b'id: J3\nevent: failed\ndata: {"jobId":"b","error":"B"}\n\n',
+]
+
+MANY_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>many</title>
+<script type="module">
+import { watchJobs } from "/client/jobprogress.js";
+Object.assign(window, { seen: [], states: [] });
+window.handle = watchJobs(["a", "b"], {
+  token: "t",
+  retryMs: 20,
+  on: { any: (data, event) => window.seen.push([event.id, event.type, data.jobId]) },
+  onState: (state) => window.states.push(state),
+});
+</script></head><body>many</body></html>
+"""
+
+
 class Script:
     """A stand-in for progress-service that answers each connect as the test says."""
 
@@ -64,6 +89,16 @@ class Script:
 
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
+
+    async def many_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=MANY_PAGE, content_type="text/html")
+
+    async def many(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.query.get("lastEventId"), ",".join(request.query.getall("job"))))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(MANY[len(self.requests) - 1])
+        return response  # the server ends the stream: the client reconnects, or has seen all
 
     async def module(self, request: web.Request) -> web.Response:
         return web.Response(text=MODULE.read_text(), content_type="text/javascript")
@@ -94,6 +129,8 @@ async def origin() -> AsyncIterator[tuple[str, Script]]:
     app.router.add_get("/page.html", script.page)
     app.router.add_get("/client/jobprogress.js", script.module)
     app.router.add_get("/api/progress/{job_id}", script.stream)
+    app.router.add_get("/many.html", script.many_page)
+    app.router.add_get("/api/progress", script.many)
     runner = web.AppRunner(app, shutdown_timeout=1, handler_cancellation=True)
     await runner.setup()
     port = free_port()
@@ -137,3 +174,18 @@ async def test_a_204_ends_the_watch(page: Page, origin: tuple[str, Script]) -> N
     assert await value(page, "window.states") == ["connecting", "closed"]
     assert await value(page, "window.errors") == []
     assert script.requests == [("9-0", "Bearer t1")]
+
+
+async def test_many_jobs_on_one_stream_resume_by_the_compound_id_and_end_with_the_last(
+    page: Page, origin: tuple[str, Script]
+) -> None:
+    url, script = origin
+    await page.goto(f"{url}/many.html")
+    assert await value(page, "window.handle.done") == "ended"
+    assert await value(page, "window.seen") == [
+        ["J0", "log", "a"], ["J1", "complete", "a"], ["J2", "log", "b"], ["J3", "failed", "b"],
+    ]  # fmt: skip
+    # Job a's end did not end the watch; the reconnect asked for what follows J1, for both jobs.
+    assert script.requests == [(None, "a,b"), ("J1", "a,b")]
+    assert await value(page, "window.states") == ["connecting", "live", "reconnecting", "live", "closed"]
+    assert await value(page, "window.handle.jobIds") == ["a", "b"]
