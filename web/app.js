@@ -151,12 +151,17 @@ function openMine() {
     mine = null;
     opened();
   });
-  mineOpen.then(loadRecent);
 }
 
-// The name and creation time the events do not carry, asked once.
+// The user's latest jobs: loaded once the stream is open, so that a job still running then is
+// one it carries, and none stays at a stale status.
+const listed = mineOpen.then(loadRecent);
+
+// The name and creation time the events do not carry, asked once (unless the list had them).
 async function describe(job) {
   job.described = true;
+  await listed;
+  if (jobs.get(job.jobId) !== job || job.name !== undefined) return;
   try {
     const answer = await api("GET", `/api/jobs/${encodeURIComponent(job.jobId)}`);
     for (const name of job.carried ? ["name", "type", "createdAt"] : FIELDS) job[name] = answer[name];
@@ -166,8 +171,7 @@ async function describe(job) {
   }
 }
 
-/** The finished jobs (and any the stream has not brought yet): loaded once the stream is open,
- * so that a job still running then is one it carries, and none stays at a stale status. */
+/** The finished jobs on the dashboard, and the names of all. */
 async function loadRecent() {
   let answer;
   try {
