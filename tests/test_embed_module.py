@@ -3,11 +3,13 @@ reads SSE by the WHATWG rules (CR, LF and CRLF lines, a BOM, comments, multi-lin
 events split anywhere between chunks), retries a 503, reconnects a stalled stream with a
 fresh token and exactly after the last event ID, stops at the job's end or at a 204, and
 survives a callback that throws; ``watchJobs`` reads many jobs on one stream the same way and
-ends once every job has."""
+ends once every job has; ``watchMine`` with ``acrossTabs`` has two tabs share one stream, the
+joining one handed what the holder saw (capped), then taking the stream over exactly."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -80,12 +82,37 @@ window.handle = watchJobs(["a", "b"], {
 </script></head><body>many</body></html>
 """
 
+MINE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mine</title>
+<script type="module">
+import { watchMine } from "/client/jobprogress.js";
+Object.assign(window, { seen: [], replays: 0 });
+window.handle = watchMine({
+  acrossTabs: "user-1",
+  token: "t",
+  retryMs: 20,
+  on: { any: (data, event) => window.seen.push([event.id, event.type, data]) },
+  onReplay: () => Object.assign(window, { seen: [], replays: window.replays + 1 }),
+});
+</script></head><body>mine</body></html>
+"""
+QUEUED = {"jobId": "a", "status": "QUEUED"}
+#: The first connect: job a's status and 1,001 log lines (more than a tab keeps of a job).
+MINE_FIRST = (
+    "retry: 20\n\nid: M0\nevent: status\ndata: "
+    + json.dumps(QUEUED)
+    + "\n\n"
+    + "".join(f'id: M{n}\nevent: log\ndata: {{"jobId":"a","line":"l{n}"}}\n\n' for n in range(1, 1002))
+)
+MINE_SECOND = 'id: M1002\nevent: complete\ndata: {"jobId":"a","status":"COMPLETED"}\n\n'
+
 
 class Script:
     """A stand-in for progress-service that answers each connect as the test says."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str | None, str | None]] = []
+        self.mine_requests: list[str | None] = []
 
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
@@ -99,6 +126,17 @@ class Script:
         await response.prepare(request)
         await response.write(MANY[len(self.requests) - 1])
         return response  # the server ends the stream: the client reconnects, or has seen all
+
+    async def mine_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=MINE_PAGE, content_type="text/html")
+
+    async def mine(self, request: web.Request) -> web.StreamResponse:
+        self.mine_requests.append(request.query.get("lastEventId"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write((MINE_FIRST if len(self.mine_requests) == 1 else MINE_SECOND).encode())
+        await asyncio.Event().wait()  # open until the tab goes
+        return response
 
     async def module(self, request: web.Request) -> web.Response:
         return web.Response(text=MODULE.read_text(), content_type="text/javascript")
@@ -128,7 +166,9 @@ async def origin() -> AsyncIterator[tuple[str, Script]]:
     app = web.Application()
     app.router.add_get("/page.html", script.page)
     app.router.add_get("/client/jobprogress.js", script.module)
+    app.router.add_get("/api/progress/mine", script.mine)
     app.router.add_get("/api/progress/{job_id}", script.stream)
+    app.router.add_get("/mine.html", script.mine_page)
     app.router.add_get("/many.html", script.many_page)
     app.router.add_get("/api/progress", script.many)
     runner = web.AppRunner(app, shutdown_timeout=1, handler_cancellation=True)
@@ -189,3 +229,28 @@ async def test_many_jobs_on_one_stream_resume_by_the_compound_id_and_end_with_th
     assert script.requests == [(None, "a,b"), ("J1", "a,b")]
     assert await value(page, "window.states") == ["connecting", "live", "reconnecting", "live", "closed"]
     assert await value(page, "window.handle.jobIds") == ["a", "b"]
+
+
+async def test_two_tabs_share_one_stream_of_mine_and_the_second_takes_it_over(
+    page: Page, origin: tuple[str, Script]
+) -> None:
+    url, script = origin
+    await page.goto(f"{url}/mine.html")
+    await page.wait_for_function("window.seen.length === 1002")
+    assert await value(page, "window.handle.role") == "holder"
+    second = await page.context.new_page()
+    await second.goto(f"{url}/mine.html")
+    await second.wait_for_function("window.seen.length === 1000")
+    # Handed what the holder saw, the oldest events folded into a reset with the job's state.
+    seen = await value(second, "window.seen")
+    assert seen[0] == ["M2", "reset", QUEUED]
+    assert seen[1:] == [[f"M{n}", "log", {"jobId": "a", "line": f"l{n}"}] for n in range(3, 1002)]
+    assert await value(second, "[window.replays, window.handle.role]") == [1, "follower"]
+    assert script.mine_requests == [None]  # the second tab opened no stream
+
+    await page.close()  # the holder goes: the second tab resumes after the last event it had
+    await second.wait_for_function("window.seen.length === 1001")
+    completed = {"jobId": "a", "status": "COMPLETED"}
+    assert (await value(second, "window.seen"))[-1] == ["M1002", "complete", completed]
+    assert await value(second, "[window.handle.role, window.handle.lastEventId]") == ["holder", "M1002"]
+    assert script.mine_requests == [None, "M1001"]
