@@ -221,7 +221,8 @@ function showRow(job) {
     if (row.nextElementSibling !== after || row.parentElement !== list) list.insertBefore(row, after ?? null);
   }
   const [link, bar, status, step] = row.children;
-  const label = job.name || job.type || job.jobId;
+  // Jobs of one name told apart by the start of their id.
+  const label = `${job.name || job.type || "job"} ${job.jobId.slice(0, 8)}`;
   link.textContent = label;
   bar.setAttribute("aria-label", `Progress of ${label}`);
   bar.value = job.progress ?? 0;
