@@ -121,13 +121,14 @@ async def test_a_reload_and_a_restart_mid_way_leave_every_tab_as_a_fresh_replay(
 ) -> None:
     url, port = progress.url, progress.port
     tabs = await open_tabs(page, url, 3)
-    job_ids = [await start_job(tab, steps=6, duration=8) for tab in tabs]
+    job_ids = [await start_job(tab, steps=6, duration=10) for tab in tabs]
     for tab in tabs:
         await tab.locator("#log li").first.wait_for()
     [holder] = [tab for tab, role in zip(tabs, await roles_of(tabs), strict=True) if role == "holder"]
     await holder.reload()  # the holder goes: another tab takes the stream over
     await expect(holder.locator("#mine-connection")).to_have_attribute("data-role", "follower")
     await eventually(lambda: one_holder(tabs), "one tab holding the stream after the reload")
+    assert not FINAL.match((await state_of(page, url, job_ids[-1]))[0])  # the restart comes mid-way
     progress.stop()
     await expect(holder.locator("#mine-connection")).to_have_text("reconnecting", timeout=15_000)
     replacement = jobprogress_stack.start_service("progress-service", port=port)
