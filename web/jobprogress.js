@@ -1,4 +1,4 @@
-// jobprogress.js: follow a job's progress from any page. An ES module, no build step, no
+// jobprogress.js: follow jobs' progress from any page. An ES module, no build step, no
 // dependencies:
 //
 //   import { watchJob } from "https://progress.example.com/client/jobprogress.js";
@@ -15,8 +15,32 @@
 // server's answer is seen (a 404 is reported, a 204 ends the watch) and its `retry:` is
 // honoured. Resume is exact: each reconnect asks for what follows the last event id
 // received (?lastEventId=), so nothing is missed and nothing is seen twice.
-
+//
+// Many jobs, one connection. `watchJobs([id, ...], options)` follows up to 50 jobs through
+// one stream (GET /api/progress?job=...) until each has ended; `watchMine(options)` (or
+// `watchJobs("mine", options)`) follows every job of the caller (GET /api/progress/mine),
+// those submitted later too, and never ends by itself. Same options and qualities as
+// watchJob; each event's data has `jobId`; the last id is the stream's compound id, which
+// resumes every job at once.
+//
+// One connection for every tab. A browser opens at most six HTTP/1.1 connections per
+// origin across all its tabs: the seventh stream hangs. With `watchMine({acrossTabs: true})`
+// the tabs of one browser share ONE stream: the tab holding a Web Lock (navigator.locks)
+// reads it and passes every event on over a BroadcastChannel; the others follow (`role`:
+// `holder` or `follower`). Each tab keeps what it has seen (up to 1000 events per job, older
+// ones folded into a `reset` holding the job's state; up to 100 jobs): a tab that joins is
+// handed all of it by the holder, and when the holder closes or reloads, the next tab in line
+// for the lock opens the stream again exactly after the last event it had, and the others
+// take what it has seen. Whenever a tab is handed that history (on joining, and after a new
+// holder took over), `onReplay()` is called first, then the history's events go to the `on`
+// callbacks (job after job, each in its order): forget what you drew from the events before.
+// `acrossTabs` may be a string naming whose jobs these are (say the signed-in user's id), so
+// that tabs signed in as different users of one product never share a stream; `true` shares
+// among all tabs of the page's origin that watch the same progress-service. Without Web
+// Locks or BroadcastChannel, each tab has a stream of its own.
 const TERMINAL = new Set(["complete", "failed", "cancelled"]);
+// The caller's jobs: a stream that never ends by itself.
+const MINE = { path: "api/progress/mine", query: [], ends: () => null };
 // Where this module was loaded from: progress-service, unless the page says otherwise.
 const HOME = new URL("../", import.meta.url).href;
 const DEFAULTS = {
@@ -178,40 +202,78 @@ class SseParser {
  */
 export function watchJob(jobId, options = {}) {
   if (typeof jobId !== "string" || !jobId) throw new TypeError("watchJob needs a job id");
+  const source = {
+    path: `api/progress/${encodeURIComponent(jobId)}`,
+    query: options.share ? [["share", options.share]] : [],
+    // The job's terminal event is the end of its stream.
+    ends: (type) => (TERMINAL.has(type) ? type : null),
+  };
+  return watchStream(source, options, { jobId });
+}
+
+/**
+ * Watch several jobs (1 to 50 ids) through one stream, `GET /api/progress?job=...`, until
+ * each has ended (or `stop()`). The options of {@link watchJob}, but `lastEventId` is the
+ * stream's compound ID (the `id` of its last event) and `share` applies to every job. Each
+ * event's data has `jobId`. Returns `{jobIds, stop(), lastEventId, state, done}`; `done`
+ * resolves to `ended` (every job has ended), `stopped` or `error`.
+ */
+export function watchJobs(jobIds, options = {}) {
+  if (jobIds === "mine") return watchMine(options);
+  const ids = [...new Set(jobIds ?? [])];
+  if (!ids.length || ids.some((id) => typeof id !== "string" || !id)) {
+    throw new TypeError("watchJobs needs job ids");
+  }
+  const running = new Set(ids);
+  const source = {
+    path: "api/progress",
+    query: [...ids.map((id) => ["job", id]), ...(options.share ? [["share", options.share]] : [])],
+    ends: (type, data) => {
+      if (TERMINAL.has(type)) running.delete(data?.jobId);
+      return running.size ? null : "ended";
+    },
+  };
+  return watchStream(source, options, { jobIds: ids });
+}
+
+/**
+ * Watch every job of the caller through one stream, `GET /api/progress/mine`: the
+ * unfinished ones from the start of their logs, and each job submitted after it opened (from
+ * its `status` QUEUED). It never ends by itself (`stop()` it). The options of
+ * {@link watchJobs} (no `share`: an identity is needed), and `acrossTabs` (see the header):
+ * `true`, or a string naming whose jobs these are, has the tabs of this browser share one
+ * stream. Returns `{stop(), lastEventId, state, done}` (and `role` when shared).
+ */
+export function watchMine(options = {}) {
+  if (options.acrossTabs && globalThis.navigator?.locks && globalThis.BroadcastChannel) {
+    return shareAcrossTabs(options);
+  }
+  return watchStream(MINE, options);
+}
+
+/** Reads `source` ({path, query, ends(type, data)}: why an event ends the watch, or null)
+ * with every quality of {@link watchJob}: what the three watches share. The handle has
+ * `fields` besides its own. */
+function watchStream(source, options, fields = {}) {
   const on = options.on ?? {};
   const timing = { ...DEFAULTS, ...pick(options, Object.keys(DEFAULTS)) };
   const base = baseOf(options.baseUrl);
   let lastEventId = options.lastEventId || "";
-  let state = null;
-  let stopped = false;
   let failures = 0;
   let controller = null;
   let wakeUp = null;
-  let finish;
-  const done = new Promise((resolve) => (finish = resolve));
-
-  const setState = (next) => {
-    if (next === state) return;
-    state = next;
-    call(options.onState, next);
-  };
-
-  let ending = null; // the job's terminal event, once it has come
-  const close = (reason, error) => {
-    if (stopped) return;
-    stopped = true;
-    reason = ending ?? reason;
+  const life = new Lifecycle(options, () => {
     controller?.abort();
     wakeUp?.();
     removeEventListener("online", wake);
     document.removeEventListener("visibilitychange", wake);
-    if (error) call(options.onError, error);
-    setState("closed");
-    finish(reason);
-  };
+  });
+  const setState = (next) => life.setState(next);
+  let ending = null; // why the stream is over, once its last event has come
+  const close = (reason, error) => life.close(ending ?? reason, error);
 
   const report = (error) => {
-    if (!stopped) call(options.onError, error);
+    if (!life.stopped) call(options.onError, error);
   };
 
   function wake() {
@@ -230,27 +292,25 @@ export function watchJob(jobId, options = {}) {
       return false;
     }
     lastEventId = event.id;
-    if (TERMINAL.has(event.type)) ending = event.type;
-    const message = { type: event.type, id: event.id, data };
-    call(Object.hasOwn(on, event.type) ? on[event.type] : undefined, data, message);
-    if (!stopped) call(on.any, data, message);
-    if (TERMINAL.has(event.type)) close(event.type);
-    return stopped;
+    ending = ending ?? source.ends(event.type, data);
+    dispatch(on, { type: event.type, id: event.id, data }, () => life.stopped);
+    if (ending) close(ending);
+    return life.stopped;
   };
 
   async function connectOnce() {
     controller = new AbortController();
     const { signal } = controller;
-    const url = new URL(`api/progress/${encodeURIComponent(jobId)}`, base);
-    if (options.share) url.searchParams.set("share", options.share);
+    const url = new URL(source.path, base);
+    for (const [name, value] of source.query) url.searchParams.append(name, value);
     if (lastEventId) url.searchParams.set("lastEventId", lastEventId);
     const token = await credentialOf(options);
-    if (stopped) return null;
+    if (life.stopped) return null;
     let response;
     try {
       response = await fetch(url, requestInit(token, signal, "text/event-stream"));
     } catch (cause) {
-      if (stopped) return null;
+      if (life.stopped) return null;
       throw networkError(cause);
     }
     if (response.status === 204) return "ended";
@@ -276,10 +336,10 @@ export function watchJob(jobId, options = {}) {
       watchdog();
       for (;;) {
         const { value, done: ended } = await reader.read();
-        if (ended || stopped) break;
+        if (ended || life.stopped) break;
         watchdog();
         parser.feed(value);
-        if (stopped) break;
+        if (life.stopped) break;
       }
     } catch {
       // a dropped connection, a stall: resumed below by the last event id
@@ -301,14 +361,14 @@ export function watchJob(jobId, options = {}) {
 
   async function run() {
     setState("connecting");
-    while (!stopped) {
+    while (!life.stopped) {
       let delay = timing.retryMs;
       try {
         const outcome = await connectOnce();
         if (outcome === "ended") return close("ended");
         if (outcome instanceof JobProgressError) return close("error", outcome);
       } catch (error) {
-        if (stopped) return;
+        if (life.stopped) return;
         report(error instanceof JobProgressError ? error : networkError(error));
         failures += 1;
         delay = Math.max(
@@ -316,26 +376,57 @@ export function watchJob(jobId, options = {}) {
           error.retryAfterMs ?? 0,
         );
       }
-      if (stopped) return;
-      // The stream ended without the job's end (a restart, a lifetime, an expiring token):
-      // wait what the server asked, a little more so that its clients do not come back at once.
+      if (life.stopped) return;
+      // The stream ended before its end (a restart, a lifetime, an expiring token): wait
+      // what the server asked, a little more so that its clients do not come back at once.
       setState("reconnecting");
       await pause(delay * (1 + Math.random() / 2));
     }
   }
 
   run();
-  return {
-    jobId,
-    stop: () => close("stopped"),
-    get lastEventId() {
-      return lastEventId;
-    },
-    get state() {
-      return state;
-    },
-    done,
-  };
+  return life.handle(fields, () => close("stopped"), () => lastEventId);
+}
+
+/** What every watch has: its state (told to `onState`), its end (`done`, resolved once, to
+ * why), and the handle it returns; `release()` frees what it holds when it closes. */
+class Lifecycle {
+  constructor(options, release) {
+    this.options = options;
+    this.release = release;
+    this.state = null;
+    this.stopped = false;
+    this.done = new Promise((resolve) => (this.resolve = resolve));
+  }
+
+  setState(next) {
+    if (next === this.state) return;
+    this.state = next;
+    call(this.options.onState, next);
+  }
+
+  close(reason, error) {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.release();
+    if (error) call(this.options.onError, error);
+    this.setState("closed");
+    this.resolve(reason);
+  }
+
+  handle(fields, stop, lastEventId) {
+    const handle = { ...fields, stop, done: this.done };
+    return Object.defineProperties(handle, {
+      lastEventId: { get: lastEventId, enumerable: true },
+      state: { get: () => this.state, enumerable: true },
+    });
+  }
+}
+
+/** An event to the page's callbacks: its type's, then `on.any` (unless `stopped()` by then). */
+function dispatch(on, event, stopped = () => false) {
+  call(Object.hasOwn(on, event.type) ? on[event.type] : undefined, event.data, event);
+  if (!stopped()) call(on.any, event.data, event);
 }
 
 function pick(object, names) {
@@ -355,4 +446,156 @@ function call(callback, ...args) {
         throw error;
       });
   }
+}
+
+// One `mine` stream for every tab of the browser: the tab holding a Web Lock reads it and
+// passes each event on over a BroadcastChannel; the others follow. Every tab keeps what it
+// has seen (History), so that it can hand it to a tab that joins, and so that it can take
+// the stream over from exactly where it is when the holder goes.
+
+const HISTORY_EVENTS = 1000; // per job
+const HISTORY_JOBS = 100; // the stream follows the caller's 100 latest unfinished jobs
+
+/** The events of the shared stream, job by job, for the tabs that join: at most
+ * HISTORY_EVENTS per job (older ones fold into one `reset` whose data is the job's state as
+ * they left it, as the server does for a position its log no longer holds), and at most
+ * HISTORY_JOBS jobs (beyond, the oldest that has ended is forgotten). */
+class History {
+  constructor() {
+    this.jobs = new Map();
+  }
+
+  add(event) {
+    const jobId = event.data?.jobId;
+    if (typeof jobId !== "string") return;
+    let events = this.jobs.get(jobId);
+    if (!events) {
+      this.jobs.set(jobId, (events = []));
+      this.forget();
+    }
+    if (event.type === "reset") events.length = 0;
+    events.push(event);
+    if (events.length > HISTORY_EVENTS) {
+      const folded = events.splice(0, events.length - HISTORY_EVENTS + 1);
+      const state = {};
+      for (const old of folded) if (old.type !== "log") Object.assign(state, old.data);
+      events.unshift({ type: "reset", id: folded.at(-1).id, data: state });
+    }
+  }
+
+  forget() {
+    if (this.jobs.size <= HISTORY_JOBS) return;
+    for (const [jobId, events] of this.jobs) {
+      if (TERMINAL.has(events.at(-1)?.type)) return void this.jobs.delete(jobId);
+    }
+  }
+
+  all() {
+    return [...this.jobs.values()].flat();
+  }
+
+  replace(events) {
+    this.jobs.clear();
+    for (const event of events) this.add(event);
+  }
+}
+
+function shareAcrossTabs(options) {
+  const on = options.on ?? {};
+  const key = typeof options.acrossTabs === "string" ? options.acrossTabs : baseOf(options.baseUrl);
+  const name = `jobprogress:mine:${key}`;
+  const channel = new BroadcastChannel(name);
+  const me = nonce();
+  const history = new History();
+  const quit = new AbortController();
+  let lastEventId = options.lastEventId || "";
+  let role = "follower";
+  let stream = null; // the holder's own watch
+  let asked = null; // the question a follower waits the history for
+  const life = new Lifecycle(options, () => {
+    quit.abort();
+    stream?.stop();
+    channel.close();
+  });
+  const setState = (next) => life.setState(next);
+  const close = (reason, error) => life.close(reason, error);
+  const post = (message) => life.stopped || channel.postMessage(message);
+  const take = (event) => {
+    history.add(event);
+    lastEventId = event.id;
+    dispatch(on, event, () => life.stopped);
+  };
+  const ask = () => {
+    asked = nonce();
+    post({ kind: "hello", from: me, nonce: asked });
+  };
+
+  channel.onmessage = ({ data: message }) => {
+    if (life.stopped) return;
+    if (role === "holder") {
+      if (message.kind === "hello") {
+        const { from: to, nonce: answering } = message;
+        const events = history.all();
+        post({ kind: "history", to, nonce: answering, events, lastEventId, state: life.state });
+      }
+    } else if (message.kind === "holder") {
+      ask(); // a new holder: what it has seen is the truth from now on
+    } else if (message.kind === "history") {
+      if (message.to !== me || message.nonce !== asked) return;
+      asked = null;
+      history.replace(message.events);
+      lastEventId = message.lastEventId;
+      call(options.onReplay);
+      for (const event of message.events) if (!life.stopped) dispatch(on, event, () => life.stopped);
+      setState(message.state ?? "connecting");
+    } else if (asked) {
+      // the history asked for holds it
+    } else if (message.kind === "event") {
+      take(message.event);
+    } else if (message.kind === "state") {
+      setState(message.state);
+    } else if (message.kind === "error") {
+      const error = new JobProgressError(message.error.message, message.error);
+      if (error.fatal) close("error", error);
+      else call(options.onError, error);
+    }
+  };
+
+  async function hold() {
+    role = "holder";
+    asked = null;
+    post({ kind: "holder" });
+    stream = watchStream(MINE, {
+      ...options,
+      lastEventId, // where this tab is: exactly what it has seen
+      on: {
+        any: (data, event) => {
+          take(event);
+          post({ kind: "event", event });
+        },
+      },
+      onState: (next) => {
+        setState(next);
+        post({ kind: "state", state: next });
+      },
+      onError: (error) => {
+        const { message, status, code, details, fatal } = error;
+        post({ kind: "error", error: { message, status, code, details, fatal } });
+        call(options.onError, error);
+      },
+    });
+    close(await stream.done);
+  }
+
+  setState("connecting");
+  ask(); // a holder already there answers with what it has seen
+  navigator.locks
+    .request(name, { signal: quit.signal }, () => (life.stopped ? null : hold()))
+    .catch(() => {}); // stopped before its turn came
+  const handle = life.handle({}, () => close("stopped"), () => lastEventId);
+  return Object.defineProperty(handle, "role", { get: () => role, enumerable: true });
+}
+
+function nonce() {
+  return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`;
 }
