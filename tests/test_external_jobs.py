@@ -127,6 +127,41 @@ async def test_invalid_events_are_422_with_the_fields(http: aiohttp.ClientSessio
         assert (await response.json())["lastEventId"] is not None
 
 
+async def test_the_richer_events_show_in_the_jobs_state_and_its_limits_hold(
+    http: aiohttp.ClientSession, queue_url: str, progress_url: str
+) -> None:
+    job = await submit_external(http, queue_url)
+    running = {"type": "step", "stepId": "test", "name": "Test", "status": "running",
+               "startedAt": "2026-12-02T10:00:00Z"}  # fmt: skip
+    events = [
+        running,
+        {"type": "metric", "metrics": [{"key": "passed", "value": 10}], "step": 1},
+        {"type": "metric", "metrics": [{"key": "passed", "value": 30}], "step": 2},
+        {"type": "annotation", "level": "warning", "message": "2 skipped", "title": "Test"},
+        {"type": "progress", "progress": 40, "etaSeconds": 90},
+    ]
+    status, _ = await report(http, queue_url, job, {"events": events})
+    assert status == 200
+    state = await get_job(http, queue_url, job["jobId"])
+    assert state["steps"] == [
+        {"stepId": "test", "name": "Test", "status": "running", "startedAt": running["startedAt"]}
+    ]
+    assert state["metrics"] == {"passed": {"value": 30, "step": 2}}
+    assert (state["artifacts"], state["annotations"]) == (0, 1)
+    streamed = await collect(http, f"{progress_url}/api/progress/{job['jobId']}", stop_after=6)
+    assert [e.event for e in streamed[1:]] == ["step", "metric", "metric", "annotation", "progress"]
+    assert streamed[-1].data["etaSeconds"] == 90
+
+    artifact = {"type": "artifact", "name": "a", "url": "https://ci.example/a"}
+    status, _ = await report(http, queue_url, job, {"events": [artifact] * 200})
+    assert status == 200
+    status, answer = await report(http, queue_url, job, {"events": [{"type": "log", "line": "x"}, artifact]})
+    assert status == 422
+    assert answer["error"]["message"] == "A job has at most 200 artifacts"
+    assert answer["error"]["details"] == {"type": "artifact", "most": 200}
+    assert (await get_job(http, queue_url, job["jobId"]))["artifacts"] == 200
+
+
 async def test_the_reporter_token_writes_to_its_own_job_only(
     http: aiohttp.ClientSession, anonymous: aiohttp.ClientSession, queue_url: str, progress_url: str
 ) -> None:

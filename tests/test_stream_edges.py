@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from jobprogress_client import ReceivedEvent, SseMessage, collect_events
+from jobprogress_core.event_data import metric_data, step_data
 from jobprogress_core.model import EventType
 from jobprogress_core.store import JobStore
 
@@ -75,6 +76,26 @@ async def test_trimmed_history_starts_with_a_reset_snapshot(
     assert events[0].data["error"] == "boom"
     assert [e.id for e in events[1:]] == [e.id for e in retained] + [events[-1].id]
     assert events[-1].event == "failed"
+
+
+async def test_a_reset_snapshot_holds_the_steps_and_the_latest_metrics(
+    stack_store: JobStore,
+    new_job: Callable[[], Awaitable[str]],
+    progress_url: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    job_id = await new_job()
+    first = await stack_store.append(job_id, EventType.STEP, step_data("fetch", "running", name="Fetch"))
+    await stack_store.append(job_id, EventType.METRIC, metric_data({"rows": 10.0}, step=1))
+    await stack_store.append(job_id, EventType.STEP, step_data("fetch", "completed", name="Fetch"))
+    await stack_store.append(job_id, EventType.METRIC, metric_data({"rows": 25.0}, step=2))
+    await stack_store.redis.xtrim(stack_store.keys.events(job_id), maxlen=1, approximate=False)
+    await stack_store.finish(job_id, EventType.COMPLETE, result="done")
+    assert first is not None
+    events = await collect_events(http, f"{progress_url}/api/progress/{job_id}", last_event_id=first.id)
+    assert events[0].event == "reset"
+    assert events[0].data["steps"] == [{"stepId": "fetch", "name": "Fetch", "status": "completed"}]
+    assert events[0].data["metrics"] == {"rows": {"value": 25, "step": 2}}
 
 
 @pytest.mark.parametrize("ahead", ["99999999999999-0", "18446744073709551615-18446744073709551615"])

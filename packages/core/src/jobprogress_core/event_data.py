@@ -26,7 +26,29 @@ from jobprogress_client.protocol import (
     URL_MAX,
 )
 
-__all__ = ["EtaEstimate", "annotation_data", "artifact_data", "metric_data", "step_data"]
+__all__ = [
+    "JOB_LIMITS",
+    "EtaEstimate",
+    "EventLimit",
+    "annotation_data",
+    "artifact_data",
+    "metric_data",
+    "step_data",
+]
+
+#: The most of each richer event a job may have: distinct steps, distinct metric keys,
+#: artifacts, annotations. A batch that would pass one is refused whole.
+JOB_LIMITS = {"step": 500, "metric": 100, "artifact": 200, "annotation": 200}
+_WHAT = {"step": "steps", "metric": "metric keys", "artifact": "artifacts", "annotation": "annotations"}
+
+
+class EventLimit(ValueError):
+    """A job would have more of a kind of event than :data:`JOB_LIMITS` allows."""
+
+    def __init__(self, kind: str, most: int) -> None:
+        super().__init__(f"A job has at most {most} {_WHAT.get(kind, kind)}")
+        self.kind = kind
+        self.most = most
 
 
 def step_data(

@@ -144,6 +144,9 @@ OPTIONAL_TEXT = Codec(lambda value: value or "", lambda text: text or None)
 COUNT = Codec(str, int, absent="0")
 FLAG = Codec(lambda value: "1" if value else "0", lambda text: text == "1", absent="0")
 JSON_OBJECT = Codec(dumps, json.loads, absent="{}")
+JSON_LIST = Codec(
+    lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False), json.loads, absent="[]"
+)
 STATUS = Codec(lambda status: status.value, JobStatus, to_json=lambda status: status.value)
 #: Who runs the job: a worker (``worker``, the default) or its submitter (``external``).
 RUNNER = Codec(_same, _same, absent="worker")
@@ -192,6 +195,13 @@ class Job:
     cancel_requested: bool = field(default=False, metadata=wire(FLAG, "cancelRequested"))
     #: ``worker``, or ``external``: no worker runs it, its submitter reports its events.
     runner: str = field(default="worker", metadata=wire(RUNNER, "runner"))
+    #: Its ``step`` events as they stand: ``{stepId, name, status, startedAt, endedAt}`` each,
+    #: in the order they were first reported (kept by the append script).
+    steps: list[dict[str, Any]] = field(default_factory=list, metadata=wire(JSON_LIST, "steps"))
+    #: The latest value of each metric key: ``{key: {value, step}}``.
+    metrics: dict[str, Any] = field(default_factory=dict, metadata=wire(JSON_OBJECT, "metrics"))
+    artifacts: int = field(default=0, metadata=wire(COUNT, "artifacts"))
+    annotations: int = field(default=0, metadata=wire(COUNT, "annotations"))
     #: The queue entry whose run holds the job (internal: the claim checked on every report).
     entry: str | None = field(default=None, metadata=wire(OPTIONAL_TEXT, None))
 

@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from .event_data import JOB_LIMITS, EventLimit
 from .keys import Keys
 from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso, valid_job_id
 from .redis import Entry, range_entries
@@ -185,6 +186,7 @@ class JobStore:
         args: list[str] = [
             str(self.stream_maxlen), str(self.retention_seconds), token or "", holder or "",
             str(keys_ttl or 0), str(keys_kept), str(len(events)),
+            *(str(JOB_LIMITS[kind]) for kind in ("step", "metric", "artifact", "annotation")),
         ]  # fmt: skip
         for event in events:
             pairs = [part for name, value in event.fields.items() for part in (name, _text(value))]
@@ -203,6 +205,8 @@ class JobStore:
         status, *rest = [_decode(part) for part in reply]
         if status == "missing":
             return Appended(status)
+        if status == "limit":
+            raise EventLimit(rest[0], int(rest[1]))
         cancel, *ids = rest
         return Appended(status, cancel == "1", [entry_id or None for entry_id in ids])
 

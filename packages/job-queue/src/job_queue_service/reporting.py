@@ -18,7 +18,7 @@ from marshmallow import ValidationError
 
 from jobprogress_core.app_tokens import Scope
 from jobprogress_core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from jobprogress_core.event_data import annotation_data, artifact_data, metric_data, step_data
+from jobprogress_core.event_data import EventLimit, annotation_data, artifact_data, metric_data, step_data
 from jobprogress_core.limits import RateLimit
 from jobprogress_core.logs import set_job_id
 from jobprogress_core.metrics import count_finished
@@ -154,7 +154,10 @@ async def report_events(request: web.Request) -> web.Response:
     deadlines = request.app[DEADLINES]
     deadline = await deadlines.deadline(job.id)
     keys_ttl = int(max(0.0, (deadline or 0) - time.time())) + request.app[STORE].retention_seconds
-    outcome = await request.app[REPORTS].append(job.id, reports, keys_ttl=keys_ttl)
+    try:
+        outcome = await request.app[REPORTS].append(job.id, reports, keys_ttl=keys_ttl)
+    except EventLimit as exc:
+        raise ValidationFailed(str(exc), details={"type": exc.kind, "most": exc.most}) from None
     if outcome is None:
         raise NotFound(f"No job {job.id}")
     if outcome.ended:

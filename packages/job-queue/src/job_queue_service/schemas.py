@@ -14,6 +14,7 @@ from jobprogress_core.model import (
     EXTERNAL,
     FLAG,
     JOB_WIRE,
+    JSON_LIST,
     JSON_OBJECT,
     OPTIONAL_TEXT,
     RUNNER,
@@ -182,6 +183,7 @@ JOB_FIELD_TYPES: dict[Codec, Callable[..., fields.Field[Any]]] = {
     COUNT: fields.Integer,
     FLAG: fields.Boolean,
     JSON_OBJECT: fields.Dict,
+    JSON_LIST: partial(fields.List, fields.Dict()),
     STATUS: fields.String,
     RUNNER: fields.String,
 }

@@ -8,13 +8,18 @@
 -- ended (0: keep), ARGV[3] a token unique to this batch ('' for none), ARGV[4] the queue
 -- entry whose run must hold the job ('' for anyone), ARGV[5] seconds the key set lives
 -- while the job runs, ARGV[6] keys kept at most (both unused without KEYS[3]), ARGV[7]
--- number of events, then per event: type, data (JSON), key ('' for none; unused without
--- KEYS[3]), the number of field, value pairs to set on the hash, and those pairs.
+-- number of events, ARGV[8] to ARGV[11] the most steps, metric keys, artifacts and
+-- annotations a job may have, then per event: type, data (JSON), key ('' for none; unused
+-- without KEYS[3]), the number of field, value pairs to set on the hash, and those pairs.
+-- The job's hash keeps what a snapshot shows of the richer events: `steps` (JSON list of
+-- {stepId, name, status, startedAt, endedAt}, in order of first report), `metrics` (JSON
+-- object: each key's latest {value, step}), and the counts `artifacts` and `annotations`.
 -- Returns {'missing'} when there is no such job; {'again', cancel_requested, id} when the
 -- token is the one of the last batch appended (a retried call, even once the job ended:
 -- nothing is appended again, id is the last event's); {'ended', cancel_requested} when the
 -- job has ended and the batch has an event not appended before (nothing is appended then);
--- else {'ok', cancel_requested, id or '' (a duplicate key) for each event}. Fails with
+-- {'limit', type, most} when the batch would take the job past a limit (nothing is
+-- appended then); else {'ok', cancel_requested, id or '' (a duplicate key) for each event}. Fails with
 -- LOSTCLAIM when another run (another worker, or another queue entry) has taken the job
 -- over.
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -29,7 +34,9 @@ end
 local keyed = #KEYS > 2
 local events = {}
 local fresh = 0
-local pos = 8
+local limits = {step = tonumber(ARGV[8]), metric = tonumber(ARGV[9]),
+                artifact = tonumber(ARGV[10]), annotation = tonumber(ARGV[11])}
+local pos = 12
 for i = 1, tonumber(ARGV[7]) do
   local count = tonumber(ARGV[pos + 3])
   local event = {type = ARGV[pos], data = ARGV[pos + 1], key = ARGV[pos + 2], first = pos + 4, count = count}
@@ -49,6 +56,68 @@ end
 if holder ~= '' and redis.call('HGET', KEYS[1], 'entry') ~= holder then
   return redis.error_reply('LOSTCLAIM the job is held by another run')
 end
+-- What the batch makes of the job's steps, metrics and counts: refused whole past a limit.
+local state = nil
+local function load_state()
+  local steps, metrics, artifacts, annotations = unpack(redis.call('HMGET', KEYS[1], 'steps', 'metrics',
+                                                                   'artifacts', 'annotations'))
+  local loaded = {steps = cjson.decode(steps or '[]'), metrics = cjson.decode(metrics or '{}'),
+                  counts = {artifact = tonumber(artifacts or '0'), annotation = tonumber(annotations or '0')}}
+  loaded.keys = 0
+  for _ in pairs(loaded.metrics) do
+    loaded.keys = loaded.keys + 1
+  end
+  return loaded
+end
+local function take(event)
+  local data = cjson.decode(event.data)
+  if event.type == 'step' then
+    local found = nil
+    for _, step in ipairs(state.steps) do
+      if step.stepId == data.stepId then
+        found = step
+        break
+      end
+    end
+    if not found then
+      if #state.steps >= limits.step then
+        return {'limit', 'step', limits.step}
+      end
+      found = {stepId = data.stepId}
+      table.insert(state.steps, found)
+    end
+    for _, name in ipairs({'name', 'status', 'startedAt', 'endedAt'}) do
+      if data[name] ~= nil and data[name] ~= cjson.null then
+        found[name] = data[name]
+      end
+    end
+  elseif event.type == 'metric' then
+    for _, metric in ipairs(data.metrics) do
+      if state.metrics[metric.key] == nil then
+        if state.keys >= limits.metric then
+          return {'limit', 'metric', limits.metric}
+        end
+        state.keys = state.keys + 1
+      end
+      state.metrics[metric.key] = {value = metric.value, step = data.step}
+    end
+  else
+    state.counts[event.type] = state.counts[event.type] + 1
+    if state.counts[event.type] > limits[event.type] then
+      return {'limit', event.type, limits[event.type]}
+    end
+  end
+  return nil
+end
+for _, event in ipairs(events) do
+  if not event.duplicate and limits[event.type] then
+    state = state or load_state()
+    local refused = take(event)
+    if refused then
+      return refused
+    end
+  end
+end
 local reply = {'ok', cancel}
 local last = nil
 for i, event in ipairs(events) do
@@ -63,6 +132,13 @@ for i, event in ipairs(events) do
       redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'report_seq', 1), event.key)
     end
     reply[i + 2] = last
+  end
+end
+if state then
+  redis.call('HSET', KEYS[1], 'metrics', cjson.encode(state.metrics),
+             'artifacts', state.counts.artifact, 'annotations', state.counts.annotation)
+  if #state.steps > 0 then  -- an empty table would be encoded as an object
+    redis.call('HSET', KEYS[1], 'steps', cjson.encode(state.steps))
   end
 end
 if last then
