@@ -156,6 +156,20 @@ async def test_a_job_whose_position_left_its_log_gets_a_reset_of_its_own(
     )
 
 
+async def test_a_job_sent_to_its_end_may_expire_and_the_stream_still_resumes(
+    stack_store: JobStore, new_job: NewJob, progress_url: str, http: aiohttp.ClientSession
+) -> None:
+    done, running = await new_job(), await new_job()
+    await stack_store.finish(done, EventType.COMPLETE, result="done")
+    url = jobs_url(progress_url, [done, running])
+    events = await collect_events(http, url, stop_after=3)  # done's two, running's first
+    await stack_store.redis.delete(stack_store.keys.job(done), stack_store.keys.events(done))  # expired
+    await stack_store.append(running, EventType.LOG, {"line": "later"})
+    await stack_store.finish(running, EventType.COMPLETE, result="ok")
+    rest = await collect_events(http, url, last_event_id=events[-1].id)
+    assert [(e.data["jobId"], e.event) for e in rest] == [(running, "log"), (running, "complete")]
+
+
 async def test_a_job_that_is_not_yours_refuses_the_whole_request_as_an_unknown_one_does(
     stack_store: JobStore, new_job: NewJob, progress_url: str, http: aiohttp.ClientSession
 ) -> None:
@@ -182,7 +196,7 @@ async def test_a_job_that_is_not_yours_refuses_the_whole_request_as_an_unknown_o
         ("two", "1732712345678-0", "Malformed"),
         ("two", "Jzz:0,!", "Malformed"),
         ("two", "M1:0:", "another kind"),
-        ("two", "J1:" + "0," * 3000 + "0", "Malformed"),
+        ("two", "J1:" + "0," * 4040 + "0", "Malformed"),  # past 8000, within a header line
     ],
 )
 async def test_bad_requests_get_a_json_400_before_any_stream(

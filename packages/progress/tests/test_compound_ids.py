@@ -68,6 +68,8 @@ def test_fifty_running_jobs_take_a_few_characters_each() -> None:
         "M1:*:",  # the feed is never done
         "M1:0:5",  # a job without a handle
         "M1:0:*_0",
+        "M1:0:5_~,5_~",  # one job twice
+        "M1:0:6_~,5_~",  # not in the feed's order
         "J1:" + ",".join(["0"] * MAX_ID_LENGTH),
     ],
 )

@@ -4,6 +4,7 @@ reporter's are, and an ETA that appears once there is a pace to go by."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import pytest
@@ -53,6 +54,24 @@ async def test_a_step_is_reported_when_it_starts_and_ends_with_its_metrics(
         },
         {"metrics": [{"key": "total", "value": 30}], "step": None},
     ]
+
+
+async def test_steps_run_side_by_side_keep_their_own_metrics(jobprogress_store: JobStore) -> None:
+    ctx = await new_context(jobprogress_store)
+
+    async def run(name: str) -> None:
+        async with ctx.step(name):
+            await asyncio.sleep(0.01)  # the other step starts meanwhile
+            await ctx.metric(f"{name}-done", 1)
+
+    await asyncio.gather(run("left"), run("right"))
+    await ctx.metric("after", 1)
+    metrics = await events_of(jobprogress_store, ctx, EventType.METRIC)
+    tagged = {m.data["metrics"][0]["key"]: m.data.get("stepId") for m in metrics}
+    assert tagged == {"left-done": "left", "right-done": "right", "after": None}
+    assert ctx.current_step is None
+    with pytest.raises(ValueError, match="step"):
+        await ctx.metric("loss", 1.0, step=-1)
 
 
 @pytest.mark.parametrize(("raised", "status"), [(JobError("no"), "failed"), (JobCancelled("x"), "cancelled")])

@@ -75,6 +75,8 @@ def metric_data(values: Mapping[str, float], *, step: int | None = None) -> dict
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(f"metric {key!r}: a finite number, not {value!r}")
         metrics.append({"key": key, "value": value})
+    if step is not None:
+        _count("step", step)
     return {"metrics": metrics, "step": step}
 
 
@@ -86,8 +88,8 @@ def artifact_data(
     parts = urlsplit(url)
     if len(url) > URL_MAX or parts.scheme not in ARTIFACT_SCHEMES or not parts.netloc:
         raise ValueError(f"url: an absolute {'/'.join(ARTIFACT_SCHEMES)} URL of at most {URL_MAX} characters")
-    if size is not None and (isinstance(size, bool) or size < 0):
-        raise ValueError(f"size: a count of bytes, not {size!r}")
+    if size is not None:
+        _count("size", size)
     return {"name": name, "kind": kind, "url": url, "mime": mime, "size": size}
 
 
@@ -104,6 +106,11 @@ def annotation_data(level: str, message: str, *, title: str | None = None) -> di
 def _text(what: str, value: str, limit: int) -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= limit:
         raise ValueError(f"{what}: 1 to {limit} characters, not {value!r:.80}")
+
+
+def _count(what: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what}: a whole number of at least 0, not {value!r:.80}")
 
 
 def _one_of(what: str, value: str, allowed: tuple[str, ...]) -> None:

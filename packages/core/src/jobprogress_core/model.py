@@ -92,8 +92,9 @@ def parse_stream_id(value: str) -> tuple[int, int]:
 
 
 def dumps(data: dict[str, Any]) -> str:
-    """Compact JSON, the one encoding used in Redis and on the wire."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, the one encoding used in Redis and on the wire (no NaN or infinity:
+    they are not JSON, and :class:`ValueError` says so)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)

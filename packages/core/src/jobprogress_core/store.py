@@ -126,6 +126,11 @@ class JobStore:
             pipe.expire(feed, ttl)
             await pipe.execute()
 
+    async def keep_feed(self, owner: str) -> None:
+        """The owner's feed lives as long as their history from now on: while someone
+        watches it, a job of theirs that runs for long keeps the entry that names it."""
+        await self.redis.expire(self.keys.feed(owner), self.retention_seconds + 3600)
+
     async def feed_entries(self, owner: str, *, until: str, count: int) -> list[Entry]:
         """The owner's feed up to ``until`` inclusive, newest first: their latest jobs."""
         return range_entries(await self.redis.xrevrange(self.keys.feed(owner), until, "-", count=count))

@@ -45,8 +45,10 @@ NONE_YET: Final = "~"
 DONE: Final = "*"
 JOBS: Final = "J"
 MINE: Final = "M"
-#: Longer IDs are refused as malformed, before anything is parsed.
-MAX_ID_LENGTH = 4096
+#: Longer IDs are refused as malformed, before anything is parsed: room for the longest ID of
+#: the most jobs a stream follows (``M`` streams: at most 100, each within 62 characters), and
+#: within the 8190 bytes of a header line aiohttp accepts.
+MAX_ID_LENGTH = 8000
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _UINT64_MAX = 2**64 - 1
 
@@ -99,7 +101,11 @@ class CompoundId:
 
 def smallest_ms(entry_ids: list[str | None], default: int) -> int:
     """The base for an ID of these entries: the smallest millisecond among them."""
-    found = [int(entry_id.partition("-")[0]) for entry_id in entry_ids if entry_id and entry_id != DONE]
+    found = [
+        int(entry_id.partition("-")[0])
+        for entry_id in entry_ids
+        if entry_id and entry_id not in (DONE, "0-0")
+    ]
     return min(found, default=default)
 
 
@@ -141,6 +147,8 @@ def _parse(value: str) -> CompoundId:
         handle = _position(handle_token, base) if underscore else None
         if handle is None or handle == DONE:
             raise ValueError("a job without a handle")
+        if handles and not parse_stream_id(handle) > parse_stream_id(handles[-1]):
+            raise ValueError("handles out of order")  # the feed's order, each job once
         handles.append(handle)
         positions.append(_position(position_token, base))
     return CompoundId(kind, base, positions, feed=feed, handles=handles)

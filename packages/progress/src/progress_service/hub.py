@@ -108,6 +108,8 @@ class Hub:
                 reader.follow(job_id)
         viewer.subscribed()
         self.subscribers[job_id].add(viewer)
+        if self.closing:  # close_all ran during the lookup above: this viewer ends too
+            viewer.end(Ending.SHUTDOWN)
         cursor = self.cursors[job_id]
         if reader is not None:
             await reader.wake()

@@ -48,7 +48,7 @@ from .stream import Writer, counted_stream, ride_out_outage, serve_sse, stream_s
 from .stream import catch_up as catch_up_log
 from .viewer import Ending, Viewer
 
-__all__ = ["MAX_STREAM_JOBS", "RECENT_JOBS", "jobs_stream", "mine_stream"]
+__all__ = ["MAX_STREAM_JOBS", "MINE_MOST", "RECENT_JOBS", "jobs_stream", "mine_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 MAX_STREAM_JOBS = 50
 #: How far back a ``mine`` stream opened afresh looks for the caller's unfinished jobs.
 RECENT_JOBS = 100
+#: The most jobs a ``mine`` stream follows at once (the next ones join as these end).
+MINE_MOST = 100
 
 
 async def jobs_stream(request: web.Request) -> web.StreamResponse:
@@ -107,14 +109,17 @@ async def _jobs(request: web.Request, hub: Hub, settings: ProgressSettings) -> w
             details={"jobs": len(job_ids), "positions": len(positions)},
         )
     found = await request.app[STORE].get_many_with_first_events(job_ids)
-    for job_id, (job, _) in zip(job_ids, found, strict=True):
-        if job is None:
+    for job_id, (job, _), position in zip(job_ids, found, positions, strict=True):
+        if job is None and position != DONE:
             raise NotFound(f"No job {job_id[:64]!r}")
-        await authorize(request, Permission.READ, owner=job.owner, job_id=job.id)
+        if job is not None:
+            await authorize(request, Permission.READ, owner=job.owner, job_id=job.id)
     multiplex = Multiplex(JOBS, Encoder(smallest_ms(positions, default=_now_ms())))
     resets: dict[str, Job] = {}
-    for (job, first_id), position in zip(found, positions, strict=True):
-        assert job is not None
+    for job_id, (job, first_id), position in zip(job_ids, found, positions, strict=True):
+        if job is None:  # sent to its end, and expired since
+            multiplex.mark_done(multiplex.add(job_id))
+            continue
         _member(multiplex, job, first_id, position, resets)
     if not multiplex.open_members:
         return web.Response(status=204)
@@ -134,8 +139,15 @@ async def _mine(request: web.Request, hub: Hub, settings: ProgressSettings) -> w
     else:
         feed = last.feed or "0-0"
         handles, positions = last.handles, last.positions
+        if len(handles) > MINE_MOST:
+            raise BadRequest(
+                f"A stream of your jobs follows at most {MINE_MOST}", details={"jobs": len(handles)}
+            )
         job_ids = await store.feed_jobs(owner, handles)
-    multiplex = Multiplex(MINE, Encoder(smallest_ms([feed, *handles, *positions], default=_now_ms())))
+    await store.keep_feed(owner)  # while someone watches, the feed lives on
+    multiplex = Multiplex(
+        MINE, Encoder(smallest_ms([feed, *handles, *positions], default=_now_ms())), most=MINE_MOST
+    )
     multiplex.follow_feed(feed_topic(owner), feed)
     listed = [
         (job_id, handle, position)
@@ -145,7 +157,7 @@ async def _mine(request: web.Request, hub: Hub, settings: ProgressSettings) -> w
     found = await store.get_many_with_first_events([job_id for job_id, _, _ in listed])
     resets: dict[str, Job] = {}
     for (job, first_id), (_, handle, position) in zip(found, listed, strict=True):
-        if job is None or job.owner != owner:
+        if job is None or job.owner != owner or job.id in multiplex.jobs:
             continue  # expired since: nothing of it is left to send
         if last is None and job.status.terminal:
             continue  # a fresh stream follows the unfinished jobs, and the new ones
@@ -176,8 +188,8 @@ def _member(
         multiplex.mark_done(member)
         return member
     if position is not None and first_id is not None and stream_id_after(first_id, position):
-        resets[job.id] = job
-        position = None
+        resets[job.id] = job  # its ID keeps the position until the reset is written
+        return multiplex.add(job.id, last_id=None, handle=handle, shown=position)
     return multiplex.add(job.id, last_id=position, handle=handle)
 
 
@@ -309,6 +321,7 @@ async def _join(
     reset = resets.pop(member.job_id, None)
     if reset is not None:
         await sender.write(reset_frame(reset))
+        sender.multiplex.reset_written(member)
         Viewer.count_sent((EventType.RESET,))
     ending = await catch_up_log(sender.of(member), hub.log, cursor)
     if ending is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 
 from .compound_ids import DONE, JOBS, Encoder
 from .frames import Frame, http_chunk
@@ -70,9 +71,13 @@ class Multiplex:
     """The members of one stream of many jobs, in the order of its ID, and what its task
     has to deal with: members the hub let go, and jobs the feed announced."""
 
-    def __init__(self, kind: str, encoder: Encoder) -> None:
+    def __init__(self, kind: str, encoder: Encoder, *, most: int = 100) -> None:
         self.kind = kind
         self.encoder = encoder
+        #: The most jobs a ``mine`` stream follows at once: past it, the feed's next jobs
+        #: wait (the ID's feed position stays before them) until one of those leaves.
+        self.most = most
+        self._waiting: deque[Frame] = deque()
         #: The jobs, in ID order: for ``J`` the URL's (done ones stay, as ``*``); for ``M`` the
         #: order they joined in (done ones leave).
         self.members: list[Member] = []
@@ -90,14 +95,22 @@ class Multiplex:
         self._changed = asyncio.Event()
         self.last_write_at = self.last_event_at = asyncio.get_running_loop().time()
 
-    def add(self, job_id: str, *, last_id: str | None = None, handle: str | None = None) -> Member:
+    def add(
+        self, job_id: str, *, last_id: str | None = None, handle: str | None = None, shown: str | None = None
+    ) -> Member:
+        """A new member at ``last_id``; its position in the ID is ``shown`` if given (a job
+        whose ``reset`` is still to be written keeps its old position until then)."""
         member = Member(self, job_id, last_id=last_id, handle=handle)
         self.everyone.append(member)
         member.index = len(self.members)
         self.members.append(member)
-        self.tokens.append(member.handle + self.encoder.position(last_id))
+        self.tokens.append(member.handle + self.encoder.position(shown or last_id))
         self.jobs.add(job_id)
         return member
+
+    def reset_written(self, member: Member) -> None:
+        """``member``'s ``reset`` went out: from now on it resumes from its log's start."""
+        self.tokens[member.index] = member.handle + self.encoder.position(None)
 
     def mark_done(self, member: Member) -> None:
         """``member``'s terminal event is written (or was, before the stream opened): a ``J``
@@ -110,6 +123,8 @@ class Multiplex:
         del self.tokens[member.index]
         for index in range(member.index, len(self.members)):
             self.members[index].index = index
+        while self._waiting and len(self.members) < self.most:
+            self._announce(self._waiting.popleft())
 
     def follow_feed(self, topic: str, position: str) -> Member:
         self.feed = Member(self, topic, last_id=position)
@@ -130,8 +145,10 @@ class Multiplex:
         """The bytes of ``frame`` on this stream, with the ID as it stands once it is written
         (``member`` moved on to it); ``None`` for the feed's entries, which are not sent."""
         if member is self.feed:
-            self._feed_token = self.encoder.position(frame.id)
-            self._announce(frame)
+            if self._waiting or len(self.members) >= self.most:
+                self._waiting.append(frame)  # the ID's feed position stays before it
+            else:
+                self._announce(frame)
             return None
         if frame.type.terminal:
             self.mark_done(member)
@@ -140,6 +157,8 @@ class Multiplex:
         return b"id: %s\n%s" % (self.compound_id().encode(), frame.unnamed)
 
     def _announce(self, entry: Frame) -> None:
+        """A job the feed named joins, and the ID's feed position moves past its entry."""
+        self._feed_token = self.encoder.position(entry.id)
         job_id = json.loads(entry.data).get("jobId")
         if isinstance(job_id, str) and job_id not in self.jobs:
             self.joined.append(self.add(job_id, handle=entry.id))

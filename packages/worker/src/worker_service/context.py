@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import re
 import time
 import uuid
@@ -15,6 +16,9 @@ from jobprogress_core.event_data import EtaEstimate, annotation_data, artifact_d
 from jobprogress_core.model import EventType, Job, JobStatus, now_iso
 from jobprogress_core.redis import REDIS_ERRORS, retry_while_unavailable
 from jobprogress_core.store import JobStore
+
+#: The step whose block the running code is in (set by :meth:`JobContext.step`).
+CURRENT_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("jobprogress_step", default=None)
 
 
 class JobError(Exception):
@@ -50,8 +54,6 @@ class JobContext:
         self.progress_percent = job.progress
         self._eta = EtaEstimate(time.monotonic(), job.progress)
         self._step_ids: set[str] = set()
-        #: The step running now (its ``stepId``), for the metrics reported inside it.
-        self.current_step: str | None = None
 
     @property
     def job_id(self) -> str:
@@ -108,6 +110,12 @@ class JobContext:
         """Append one log line (a ``log`` event)."""
         await self._append(EventType.LOG, {"level": level, "line": line})
 
+    @property
+    def current_step(self) -> str | None:
+        """The step whose block the caller is in (its ``stepId``), for the metrics reported
+        inside it; each task its own, so steps run side by side keep theirs."""
+        return CURRENT_STEP.get()
+
     @contextlib.asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[str]:
         """A named step: a ``step`` event when it starts (``running``) and when it ends
@@ -116,10 +124,10 @@ class JobContext:
         step_id = self._new_step_id(name)
         started_at = now_iso()
         await self._append(EventType.STEP, step_data(step_id, "running", name=name, started_at=started_at))
-        outer, self.current_step = self.current_step, step_id
+        inside = CURRENT_STEP.set(step_id)
 
         async def end(status: str) -> None:
-            self.current_step = outer
+            CURRENT_STEP.reset(inside)
             ended = step_data(step_id, status, name=name, started_at=started_at, ended_at=now_iso())
             await self._append(EventType.STEP, ended)
 
@@ -149,8 +157,8 @@ class JobContext:
     async def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         """Report several metrics at once (one ``metric`` event)."""
         data = metric_data(values, step=step)
-        if self.current_step is not None:
-            data["stepId"] = self.current_step
+        if (step_id := self.current_step) is not None:
+            data["stepId"] = step_id
         await self._append(EventType.METRIC, data)
 
     async def artifact(

@@ -118,6 +118,16 @@ for _, event in ipairs(events) do
     end
   end
 end
+-- Encoded before anything is written: a script that fails is not rolled back.
+local encoded = nil
+if state then
+  encoded = {'metrics', cjson.encode(state.metrics), 'artifacts', state.counts.artifact,
+             'annotations', state.counts.annotation}
+  if #state.steps > 0 then  -- an empty table would be encoded as an object
+    table.insert(encoded, 'steps')
+    table.insert(encoded, cjson.encode(state.steps))
+  end
+end
 local reply = {'ok', cancel}
 local last = nil
 for i, event in ipairs(events) do
@@ -134,12 +144,8 @@ for i, event in ipairs(events) do
     reply[i + 2] = last
   end
 end
-if state then
-  redis.call('HSET', KEYS[1], 'metrics', cjson.encode(state.metrics),
-             'artifacts', state.counts.artifact, 'annotations', state.counts.annotation)
-  if #state.steps > 0 then  -- an empty table would be encoded as an object
-    redis.call('HSET', KEYS[1], 'steps', cjson.encode(state.steps))
-  end
+if encoded then
+  redis.call('HSET', KEYS[1], unpack(encoded))
 end
 if last then
   if token ~= '' then
