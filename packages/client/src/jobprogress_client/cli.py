@@ -30,9 +30,11 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 
@@ -160,6 +162,32 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+async def interruptible(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``; Ctrl-C (SIGINT) ends it with 130, even when this process was started
+    with SIGINT ignored (as a shell starts a job in the background), where Python raises no
+    KeyboardInterrupt."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        task.uncancel()
+        return 130
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "run" and not [word for word in args.cmd if word != "--"]:
@@ -167,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "watch" and args.all == bool(args.job_ids):
         parser().error("watch: name the jobs to watch, or --all (not both)")
     try:
-        return asyncio.run(run(args, sys.stdout))
+        return asyncio.run(interruptible(run(args, sys.stdout)))
     except ApiError as exc:
         error = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
         print(f"jobprogress: HTTP {exc.status}: {error.get('message', exc.body)}", file=sys.stderr)
