@@ -1,0 +1,373 @@
+// The richer views of the job on screen: its steps (status icons, durations), its log grouped
+// by step (time, level, ANSI colours), a live chart per metric, its artifacts, annotations
+// and the time left. A job's `detail` is a plain model that events fold into (`foldDetail`);
+// the `DetailView` draws one detail and, event by event, what each changes. Every piece of
+// job data is set with textContent or as an attribute, never parsed as HTML.
+import { appendAnsi } from "./ansi.js";
+import { LineChart } from "./chart.js";
+
+export const MAX_LOG_LINES = 1000;
+const MAX_POINTS = 1000; // per metric key: the oldest go first
+const ENDED = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+const ENDS = new Set(["complete", "failed", "cancelled"]);
+const ICONS = { running: "◔", completed: "✓", failed: "✕", skipped: "↷", cancelled: "⊘" };
+const TAGS = { debug: "debug", info: "info", warning: "warn", error: "error" };
+const SAFE_SCHEMES = new Set(["http:", "https:"]);
+
+/** `m:ss`, or `h:mm:ss` from an hour. */
+export function formatClock(seconds) {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = String(seconds % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+/** "about 2 min left", from an estimate in seconds. */
+export function formatEta(seconds) {
+  if (seconds < 60) return "less than a minute left";
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `about ${minutes} min left`;
+  const hours = Math.floor(minutes / 60);
+  return `about ${hours} h ${minutes % 60} min left`;
+}
+
+function formatSize(bytes) {
+  if (typeof bytes !== "number") return "";
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+}
+
+/** The URL when it is http or https, else null: nothing else becomes a link or an image. */
+export function safeUrl(text) {
+  try {
+    const url = new URL(text);
+    return SAFE_SCHEMES.has(url.protocol) ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+const seconds = (from, to) => Math.max(0, Math.round((Date.parse(to) - Date.parse(from)) / 1000));
+
+export function newDetail() {
+  return {
+    steps: new Map(), // by stepId, in order of first report
+    running: [], // the ids of the steps running, innermost last
+    groups: [], // the log's groups in order: {key, stepId} (stepId null: lines outside steps)
+    log: [], // {level, line, ts, group}
+    metrics: new Map(), // key -> [{x, y}]
+    artifacts: [],
+    annotations: [],
+    earlier: { artifacts: 0, annotations: 0 }, // counted by a reset's snapshot, not listed
+    eta: null,
+    finishedAt: null,
+  };
+}
+
+function stepGroup(detail, stepId) {
+  const key = `step:${stepId}`;
+  if (!detail.groups.some((group) => group.key === key)) detail.groups.push({ key, stepId });
+  return key;
+}
+
+/** The group a log line arriving now belongs to: the innermost running step's, else lines
+ * outside steps (a group of its own after each step). */
+function groupNow(detail) {
+  const stepId = detail.running.at(-1);
+  if (stepId !== undefined) return stepGroup(detail, stepId);
+  const last = detail.groups.at(-1);
+  if (last && last.stepId === null) return last.key;
+  const key = `general:${detail.groups.length}`;
+  detail.groups.push({ key, stepId: null });
+  return key;
+}
+
+function foldStep(detail, data) {
+  const known = detail.steps.get(data.stepId);
+  const step = {
+    stepId: data.stepId,
+    name: data.name ?? known?.name ?? data.stepId,
+    status: data.status,
+    startedAt: data.startedAt ?? known?.startedAt ?? (data.status === "running" ? data.ts : null),
+    endedAt: data.endedAt ?? (data.status === "running" ? null : data.ts ?? null),
+  };
+  detail.steps.set(step.stepId, step);
+  detail.running = detail.running.filter((id) => id !== step.stepId);
+  if (step.status === "running") detail.running.push(step.stepId);
+  if (step.status === "running") stepGroup(detail, step.stepId); // its log lines' group
+  return step;
+}
+
+function foldMetric(detail, data) {
+  for (const { key, value } of data.metrics ?? []) {
+    const points = detail.metrics.get(key) ?? [];
+    const x = typeof data.step === "number" ? data.step : (points.at(-1)?.x ?? 0) + 1;
+    points.push({ x, y: value });
+    if (points.length > MAX_POINTS) points.shift();
+    detail.metrics.set(key, points);
+  }
+}
+
+/** A reset's snapshot (the job's state) in place of all that was folded before. */
+function foldSnapshot(detail, job) {
+  Object.assign(detail, newDetail());
+  for (const step of Array.isArray(job.steps) ? job.steps : []) foldStep(detail, step);
+  const metrics = job.metrics && typeof job.metrics === "object" && !Array.isArray(job.metrics) ? job.metrics : {};
+  for (const [key, latest] of Object.entries(metrics)) {
+    if (typeof latest?.value !== "number") continue;
+    detail.metrics.set(key, [{ x: typeof latest.step === "number" ? latest.step : 1, y: latest.value }]);
+  }
+  const count = (value) => (typeof value === "number" ? value : 0);
+  detail.earlier = { artifacts: count(job.artifacts), annotations: count(job.annotations) };
+  detail.eta = job.etaSeconds ?? null;
+  if (ENDED.has(job.status)) detail.finishedAt = job.finishedAt ?? job.ts;
+}
+
+/** What an event changes in a job's detail. */
+export function foldDetail(detail, type, data) {
+  if (type === "log") {
+    detail.log.push({ level: data.level || "info", line: data.line, ts: data.ts, group: groupNow(detail) });
+    if (detail.log.length > MAX_LOG_LINES) detail.log.shift();
+  } else if (type === "step") {
+    foldStep(detail, data);
+  } else if (type === "metric") {
+    foldMetric(detail, data);
+  } else if (type === "artifact") {
+    detail.artifacts.push(data);
+  } else if (type === "annotation") {
+    detail.annotations.push(data);
+  } else if (type === "progress") {
+    detail.eta = typeof data.etaSeconds === "number" ? data.etaSeconds : null;
+  } else if (type === "reset") {
+    foldSnapshot(detail, data);
+  }
+  if (ENDS.has(type) || ENDED.has(data.status)) {
+    detail.finishedAt = detail.finishedAt ?? data.finishedAt ?? data.ts;
+    detail.eta = null;
+  }
+}
+
+function element(name, className, text) {
+  const el = document.createElement(name);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/** A step's icon, status (for screen readers), name and duration, into `el`. */
+function fillStep(el, step, detail) {
+  const icon = element("span", "step-icon", ICONS[step.status] ?? "•");
+  icon.setAttribute("aria-hidden", "true");
+  const parts = [icon, element("span", "visually-hidden", `${step.status}: `), element("span", "step-name", step.name)];
+  if (step.startedAt) {
+    const end = step.endedAt ?? detail.finishedAt ?? new Date().toISOString();
+    const took = seconds(step.startedAt, end);
+    const time = element("time", "step-duration", formatClock(took));
+    time.setAttribute("datetime", `PT${took}S`);
+    parts.push(time);
+  }
+  el.dataset.status = step.status;
+  el.replaceChildren(...parts);
+}
+
+function timeOf(ts) {
+  const at = new Date(ts);
+  return Number.isNaN(at.getTime()) ? "" : at.toLocaleTimeString("en-GB", { hour12: false });
+}
+
+export class DetailView {
+  constructor() {
+    const $ = (id) => document.getElementById(id);
+    this.el = {
+      steps: $("steps"), stepsView: $("steps-view"), charts: $("charts"), chartsView: $("charts-view"),
+      artifacts: $("artifacts"), artifactsView: $("artifacts-view"), annotations: $("annotations"),
+      log: $("log"), eta: $("eta"),
+    };
+    this.detail = newDetail();
+    this.ticker = null;
+  }
+
+  /** Everything of `detail`, afresh (a job opened, a reset, a replay). */
+  show(detail) {
+    this.detail = detail;
+    this.groups = new Map();
+    this.lines = [];
+    this.charts = new Map();
+    this.el.log.replaceChildren();
+    this.el.charts.replaceChildren();
+    this.showSteps();
+    for (const entry of detail.log) this.addLine(entry);
+    for (const key of detail.metrics.keys()) this.showChart(key);
+    this.el.chartsView.hidden = !detail.metrics.size;
+    this.showList("artifacts", (artifact) => this.artifactItem(artifact));
+    this.showList("annotations", (annotation) => this.annotationItem(annotation));
+    this.showEta();
+    this.el.log.scrollTop = this.el.log.scrollHeight;
+  }
+
+  clear() {
+    this.show(newDetail());
+  }
+
+  /** What an event (already folded into the detail shown) changes on screen. */
+  apply(type, data) {
+    const detail = this.detail;
+    if (type === "log") {
+      this.addLine(detail.log.at(-1), true);
+    } else if (type === "step") {
+      this.showSteps();
+    } else if (type === "metric") {
+      for (const { key } of data.metrics ?? []) this.showChart(key, true);
+      this.el.chartsView.hidden = false;
+    } else if (type === "artifact") {
+      this.showList("artifacts", (artifact) => this.artifactItem(artifact));
+    } else if (type === "annotation") {
+      this.showList("annotations", (annotation) => this.annotationItem(annotation));
+    } else if (type === "reset") {
+      this.show(detail);
+    }
+    if (detail.finishedAt) this.showSteps();
+    this.showEta();
+  }
+
+  showEta() {
+    const { eta, finishedAt } = this.detail;
+    this.el.eta.hidden = eta === null || Boolean(finishedAt);
+    this.el.eta.textContent = eta === null ? "" : formatEta(eta);
+  }
+
+  /** The step list and the log groups' headings; a ticker while a step runs. */
+  showSteps() {
+    const detail = this.detail;
+    const items = [...detail.steps.values()].map((step) => {
+      const item = element("li");
+      item.dataset.stepId = step.stepId;
+      fillStep(item, step, detail);
+      return item;
+    });
+    this.el.steps.replaceChildren(...items);
+    this.el.stepsView.hidden = !items.length;
+    for (const group of detail.groups) if (group.stepId !== null) this.groupOf(group);
+    for (const step of detail.steps.values()) {
+      const group = this.groups.get(`step:${step.stepId}`);
+      if (group) fillStep(group.querySelector("summary"), step, detail);
+    }
+    const live = detail.running.length > 0 && !detail.finishedAt;
+    if (live && !this.ticker) this.ticker = setInterval(() => this.showSteps(), 1000);
+    if (!live) this.stop();
+  }
+
+  stop() {
+    clearInterval(this.ticker);
+    this.ticker = null;
+  }
+
+  /** The element of a log group, made (in its place in the order of groups) when first needed. */
+  groupOf(group) {
+    let el = this.groups.get(group.key);
+    if (el) return el;
+    el = element("details", `log-group${group.stepId === null ? " log-general" : ""}`);
+    el.open = true;
+    el.dataset.group = group.key;
+    const summary = element("summary", "log-heading", group.stepId === null ? "Outside steps" : "");
+    el.append(summary, element("ol", "log-lines"));
+    const order = this.detail.groups.findIndex((g) => g.key === group.key);
+    const after = [...this.groups.entries()].find(([key]) => this.detail.groups.findIndex((g) => g.key === key) > order);
+    this.el.log.insertBefore(el, after ? after[1] : null);
+    this.groups.set(group.key, el);
+    const step = group.stepId !== null && this.detail.steps.get(group.stepId);
+    if (step) fillStep(summary, step, this.detail);
+    return el;
+  }
+
+  addLine(entry, follow = false) {
+    const log = this.el.log;
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    const group = this.detail.groups.find((g) => g.key === entry.group) ?? { key: entry.group, stepId: null };
+    const item = element("li", `log-${entry.level}`);
+    item.dataset.level = entry.level;
+    item.dataset.tag = TAGS[entry.level] ?? entry.level;
+    item.dataset.time = timeOf(entry.ts);
+    appendAnsi(item, entry.line);
+    this.groupOf(group).querySelector("ol").append(item);
+    this.lines.push(item);
+    while (this.lines.length > MAX_LOG_LINES) {
+      const oldest = this.lines.shift();
+      const lines = oldest.parentElement;
+      oldest.remove();
+      const emptied = lines.parentElement;
+      if (!lines.childElementCount && emptied.classList.contains("log-general")) {
+        this.groups.delete(emptied.dataset.group);
+        emptied.remove();
+      }
+    }
+    if (follow && atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  showChart(key, live = false) {
+    let chart = this.charts.get(key);
+    const points = this.detail.metrics.get(key);
+    if (!chart) {
+      chart = new LineChart(key);
+      this.charts.set(key, chart);
+      this.el.charts.append(chart.element);
+      chart.show(points);
+    } else if (live) {
+      chart.add(points.at(-1));
+    }
+  }
+
+  /** The artifacts or annotations: the list (small, bounded by the server) drawn afresh. */
+  showList(name, itemOf) {
+    const list = this.el[name];
+    const items = this.detail[name].map(itemOf);
+    const earlier = this.detail.earlier[name];
+    if (earlier) items.unshift(element("li", "earlier", `${earlier} earlier ${name}, from before the log was trimmed`));
+    list.replaceChildren(...items);
+    if (name === "artifacts") this.el.artifactsView.hidden = !items.length;
+    else list.hidden = !items.length;
+  }
+
+  artifactItem(artifact) {
+    const item = element("li", "artifact");
+    item.dataset.kind = artifact.kind;
+    const url = safeUrl(artifact.url);
+    const name = element("span", "artifact-name", artifact.name);
+    const meta = element("span", "artifact-meta",
+      [artifact.kind, artifact.mime, formatSize(artifact.size)].filter(Boolean).join(" · "));
+    if (!url) {
+      item.append(name, meta);
+      return item;
+    }
+    const link = element("a", "artifact-link");
+    link.href = url;
+    link.rel = "noopener noreferrer";
+    link.target = "_blank";
+    if (artifact.kind === "image") {
+      const image = element("img", "thumbnail");
+      image.src = url;
+      image.alt = ""; // the link is named by the artifact's name beside it
+      image.loading = "lazy";
+      image.addEventListener("error", () => item.classList.add("thumbnail-missing"));
+      link.append(image);
+    }
+    link.append(name);
+    item.append(link, meta);
+    return item;
+  }
+
+  annotationItem(annotation) {
+    const item = element("li", `annotation annotation-${annotation.level}`);
+    item.dataset.level = annotation.level;
+    const label = annotation.level[0].toUpperCase() + annotation.level.slice(1);
+    const heading = element("strong", "annotation-title", annotation.title ? `${label}: ${annotation.title}` : label);
+    item.append(heading, element("span", "annotation-message", annotation.message));
+    return item;
+  }
+}
