@@ -72,6 +72,9 @@ const jobs = new Map();
 const FIELDS = ["name", "type", "status", "progress", "message", "step", "totalSteps", "result", "error",
   "createdAt", "startedAt", "finishedAt"];
 const ENDS = { complete: "COMPLETED", failed: "FAILED", cancelled: "CANCELLED" };
+// The events that carry the job's own fields (a step's or an artifact's `name` and `status`
+// are theirs, not the job's).
+const STATE_EVENTS = new Set(["status", "progress", "reset", ...Object.keys(ENDS)]);
 let mine = null; // the stream of the user's jobs, shared by the browser's tabs
 let mineState = "connecting";
 let opened; // resolves once that stream has been live: from then on it carries every unfinished job
@@ -90,7 +93,7 @@ function jobOf(jobId) {
 /** What an event changes in a job's state. */
 function fold(job, type, data) {
   if (job.carried) foldDetail(job.detail, type, data); // else the screen's own (openStream)
-  if (type === "log") return;
+  if (!STATE_EVENTS.has(type)) return;
   for (const name of FIELDS) if (data[name] !== undefined && data[name] !== null) job[name] = data[name];
   if (ENDS[type]) job.status = data.status ?? ENDS[type];
   if (type === "status" && data.status === "QUEUED") job.createdAt = job.createdAt ?? data.ts;

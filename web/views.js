@@ -191,6 +191,24 @@ export class DetailView {
     };
     this.detail = newDetail();
     this.ticker = null;
+    // The log follows its end while the reader is there (it was, or they scrolled back down);
+    // known from scroll events, so that appending a line never forces a layout.
+    this.following = true;
+    this.scrolling = false;
+    this.el.log.addEventListener("scroll", () => {
+      const log = this.el.log;
+      this.following = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    });
+  }
+
+  /** To the end of the log, once per frame however many lines came. */
+  follow() {
+    if (!this.following || this.scrolling) return;
+    this.scrolling = true;
+    requestAnimationFrame(() => {
+      this.scrolling = false;
+      this.el.log.scrollTop = this.el.log.scrollHeight;
+    });
   }
 
   /** Everything of `detail`, afresh (a job opened, a reset, a replay). */
@@ -208,7 +226,8 @@ export class DetailView {
     this.showList("artifacts", (artifact) => this.artifactItem(artifact));
     this.showList("annotations", (annotation) => this.annotationItem(annotation));
     this.showEta();
-    this.el.log.scrollTop = this.el.log.scrollHeight;
+    this.following = true;
+    this.follow();
   }
 
   clear() {
@@ -286,9 +305,7 @@ export class DetailView {
     return el;
   }
 
-  addLine(entry, follow = false) {
-    const log = this.el.log;
-    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  addLine(entry, live = false) {
     const group = this.detail.groups.find((g) => g.key === entry.group) ?? { key: entry.group, stepId: null };
     const item = element("li", `log-${entry.level}`);
     item.dataset.level = entry.level;
@@ -307,7 +324,7 @@ export class DetailView {
         emptied.remove();
       }
     }
-    if (follow && atBottom) log.scrollTop = log.scrollHeight;
+    if (live) this.follow();
   }
 
   showChart(key, live = false) {
@@ -328,7 +345,8 @@ export class DetailView {
     const list = this.el[name];
     const items = this.detail[name].map(itemOf);
     const earlier = this.detail.earlier[name];
-    if (earlier) items.unshift(element("li", "earlier", `${earlier} earlier ${name}, from before the log was trimmed`));
+    const what = earlier === 1 ? name.slice(0, -1) : name;
+    if (earlier) items.unshift(element("li", "earlier", `${earlier} earlier ${what}, from before the log was trimmed`));
     list.replaceChildren(...items);
     if (name === "artifacts") this.el.artifactsView.hidden = !items.length;
     else list.hidden = !items.length;
