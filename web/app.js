@@ -7,7 +7,8 @@
 // with textContent, never as HTML. The job's steps, log, charts, artifacts and annotations
 // are views.js's: each job's detail is a model its events fold into.
 import { watchJob, watchMine } from "./jobprogress.js";
-import { DetailView, foldDetail, formatClock, newDetail } from "./views.js";
+import { foldDetail, newDetail } from "./detail.js";
+import { DetailView, formatClock } from "./views.js";
 
 const MAX_ROWS = 50;
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);

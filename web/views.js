@@ -1,15 +1,12 @@
 // The richer views of the job on screen: its steps (status icons, durations), its log grouped
 // by step (time, level, ANSI colours), a live chart per metric, its artifacts, annotations
-// and the time left. A job's `detail` is a plain model that events fold into (`foldDetail`);
-// the `DetailView` draws one detail and, event by event, what each changes. Every piece of
-// job data is set with textContent or as an attribute, never parsed as HTML.
+// and the time left. The `DetailView` draws a job's detail (detail.js) and, event by event,
+// what each changes. Every piece of job data is set with textContent or as an attribute,
+// never parsed as HTML.
 import { appendAnsi } from "./ansi.js";
 import { LineChart } from "./chart.js";
+import { MAX_LOG_LINES, newDetail } from "./detail.js";
 
-export const MAX_LOG_LINES = 1000;
-const MAX_POINTS = 1000; // per metric key: the oldest go first
-const ENDED = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
-const ENDS = new Set(["complete", "failed", "cancelled"]);
 const ICONS = { running: "◔", completed: "✓", failed: "✕", skipped: "↷", cancelled: "⊘" };
 const TAGS = { debug: "debug", info: "info", warning: "warn", error: "error" };
 const SAFE_SCHEMES = new Set(["http:", "https:"]);
@@ -54,104 +51,6 @@ export function safeUrl(text) {
 }
 
 const seconds = (from, to) => Math.max(0, Math.round((Date.parse(to) - Date.parse(from)) / 1000));
-
-export function newDetail() {
-  return {
-    steps: new Map(), // by stepId, in order of first report
-    running: [], // the ids of the steps running, innermost last
-    groups: [], // the log's groups in order: {key, stepId} (stepId null: lines outside steps)
-    log: [], // {level, line, ts, group}
-    metrics: new Map(), // key -> [{x, y}]
-    artifacts: [],
-    annotations: [],
-    earlier: { artifacts: 0, annotations: 0 }, // counted by a reset's snapshot, not listed
-    eta: null,
-    finishedAt: null,
-  };
-}
-
-function stepGroup(detail, stepId) {
-  const key = `step:${stepId}`;
-  if (!detail.groups.some((group) => group.key === key)) detail.groups.push({ key, stepId });
-  return key;
-}
-
-/** The group a log line arriving now belongs to: the innermost running step's, else lines
- * outside steps (a group of its own after each step). */
-function groupNow(detail) {
-  const stepId = detail.running.at(-1);
-  if (stepId !== undefined) return stepGroup(detail, stepId);
-  const last = detail.groups.at(-1);
-  if (last && last.stepId === null) return last.key;
-  const key = `general:${detail.groups.length}`;
-  detail.groups.push({ key, stepId: null });
-  return key;
-}
-
-function foldStep(detail, data) {
-  const known = detail.steps.get(data.stepId);
-  const step = {
-    stepId: data.stepId,
-    name: data.name ?? known?.name ?? data.stepId,
-    status: data.status,
-    startedAt: data.startedAt ?? known?.startedAt ?? (data.status === "running" ? data.ts : null),
-    endedAt: data.endedAt ?? (data.status === "running" ? null : data.ts ?? null),
-  };
-  detail.steps.set(step.stepId, step);
-  detail.running = detail.running.filter((id) => id !== step.stepId);
-  if (step.status === "running") detail.running.push(step.stepId);
-  if (step.status === "running") stepGroup(detail, step.stepId); // its log lines' group
-  return step;
-}
-
-function foldMetric(detail, data) {
-  for (const { key, value } of data.metrics ?? []) {
-    const points = detail.metrics.get(key) ?? [];
-    const x = typeof data.step === "number" ? data.step : (points.at(-1)?.x ?? 0) + 1;
-    points.push({ x, y: value });
-    if (points.length > MAX_POINTS) points.shift();
-    detail.metrics.set(key, points);
-  }
-}
-
-/** A reset's snapshot (the job's state) in place of all that was folded before. */
-function foldSnapshot(detail, job) {
-  Object.assign(detail, newDetail());
-  for (const step of Array.isArray(job.steps) ? job.steps : []) foldStep(detail, step);
-  const metrics = job.metrics && typeof job.metrics === "object" && !Array.isArray(job.metrics) ? job.metrics : {};
-  for (const [key, latest] of Object.entries(metrics)) {
-    if (typeof latest?.value !== "number") continue;
-    detail.metrics.set(key, [{ x: typeof latest.step === "number" ? latest.step : 1, y: latest.value }]);
-  }
-  const count = (value) => (typeof value === "number" ? value : 0);
-  detail.earlier = { artifacts: count(job.artifacts), annotations: count(job.annotations) };
-  detail.eta = job.etaSeconds ?? null;
-  if (ENDED.has(job.status)) detail.finishedAt = job.finishedAt ?? job.ts;
-}
-
-/** What an event changes in a job's detail. */
-export function foldDetail(detail, type, data) {
-  if (type === "log") {
-    detail.log.push({ level: data.level || "info", line: data.line, ts: data.ts, group: groupNow(detail) });
-    if (detail.log.length > MAX_LOG_LINES) detail.log.shift();
-  } else if (type === "step") {
-    foldStep(detail, data);
-  } else if (type === "metric") {
-    foldMetric(detail, data);
-  } else if (type === "artifact") {
-    detail.artifacts.push(data);
-  } else if (type === "annotation") {
-    detail.annotations.push(data);
-  } else if (type === "progress") {
-    detail.eta = typeof data.etaSeconds === "number" ? data.etaSeconds : null;
-  } else if (type === "reset") {
-    foldSnapshot(detail, data);
-  }
-  if (ENDS.has(type) || ENDED.has(data.status)) {
-    detail.finishedAt = detail.finishedAt ?? data.finishedAt ?? data.ts;
-    detail.eta = null;
-  }
-}
 
 function element(name, className, text) {
   const el = document.createElement(name);
