@@ -330,10 +330,12 @@ async def start_builtin(page: Page, job_type: str, *, steps: int, duration: floa
     await page.select_option("select[name=type]", job_type)
     await page.fill("input[name=steps]", str(steps))
     await page.fill("input[name=durationSeconds]", str(duration))
+    before = page.url
     await page.click("#start")
-    await page.wait_for_url("**/client/index.html?job=*")
-    await expect(page.locator("#job-id")).not_to_be_empty()
-    return (await page.locator("#job-id").inner_text()).strip()
+    await page.wait_for_url(lambda url: url != before and "?job=" in url)  # this job's, not the last
+    job_id = page.url.rsplit("?job=", 1)[1]
+    await expect(page.locator("#job-id")).to_have_text(job_id)
+    return job_id
 
 
 async def test_a_reload_and_a_dashboard_switch_show_the_same_views(page: Page, progress_url: str) -> None:
@@ -365,7 +367,7 @@ async def test_a_reload_and_a_dashboard_switch_show_the_same_views(page: Page, p
     await expect(page.locator("#job-id")).to_have_text(imported)
     await expect(page.locator("#charts svg")).to_have_attribute("aria-label", chart)
     assert await views_of(page) == seen
-    await page.go_back()
+    await page.locator(f'#recent-list li[data-job-id="{built}"] a').click()  # and back
     await expect(page.locator("#job-id")).to_have_text(built)
     await expect(page.locator("#annotations li")).to_have_count(1)
     await screenshot(page.locator("#job"), "reload-and-switch")
