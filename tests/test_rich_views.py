@@ -253,8 +253,10 @@ async def test_artifacts_are_listed_and_images_shown_as_thumbnails(page: Page, j
         artifact("report.pdf", "file", "https://reports.example/r.pdf", mime="application/pdf", size=48213),
         artifact("<b>dashboard</b>", "link", "https://dash.example/?a=1&b=2"),
     )
+    # Another site's image: the page's CSP (img-src 'self' data:) refuses it; the link stays.
+    await job.report(artifact("remote.png", "image", "https://images.example/remote.png"))
     items = page.locator("#artifacts li")
-    await expect(items).to_have_count(3)
+    await expect(items).to_have_count(4)
     links = await page.locator("#artifacts a").evaluate_all(
         "(links) => links.map((a) => [a.textContent, a.href, a.rel, a.target])"
     )
@@ -262,12 +264,15 @@ async def test_artifacts_are_listed_and_images_shown_as_thumbnails(page: Page, j
         ["coverage.svg", image_url, "noopener noreferrer", "_blank"],
         ["report.pdf", "https://reports.example/r.pdf", "noopener noreferrer", "_blank"],
         ["<b>dashboard</b>", "https://dash.example/?a=1&b=2", "noopener noreferrer", "_blank"],
+        ["remote.png", "https://images.example/remote.png", "noopener noreferrer", "_blank"],
     ]
     thumbnail = items.nth(0).locator("img.thumbnail")
     await expect(thumbnail).to_have_attribute("src", image_url)
     await expect(thumbnail).to_be_visible()
     await page.wait_for_function("document.querySelector('#artifacts img').naturalWidth > 0")
-    assert await page.locator("#artifacts img").count() == 1  # only the image is shown as one
+    await expect(items.nth(3)).to_have_class(re.compile("thumbnail-missing"))
+    await expect(items.nth(3).locator("img")).to_be_hidden()
+    assert await page.locator("#artifacts img").count() == 2  # images only
     await expect(items.nth(1).locator(".artifact-meta")).to_have_text("file · application/pdf · 48.2 KB")
     assert await items.nth(2).locator("b").count() == 0
     await screenshot(page.locator("#artifacts-view"), "artifacts")

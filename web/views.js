@@ -25,7 +25,7 @@ export function formatEta(seconds) {
   const minutes = Math.round(seconds / 60);
   if (minutes < 60) return `about ${minutes} min left`;
   const hours = Math.floor(minutes / 60);
-  return `about ${hours} h ${minutes % 60} min left`;
+  return minutes % 60 ? `about ${hours} h ${minutes % 60} min left` : `about ${hours} h left`;
 }
 
 function formatSize(bytes) {
@@ -122,8 +122,8 @@ export class DetailView {
     for (const entry of detail.log) this.addLine(entry);
     for (const key of detail.metrics.keys()) this.showChart(key);
     this.el.chartsView.hidden = !detail.metrics.size;
-    this.showList("artifacts", (artifact) => this.artifactItem(artifact));
-    this.showList("annotations", (annotation) => this.annotationItem(annotation));
+    this.showList("artifacts", artifactItem);
+    this.showList("annotations", annotationItem);
     this.showEta();
     this.following = true;
     this.follow();
@@ -144,9 +144,9 @@ export class DetailView {
       for (const { key } of data.metrics ?? []) this.showChart(key, true);
       this.el.chartsView.hidden = false;
     } else if (type === "artifact") {
-      this.showList("artifacts", (artifact) => this.artifactItem(artifact));
+      this.addItem("artifacts", artifactItem(data));
     } else if (type === "annotation") {
-      this.showList("annotations", (annotation) => this.annotationItem(annotation));
+      this.addItem("annotations", annotationItem(data));
     } else if (type === "reset") {
       this.show(detail);
     }
@@ -240,51 +240,62 @@ export class DetailView {
   }
 
   /** The artifacts or annotations: the list (small, bounded by the server) drawn afresh. */
+  /** The artifacts or annotations afresh, after a note of those a reset counted only. */
   showList(name, itemOf) {
-    const list = this.el[name];
     const items = this.detail[name].map(itemOf);
     const earlier = this.detail.earlier[name];
     const what = earlier === 1 ? name.slice(0, -1) : name;
     if (earlier) items.unshift(element("li", "earlier", `${earlier} earlier ${what}, from before the log was trimmed`));
-    list.replaceChildren(...items);
-    if (name === "artifacts") this.el.artifactsView.hidden = !items.length;
-    else list.hidden = !items.length;
+    this.el[name].replaceChildren(...items);
+    this.showListView(name);
   }
 
-  artifactItem(artifact) {
-    const item = element("li", "artifact");
-    item.dataset.kind = artifact.kind;
-    const url = safeUrl(artifact.url);
-    const name = element("span", "artifact-name", artifact.name);
-    const meta = element("span", "artifact-meta",
-      [artifact.kind, artifact.mime, formatSize(artifact.size)].filter(Boolean).join(" · "));
-    if (!url) {
-      item.append(name, meta);
-      return item;
-    }
-    const link = element("a", "artifact-link");
-    link.href = url;
-    link.rel = "noopener noreferrer";
-    link.target = "_blank";
-    if (artifact.kind === "image") {
-      const image = element("img", "thumbnail");
-      image.src = url;
-      image.alt = ""; // the link is named by the artifact's name beside it
-      image.loading = "lazy";
-      image.addEventListener("error", () => item.classList.add("thumbnail-missing"));
-      link.append(image);
-    }
-    link.append(name);
-    item.append(link, meta);
-    return item;
+  /** One more (a thumbnail already shown is not loaded again). */
+  addItem(name, item) {
+    this.el[name].append(item);
+    this.showListView(name);
   }
 
-  annotationItem(annotation) {
-    const item = element("li", `annotation annotation-${annotation.level}`);
-    item.dataset.level = annotation.level;
-    const label = annotation.level[0].toUpperCase() + annotation.level.slice(1);
-    const heading = element("strong", "annotation-title", annotation.title ? `${label}: ${annotation.title}` : label);
-    item.append(heading, element("span", "annotation-message", annotation.message));
+  showListView(name) {
+    const empty = !this.el[name].childElementCount;
+    if (name === "artifacts") this.el.artifactsView.hidden = empty;
+    else this.el[name].hidden = empty;
+  }
+}
+
+function artifactItem(artifact) {
+  const item = element("li", "artifact");
+  item.dataset.kind = artifact.kind;
+  const url = safeUrl(artifact.url);
+  const name = element("span", "artifact-name", artifact.name);
+  const meta = element("span", "artifact-meta",
+    [artifact.kind, artifact.mime, formatSize(artifact.size)].filter(Boolean).join(" · "));
+  if (!url) {
+    item.append(name, meta);
     return item;
   }
+  const link = element("a", "artifact-link");
+  link.href = url;
+  link.rel = "noopener noreferrer";
+  link.target = "_blank";
+  if (artifact.kind === "image") {
+    const image = element("img", "thumbnail");
+    image.src = url;
+    image.alt = ""; // the link is named by the artifact's name beside it
+    image.loading = "lazy";
+    image.addEventListener("error", () => item.classList.add("thumbnail-missing"));
+    link.append(image);
+  }
+  link.append(name);
+  item.append(link, meta);
+  return item;
+}
+
+function annotationItem(annotation) {
+  const item = element("li", `annotation annotation-${annotation.level}`);
+  item.dataset.level = annotation.level;
+  const label = annotation.level[0].toUpperCase() + annotation.level.slice(1);
+  const heading = element("strong", "annotation-title", annotation.title ? `${label}: ${annotation.title}` : label);
+  item.append(heading, element("span", "annotation-message", annotation.message));
+  return item;
 }
