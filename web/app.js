@@ -4,10 +4,12 @@
 // (watchMine with acrossTabs): eight tabs stay live within the browser's six connections
 // per origin. A job that stream does not carry (one that ended before it opened, or a
 // share link's) is read once through its own stream. Every piece of job data is rendered
-// with textContent, never as HTML.
+// with textContent, never as HTML. The job's steps, log, charts, artifacts and annotations
+// are views.js's: each job's detail is a model its events fold into.
 import { watchJob, watchMine } from "./jobprogress.js";
+import { foldDetail, newDetail } from "./detail.js";
+import { DetailView, formatClock } from "./views.js";
 
-const MAX_LOG_LINES = 1000;
 const MAX_ROWS = 50;
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 const $ = (id) => document.getElementById(id);
@@ -15,6 +17,7 @@ let watching = null; // the handle of the job's own stream, when it has one
 let current = null; // the job watched
 let timing = { started: null, finished: null };
 let ticker = null;
+const view = new DetailView();
 
 function setConnection(state) {
   const el = $("connection");
@@ -46,22 +49,8 @@ function showElapsed() {
   const start = timing.started ? Date.parse(timing.started) : NaN;
   const end = timing.finished ? Date.parse(timing.finished) : Date.now();
   const seconds = Number.isNaN(start) ? 0 : Math.max(0, Math.round((end - start) / 1000));
-  const h = Math.floor(seconds / 3600);
-  const m = Math.floor((seconds % 3600) / 60);
-  const s = String(seconds % 60).padStart(2, "0");
-  $("elapsed").textContent = h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+  $("elapsed").textContent = formatClock(seconds);
   $("elapsed").setAttribute("datetime", `PT${seconds}S`);
-}
-
-function appendLog(data) {
-  const item = document.createElement("li");
-  item.className = `log-${data.level || "info"}`;
-  item.textContent = data.line;
-  const log = $("log");
-  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-  log.appendChild(item);
-  while (log.childElementCount > MAX_LOG_LINES) log.firstElementChild.remove();
-  if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
 function showOutcome(text, kind) {
@@ -78,11 +67,15 @@ function note(text) {
 
 
 // The user's jobs, by id: what the dashboard shows, and for the jobs the stream of their
-// jobs carries (`carried`), their log too, so that opening one needs no connection.
+// jobs carries (`carried`), their detail too (steps, log...), so that opening one needs no
+// connection.
 const jobs = new Map();
 const FIELDS = ["name", "type", "status", "progress", "message", "step", "totalSteps", "result", "error",
   "createdAt", "startedAt", "finishedAt"];
 const ENDS = { complete: "COMPLETED", failed: "FAILED", cancelled: "CANCELLED" };
+// The events that carry the job's own fields (a step's or an artifact's `name` and `status`
+// are theirs, not the job's).
+const STATE_EVENTS = new Set(["status", "progress", "reset", ...Object.keys(ENDS)]);
 let mine = null; // the stream of the user's jobs, shared by the browser's tabs
 let mineState = "connecting";
 let opened; // resolves once that stream has been live: from then on it carries every unfinished job
@@ -92,7 +85,7 @@ let fromMine = false; // the job on screen is shown from that stream (else: from
 function jobOf(jobId) {
   let job = jobs.get(jobId);
   if (!job) {
-    job = { jobId, status: "QUEUED", progress: 0, message: "", log: [], carried: false, described: false };
+    job = { jobId, status: "QUEUED", progress: 0, message: "", detail: newDetail(), carried: false, described: false };
     jobs.set(jobId, job);
   }
   return job;
@@ -100,12 +93,8 @@ function jobOf(jobId) {
 
 /** What an event changes in a job's state. */
 function fold(job, type, data) {
-  if (type === "log") {
-    job.log.push({ level: data.level, line: data.line });
-    if (job.log.length > MAX_LOG_LINES) job.log.shift();
-    return;
-  }
-  if (type === "reset") job.log = [];
+  if (job.carried) foldDetail(job.detail, type, data); // else the screen's own (openStream)
+  if (!STATE_EVENTS.has(type)) return;
   for (const name of FIELDS) if (data[name] !== undefined && data[name] !== null) job[name] = data[name];
   if (ENDS[type]) job.status = data.status ?? ENDS[type];
   if (type === "status" && data.status === "QUEUED") job.createdAt = job.createdAt ?? data.ts;
@@ -134,8 +123,8 @@ function onMineState(state) {
 
 // A tab that joins, or a new holder of the stream: its events come again from the start.
 function onMineReplay() {
-  for (const job of jobs.values()) if (job.carried) job.log = [];
-  if (fromMine) $("log").replaceChildren();
+  for (const job of jobs.values()) if (job.carried) job.detail = newDetail();
+  if (fromMine && jobs.has(current)) view.show(jobs.get(current).detail);
 }
 
 function openMine() {
@@ -244,11 +233,7 @@ function showRow(job) {
 const DETAIL = {
   status: showProgress,
   progress: showProgress,
-  log: appendLog,
-  reset: (job) => {
-    $("log").replaceChildren();
-    showProgress(job);
-  },
+  reset: showProgress,
   complete: (data) => showEnd({ ...data, status: data.status ?? "COMPLETED" }),
   failed: (data) => showEnd({ ...data, status: data.status ?? "FAILED" }),
   cancelled: (data) => showEnd({ ...data, status: data.status ?? "CANCELLED" }),
@@ -256,6 +241,7 @@ const DETAIL = {
 
 function showEvent(type, data) {
   if (Object.hasOwn(DETAIL, type)) DETAIL[type](data);
+  view.apply(type, data);
 }
 
 function showEnd(data) {
@@ -279,7 +265,7 @@ function resetView(jobId) {
   $("job").hidden = false;
   $("progress").classList.remove("failed");
   $("job-id").textContent = jobId;
-  $("log").replaceChildren();
+  view.clear();
   $("outcome").hidden = true;
   $("share-box").hidden = true;
   note("");
@@ -295,6 +281,7 @@ function stopWatching() {
   watching = null;
   clearInterval(ticker);
   ticker = null;
+  view.stop();
 }
 
 function describeError(answer, response) {
@@ -376,7 +363,7 @@ function showFromMine(job) {
   fromMine = true;
   timing = { started: job.startedAt ?? null, finished: job.finishedAt ?? null };
   showProgress(job);
-  for (const line of job.log) appendLog(line);
+  view.show(job.detail);
   if (TERMINAL.has(job.status)) {
     showEnd(job);
   } else {
@@ -388,19 +375,22 @@ function showFromMine(job) {
 /** A job the user's stream does not carry (ended before it opened, a share link's): its own
  * stream, once, to its end. */
 function openStream(jobId) {
+  const detail = newDetail();
+  view.show(detail);
   watching = watchJob(jobId, {
     share: shareToken(),
     onState: setConnection,
     // The stream refused on a reconnect (an expired share link, say): the watch has stopped.
     onError: (error) => error.fatal && showOutcome(error.message, "failure"),
     on: {
-      ...DETAIL,
       any: (data, event) => {
         const job = jobs.get(jobId);
         if (job && !job.carried) {
           fold(job, event.type, data);
           showRow(job);
         }
+        foldDetail(detail, event.type, data);
+        showEvent(event.type, data);
       },
     },
   });

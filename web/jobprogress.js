@@ -456,6 +456,30 @@ function call(callback, ...args) {
 const HISTORY_EVENTS = 1000; // per job
 const HISTORY_JOBS = 100; // the stream follows the caller's 100 latest unfinished jobs
 
+/** An event into a job's state, in the shape of the server's snapshot (`GET /api/jobs/{id}`):
+ * `steps` as they stand, each metric key's latest `{value, step}`, counts of artifacts and
+ * annotations; log lines leave no trace. */
+function foldState(state, event) {
+  const data = event.data ?? {};
+  if (event.type === "log") return;
+  if (event.type === "step") {
+    const steps = (state.steps ?? []).filter((step) => step.stepId !== data.stepId);
+    const at = (state.steps ?? []).findIndex((step) => step.stepId === data.stepId);
+    const { jobId, ts, ...step } = data;
+    steps.splice(at < 0 ? steps.length : at, 0, step);
+    state.steps = steps;
+  } else if (event.type === "metric") {
+    state.metrics = { ...state.metrics };
+    for (const { key, value } of data.metrics ?? []) state.metrics[key] = { value, step: data.step ?? null };
+  } else if (event.type === "artifact" || event.type === "annotation") {
+    const counts = `${event.type}s`;
+    state[counts] = (state[counts] ?? 0) + 1;
+  } else {
+    Object.assign(state, data);
+    if (event.type === "progress" && !Object.hasOwn(data, "etaSeconds")) delete state.etaSeconds;
+  }
+}
+
 /** The events of the shared stream, job by job, for the tabs that join: at most
  * HISTORY_EVENTS per job (older ones fold into one `reset` whose data is the job's state as
  * they left it, as the server does for a position its log no longer holds), and at most
@@ -478,7 +502,7 @@ class History {
     if (events.length > HISTORY_EVENTS) {
       const folded = events.splice(0, events.length - HISTORY_EVENTS + 1);
       const state = {};
-      for (const old of folded) if (old.type !== "log") Object.assign(state, old.data);
+      for (const old of folded) foldState(state, old);
       events.unshift({ type: "reset", id: folded.at(-1).id, data: state });
     }
   }
