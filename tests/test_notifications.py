@@ -1,0 +1,128 @@
+"""The page's notifications in a real Chromium: ``web/notify.js`` while the tab is hidden, and
+``web/sw.js`` showing a Web Push message, delivered through the DevTools protocol
+(``ServiceWorker.deliverPushMessage``: a headless browser has no push service to subscribe
+to, so the push service's leg is the one part played)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import BrowserContext, CDPSession, Page, async_playwright
+
+from jobprogress_testing import eventually
+
+from .conftest import CHROMIUM
+
+pytestmark = pytest.mark.stack
+
+JOB = {
+    "jobId": uuid.uuid4().hex,
+    "name": "Nightly build",
+    "status": "FAILED",
+    "error": "Step 2 failed: tests",
+}
+
+
+@pytest.fixture
+async def context(progress_url: str) -> AsyncIterator[BrowserContext]:
+    """A browser context where this site may show notifications (as if the user had said yes)."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            context = await browser.new_context()
+            await context.grant_permissions(["notifications"], origin=progress_url)
+            yield context
+        finally:
+            await browser.close()
+
+
+async def open_page(context: BrowserContext, progress_url: str) -> Page:
+    page = await context.new_page()
+    await page.goto(f"{progress_url}/client/index.html")
+    assert await page.evaluate("Notification.permission") == "granted"
+    return page
+
+
+async def notify(page: Page, visibility: str) -> Any:
+    """Call ``notifyJobEnded`` with the page's visibility as given; what it showed."""
+    return await page.evaluate(
+        """async ([job, visibility]) => {
+            Object.defineProperty(document, "visibilityState", { configurable: true, get: () => visibility });
+            const { notifyJobEnded } = await import("./notify.js");
+            const shown = await notifyJobEnded(job);
+            return shown && { title: shown.title, body: shown.body, tag: shown.tag, url: shown.data.url };
+        }""",
+        [JOB, visibility],
+    )
+
+
+async def test_a_hidden_tab_shows_a_job_end_and_a_visible_one_does_not(
+    context: BrowserContext, progress_url: str
+) -> None:
+    page = await open_page(context, progress_url)
+    assert await notify(page, "visible") is None
+    shown = await notify(page, "hidden")
+    assert shown == {
+        "title": "Nightly build failed",
+        "body": "Step 2 failed: tests",
+        "tag": f"job-{JOB['jobId']}",
+        "url": f"{progress_url}/client/index.html?job={JOB['jobId']}",
+    }
+    old = {**JOB, "ts": "2020-01-01T00:00:00Z"}  # a replayed end, from long ago
+    assert (
+        await page.evaluate("""async (job) => (await import("./notify.js")).notifyJobEnded(job)""", old)
+        is None
+    )
+
+
+async def registration_of(cdp: CDPSession, scope: str) -> str:
+    found: dict[str, str] = {}
+
+    def updated(params: dict[str, Any]) -> None:
+        for registration in params["registrations"]:
+            if registration["scopeURL"] == scope and not registration.get("isDeleted"):
+                found["id"] = registration["registrationId"]
+
+    cdp.on("ServiceWorker.workerRegistrationUpdated", updated)
+    await cdp.send("ServiceWorker.enable")
+    return await eventually(lambda: found.get("id"), "the service worker's registration")
+
+
+async def test_the_service_worker_shows_a_pushed_job_end(context: BrowserContext, progress_url: str) -> None:
+    page = await open_page(context, progress_url)
+    await page.evaluate(
+        """async () => {
+            await navigator.serviceWorker.register("sw.js", { type: "module" });
+            await navigator.serviceWorker.ready;
+        }"""
+    )
+    cdp = await context.new_cdp_session(page)
+    registration = await registration_of(cdp, f"{progress_url}/client/")
+    message = {**JOB, "url": f"/client/index.html?job={JOB['jobId']}"}
+    await page.goto("about:blank")  # no page of the site in front: the worker shows it
+    await cdp.send(
+        "ServiceWorker.deliverPushMessage",
+        {"origin": progress_url, "registrationId": registration, "data": json.dumps(message)},
+    )
+    [worker] = context.service_workers
+
+    async def shown() -> Any:
+        return await worker.evaluate(
+            """async () => (await self.registration.getNotifications()).map(
+                (n) => ({ title: n.title, body: n.body, tag: n.tag, url: n.data.url }))"""
+        )
+
+    assert await eventually(shown, "the pushed notification") == [
+        {
+            "title": "Nightly build failed",
+            "body": "Step 2 failed: tests",
+            "tag": f"job-{JOB['jobId']}",
+            "url": f"{progress_url}/client/index.html?job={JOB['jobId']}",
+        }
+    ]
