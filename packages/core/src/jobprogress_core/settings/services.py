@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -260,18 +259,13 @@ def _vapid(env: Environ) -> dict[str, Any]:
     """``JOBPROGRESS_VAPID_PRIVATE_KEY`` (a P-256 private key: PEM, ``@/path/to/key.pem``, or
     its 32 bytes in base64url) and ``JOBPROGRESS_VAPID_SUBJECT`` (``mailto:`` or ``https:``,
     the contact a push service may write to): both, or neither."""
-    value = env.raw("JOBPROGRESS_VAPID_PRIVATE_KEY")
+    value = env.text_or_file("JOBPROGRESS_VAPID_PRIVATE_KEY")
     subject = env.raw("JOBPROGRESS_VAPID_SUBJECT")
     if value is None and subject is None:
         return {"vapid_private_key": None, "vapid_subject": None}
     if value is None or subject is None:
         missing = "JOBPROGRESS_VAPID_SUBJECT" if value else "JOBPROGRESS_VAPID_PRIVATE_KEY"
         raise ConfigError(f"{missing} is missing: Web Push needs both VAPID settings, or neither")
-    if value.startswith("@"):
-        try:
-            value = Path(value[1:]).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"JOBPROGRESS_VAPID_PRIVATE_KEY: cannot read {value[1:]!r}: {exc}") from None
     try:
         vapid_private_key(value)
     except VapidKeyError as exc:
@@ -295,14 +289,9 @@ def _app_jwt_secret(env: Environ) -> Secret | None:
 def _app_jwt_public_key(env: Environ) -> str | None:
     """``JOBPROGRESS_APP_JWT_PUBLIC_KEY``: a PEM public key, RSA (RS256) or P-256 (ES256);
     the PEM itself, or ``@/path/to/key.pem``."""
-    value = env.raw("JOBPROGRESS_APP_JWT_PUBLIC_KEY")
+    value = env.text_or_file("JOBPROGRESS_APP_JWT_PUBLIC_KEY")
     if value is None:
         return None
-    if value.startswith("@"):
-        try:
-            value = Path(value[1:]).read_text()
-        except OSError as exc:
-            raise ConfigError(f"JOBPROGRESS_APP_JWT_PUBLIC_KEY: cannot read {value[1:]!r}: {exc}") from None
     try:
         public_key_algorithm(value)
     except ValueError as exc:
