@@ -5,17 +5,22 @@ to, so the push service's leg is the one part played)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, CDPSession, Page, async_playwright
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from playwright.async_api import BrowserContext, CDPSession, Locator, Page, async_playwright
 
-from jobprogress_testing import eventually
+from jobprogress_testing import Stack, eventually
 
 from .conftest import CHROMIUM
+from .push_fakes import Browser, PushService
 
 pytestmark = pytest.mark.stack
 
@@ -27,19 +32,25 @@ JOB = {
 }
 
 
-@pytest.fixture
-async def context(progress_url: str) -> AsyncIterator[BrowserContext]:
-    """A browser context where this site may show notifications (as if the user had said yes)."""
+@contextlib.asynccontextmanager
+async def allowed_on(origin: str) -> AsyncIterator[BrowserContext]:
+    """A browser context where ``origin`` may show notifications (as if the user had said yes)."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
         )
         try:
             context = await browser.new_context()
-            await context.grant_permissions(["notifications"], origin=progress_url)
+            await context.grant_permissions(["notifications"], origin=origin)
             yield context
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def context(progress_url: str) -> AsyncIterator[BrowserContext]:
+    async with allowed_on(progress_url) as context:
+        yield context
 
 
 async def open_page(context: BrowserContext, progress_url: str) -> Page:
@@ -126,3 +137,71 @@ async def test_the_service_worker_shows_a_pushed_job_end(context: BrowserContext
             "url": f"{progress_url}/client/index.html?job={JOB['jobId']}",
         }
     ]
+
+
+#: Headless Chromium cannot subscribe offline (it waits on Google's push service for ever):
+#: the page's PushManager answers with the test's subscription, and asks nothing else.
+STUB_PUSH_MANAGER = """(subscription) => {
+    window.askedFor = null;
+    window.permissionAsked = 0;
+    const ask = Notification.requestPermission.bind(Notification);
+    Notification.requestPermission = async () => { window.permissionAsked += 1; return ask(); };
+    PushManager.prototype.getSubscription = async () => null;
+    PushManager.prototype.subscribe = async function (options) {
+        window.askedFor = { key: Array.from(new Uint8Array(options.applicationServerKey)),
+                            userVisibleOnly: options.userVisibleOnly };
+        return { endpoint: subscription.endpoint, options, toJSON: () => subscription,
+                 unsubscribe: async () => true };
+    };
+}"""
+
+
+async def test_enable_push_sends_the_subscription_and_a_job_end_is_pushed_to_it(
+    push_stack: Stack,
+    push_service: tuple[PushService, TestServer],
+    vapid_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    service, server = push_service
+    base = push_stack.url("progress-service")
+    keys = Browser.new(str(server.make_url("/push/ok/page")))
+    async with allowed_on(base) as context:
+        page = await context.new_page()
+        await page.goto(f"{base}/client/index.html")
+        await page.evaluate(STUB_PUSH_MANAGER, keys.subscription())
+        await page.evaluate(
+            """async () => {
+                const button = Object.assign(document.createElement("button"), { id: "push-test" });
+                document.body.append(button);
+                await (await import("./notify.js")).enablePush(button);
+            }"""
+        )
+        button = page.locator("#push-test")
+        assert await button.text_content() == "Notify me even when closed"
+        assert await page.evaluate("[window.askedFor, window.permissionAsked]") == [None, 0]  # not on load
+        await button.click()
+        await eventually(lambda: _text(button), "subscribed")
+        assert await page.evaluate("window.permissionAsked") == 1
+        asked = await page.evaluate("window.askedFor")
+        point = vapid_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        assert asked == {"key": list(point), "userVisibleOnly": True}
+
+        submitted = await page.evaluate(
+            """async (job) => {
+                const headers = { "Content-Type": "application/json" };
+                const body = JSON.stringify(job);
+                return (await fetch("/api/jobs", { method: "POST", headers, body })).json();
+            }""",
+            {"type": "build", "name": "From the page", "steps": 1, "durationSeconds": 0.2},
+        )
+        job_id = submitted["jobId"]
+    await eventually(lambda: service.received, "the page's job end pushed")
+    [received] = service.received
+    assert received.path == "/push/ok/page"
+    message = keys.read(received.body)
+    assert (message["jobId"], message["name"], message["status"]) == (job_id, "From the page", "COMPLETED")
+
+
+async def _text(button: Locator) -> bool:
+    return await button.text_content() == "Push notifications are on"
