@@ -113,15 +113,19 @@ async def test_the_service_worker_shows_a_pushed_job_end(context: BrowserContext
             await navigator.serviceWorker.ready;
         }"""
     )
-    cdp = await context.new_cdp_session(page)
+    workers = context.service_workers
+    worker = workers[0] if workers else await context.wait_for_event("serviceworker")
+    # No page of the site is left (the worker shows what it is pushed): the protocol is
+    # driven from a blank page, which sees the browser's service workers all the same.
+    blank = await context.new_page()
+    cdp = await context.new_cdp_session(blank)
     registration = await registration_of(cdp, f"{progress_url}/client/")
+    await page.close()
     message = {**JOB, "url": f"/client/index.html?job={JOB['jobId']}"}
-    await page.goto("about:blank")  # no page of the site in front: the worker shows it
     await cdp.send(
         "ServiceWorker.deliverPushMessage",
         {"origin": progress_url, "registrationId": registration, "data": json.dumps(message)},
     )
-    [worker] = context.service_workers
 
     async def shown() -> Any:
         return await worker.evaluate(

@@ -14,6 +14,7 @@ the job's own state is in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -218,3 +219,5 @@ async def push_ctx(app: web.Application) -> AsyncIterator[None]:
         sender.stopping = True
         await stop_reader(task, reader)
         await sender.stop()
+        with contextlib.suppress(*REDIS_ERRORS, ResponseError):  # NOACK: it holds nothing pending
+            await app[REDIS].xgroup_delconsumer(app[KEYS].endings(), PUSH_GROUP, sender.consumer)
