@@ -160,6 +160,18 @@ STUB_PUSH_MANAGER = """(subscription) => {
 }"""
 
 
+DISABLE_PUSH = """async (endpoint) => {
+    const options = { applicationServerKey: new Uint8Array() };
+    const subscription = await PushManager.prototype.subscribe.call(null, options);
+    PushManager.prototype.getSubscription = async () => subscription;
+    const disabled = await (await import("./notify.js")).disablePush();
+    const headers = { "Content-Type": "application/json" };
+    const body = JSON.stringify({ endpoint });
+    const again = await fetch("/api/push/subscriptions", { method: "DELETE", headers, body });
+    return [disabled, await again.json()];
+}"""
+
+
 async def test_enable_push_sends_the_subscription_and_a_job_end_is_pushed_to_it(
     push_stack: Stack,
     push_service: tuple[PushService, TestServer],
@@ -200,11 +212,15 @@ async def test_enable_push_sends_the_subscription_and_a_job_end_is_pushed_to_it(
             {"type": "build", "name": "From the page", "steps": 1, "durationSeconds": 0.2},
         )
         job_id = submitted["jobId"]
-    await eventually(lambda: service.received, "the page's job end pushed")
-    [received] = service.received
-    assert received.path == "/push/ok/page"
-    message = keys.read(received.body)
-    assert (message["jobId"], message["name"], message["status"]) == (job_id, "From the page", "COMPLETED")
+        await eventually(lambda: service.received, "the page's job end pushed")
+        [received] = service.received
+        assert received.path == "/push/ok/page"
+        message = keys.read(received.body)
+        assert (message["jobId"], message["name"]) == (job_id, "From the page")
+        assert message["status"] == "COMPLETED"
+
+        # disablePush forgets it on the server: a second DELETE finds nothing left.
+        assert await page.evaluate(DISABLE_PUSH, keys.endpoint) == [True, {"removed": False}]
 
 
 async def _text(button: Locator) -> bool:
