@@ -15,6 +15,10 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_testing import Stack
 
+from .push_fakes import push_service, push_stack, vapid_key
+
+__all__ = ["push_service", "push_stack", "vapid_key"]  # Web Push's fixtures (push_fakes.py)
+
 CHROMIUM = "/usr/bin/chromium"
 
 

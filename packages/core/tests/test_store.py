@@ -156,3 +156,22 @@ async def test_history_pages_are_exact_even_within_one_millisecond(jobprogress_s
 def test_history_cursor_rejects_garbage(value: str) -> None:
     with pytest.raises(ValueError, match="cursor"):
         HistoryCursor.parse(value)
+
+
+async def test_an_end_is_announced_once_wherever_it_is_written(jobprogress_store: JobStore) -> None:
+    store = jobprogress_store
+    finished, reported = new_job(), new_job()
+    for job in (finished, reported):
+        await store.create(job, {"status": "QUEUED"})
+    await store.append(finished.id, EventType.LOG, {"line": "not an end"})
+    token = uuid.uuid4().hex
+    assert await store.finish(finished.id, EventType.FAILED, error="boom", token=token) is not None
+    assert await store.finish(finished.id, EventType.FAILED, error="boom", token=token) is not None  # a retry
+    assert await store.finish(finished.id, EventType.COMPLETE) is None  # it has ended
+    batch = [
+        NewEvent("log", {"line": "last"}),
+        NewEvent("complete", {"status": "COMPLETED"}, {"status": "COMPLETED"}),
+    ]
+    assert (await store.append_batch(reported.id, batch)).status == "ok"
+    entries = await store.redis.xrange(store.keys.endings())
+    assert [fields for _, fields in entries] == [{"jobId": finished.id}, {"jobId": reported.id}]

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_PARTITIONS",
     "FEED",
     "MAX_PARTITIONS",
+    "PUSH_GROUP",
     "QUEUE_GROUP",
     "Keys",
     "feed_topic",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 QUEUE_GROUP = "workers"
+#: The consumer group of job-queue-service instances that send Web Push for ended jobs.
+PUSH_GROUP = "push"
 #: How a *topic* (what the progress hub follows: a stream of entries) names an owner's feed
 #: of new jobs; any other topic is a job id.
 FEED = "feed:"
@@ -142,3 +145,15 @@ class Keys:
         to wake that partition's reader. It carries the partition's tag, so the reader's
         ``XREAD`` over it and the partition's event streams stays in one slot."""
         return f"{self.prefix}progress:wake:{self.tag(partition)}:{token}"
+
+    def endings(self) -> str:
+        """Stream of the jobs that ended (entry field ``jobId``), appended right after a
+        job's terminal event; capped. Read by job-queue-service's Web Push sender, through
+        consumer group :data:`PUSH_GROUP`: one instance handles each entry."""
+        return f"{self.prefix}jobs:ended"
+
+    def push_subscriptions(self, identity: str) -> str:
+        """Hash of an identity's Web Push subscriptions: field a digest of the endpoint,
+        value the subscription (JSON, with when it was added). Capped per identity; expires
+        when not renewed (a page re-subscribing renews it)."""
+        return f"{self.prefix}push:{{{identity}}}:subscriptions"

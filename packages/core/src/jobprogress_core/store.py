@@ -10,6 +10,7 @@ idempotency keys (:mod:`.reports`).
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,13 @@ from redis.exceptions import ResponseError
 from .event_data import JOB_LIMITS, EventLimit
 from .keys import Keys
 from .model import TERMINAL_STATUS_OF, Event, EventType, Job, dumps, now_iso, valid_job_id
-from .redis import Entry, range_entries
+from .redis import REDIS_ERRORS, Entry, range_entries
 from .replication import Replication, run_replicated
+
+logger = logging.getLogger(__name__)
+
+#: Entries kept in the stream of ended jobs (:meth:`Keys.endings`), about.
+ENDINGS_MAXLEN = 10_000
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,21 @@ class JobStore:
         if status == "limit":
             raise EventLimit(rest[0], int(rest[1]))
         cancel, *ids = rest
-        return Appended(status, cancel == "1", [entry_id or None for entry_id in ids])
+        appended = Appended(status, cancel == "1", [entry_id or None for entry_id in ids])
+        if ending and status == "ok" and appended.ids[-1] is not None:
+            await self._announce_end(job_id)
+        return appended
+
+    async def _announce_end(self, job_id: str) -> None:
+        """Tell whoever follows :meth:`Keys.endings` (the Web Push sender) that the job has
+        just ended. After the atomic end, not in it (another slot), and never failing it: a
+        lost announcement loses a notification, not the job's end."""
+        try:
+            await self.redis.xadd(
+                self.keys.endings(), {"jobId": job_id}, maxlen=ENDINGS_MAXLEN, approximate=True
+            )
+        except REDIS_ERRORS as exc:
+            logger.warning("job %s ended, but its end could not be announced: %s", job_id, exc)
 
     async def finish(
         self,

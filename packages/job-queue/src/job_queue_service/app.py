@@ -14,6 +14,8 @@ from jobprogress_core.web import create_base_app
 from . import reporting, views
 from .metrics import setup_queue_metrics
 from .openapi import OPENAPI, build_spec, openapi_json
+from .push_sender import push_ctx
+from .push_views import add_push_routes
 from .schemas import JobRequestSchema, ShareRequestSchema
 from .sweeper import external_ctx
 
@@ -31,11 +33,13 @@ def create_app(settings: JobQueueSettings) -> web.Application:
     app.router.add_post("/api/jobs/{job_id}/share", views.share_job, name="share_job")
     app.router.add_post("/api/jobs/{job_id}/events", reporting.report_events, name="report_events")
     app.router.add_post("/api/tokens", views.issue_token, name="issue_token")
+    add_push_routes(app)
     setup_queue_metrics(app)
     app[OPENAPI] = build_spec(settings)
     app.router.add_get("/api/openapi.json", openapi_json, name="openapi")
     app.cleanup_ctx.append(identity_limit_ctx)
     app.cleanup_ctx.append(submission_limit_ctx)
     app.cleanup_ctx.append(external_ctx)
+    app.cleanup_ctx.append(push_ctx)
     app.cleanup_ctx.append(consul_ctx)
     return app

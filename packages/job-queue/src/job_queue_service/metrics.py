@@ -1,4 +1,5 @@
-"""Prometheus metrics of job-queue-service: submissions, and the queue as Redis holds it."""
+"""Prometheus metrics of job-queue-service: submissions, Web Push messages, and the queue as
+Redis holds it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from jobprogress_core.metrics import METRICS_REFRESHERS
 from jobprogress_core.web import QUEUE
 
 JOBS_SUBMITTED = Counter("jobprogress_jobs_submitted_total", "Jobs accepted and queued, by type", ["type"])
+PUSH_MESSAGES = Counter(
+    "jobprogress_push_messages_total",
+    "Web Push messages for ended jobs, by outcome: sent, gone (404/410: subscription removed), failed",
+    ["outcome"],
+)
 QUEUE_DEPTH = Gauge("jobprogress_queue_depth", "Queue entries no worker has taken yet")
 QUEUE_PENDING = Gauge(
     "jobprogress_queue_pending",

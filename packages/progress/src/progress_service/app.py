@@ -54,6 +54,7 @@ def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.A
     app.router.add_route("*", "/api/jobs", forward_job_call, name="jobs_forward")
     app.router.add_route("*", "/api/jobs/{tail:.*}", forward_job_call, name="job_forward")
     app.router.add_route("*", "/api/tokens", forward_job_call, name="tokens_forward")
+    app.router.add_route("*", "/api/push/{tail:.*}", forward_job_call, name="push_forward")
     app.router.add_get("/api/openapi.json", forward_job_call, name="openapi_forward")
     app.router.add_get("/", redirect_to_page)
     app.router.add_get("/client", redirect_to_page)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..redis_urls import ClusterUrl, is_cluster_url
@@ -58,6 +59,17 @@ class Environ:
     def raw(self, name: str) -> str | None:
         value = self._environ.get(name)
         return None if value is None or value.strip() == "" else value.strip()
+
+    def text_or_file(self, name: str) -> str | None:
+        """The value, or for ``@/path/to/file`` that file's contents (a key kept in a file);
+        ``None`` when unset."""
+        value = self.raw(name)
+        if value is None or not value.startswith("@"):
+            return value
+        try:
+            return Path(value[1:]).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {value[1:]!r}: {exc}") from None
 
     def text(self, name: str, default: str) -> str:
         value = self.raw(name)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..app_tokens import public_key_algorithm
 from ..model import BUILTIN_JOB_TYPES
+from ..vapid import VapidKeyError, vapid_private_key
 from .base import Settings
 from .environ import ConfigError, Environ, Secret
 
@@ -63,6 +63,16 @@ class JobQueueSettings(ClientFacingSettings, service="job-queue-service"):
     external_time_limit: float
     reports_per_minute: int
     external_sweep_seconds: float
+    #: Web Push (RFC 8292 VAPID): both set, or neither (push is off).
+    vapid_private_key: Secret | None = field(repr=False)
+    vapid_subject: str | None
+    push_ttl: int
+    push_subscription_ttl: int
+    push_subscriptions_per_identity: int
+
+    @property
+    def push_enabled(self) -> bool:
+        return self.vapid_private_key is not None
 
     def __post_init__(self) -> None:
         if self.share_ttl > self.share_max_ttl:
@@ -93,6 +103,14 @@ class JobQueueSettings(ClientFacingSettings, service="job-queue-service"):
             ),
             external_sweep_seconds=env.number(
                 "JOBPROGRESS_EXTERNAL_SWEEP_SECONDS", 5.0, minimum=0.1, maximum=3600.0
+            ),
+            **_vapid(env),
+            push_ttl=env.integer("JOBPROGRESS_PUSH_TTL_SECONDS", 86_400, minimum=0, maximum=28 * 86_400),
+            push_subscription_ttl=env.integer(
+                "JOBPROGRESS_PUSH_SUBSCRIPTION_TTL_SECONDS", 30 * 86_400, minimum=60, maximum=365 * 86_400
+            ),
+            push_subscriptions_per_identity=env.integer(
+                "JOBPROGRESS_PUSH_SUBSCRIPTIONS_PER_IDENTITY", 10, minimum=1, maximum=100
             ),
         )
 
@@ -237,6 +255,28 @@ def _origin(text: str) -> str | None:
     return f"{scheme}://{netloc}"
 
 
+def _vapid(env: Environ) -> dict[str, Any]:
+    """``JOBPROGRESS_VAPID_PRIVATE_KEY`` (a P-256 private key: PEM, ``@/path/to/key.pem``, or
+    its 32 bytes in base64url) and ``JOBPROGRESS_VAPID_SUBJECT`` (``mailto:`` or ``https:``,
+    the contact a push service may write to): both, or neither."""
+    value = env.text_or_file("JOBPROGRESS_VAPID_PRIVATE_KEY")
+    subject = env.raw("JOBPROGRESS_VAPID_SUBJECT")
+    if value is None and subject is None:
+        return {"vapid_private_key": None, "vapid_subject": None}
+    if value is None or subject is None:
+        missing = "JOBPROGRESS_VAPID_SUBJECT" if value else "JOBPROGRESS_VAPID_PRIVATE_KEY"
+        raise ConfigError(f"{missing} is missing: Web Push needs both VAPID settings, or neither")
+    try:
+        vapid_private_key(value)
+    except VapidKeyError as exc:
+        raise ConfigError(f"JOBPROGRESS_VAPID_PRIVATE_KEY is not a usable key: {exc}") from None
+    if not re.fullmatch(r"mailto:[^@\s]+@[^@\s]+|https://[^\s/]+(/\S*)?", subject):
+        raise ConfigError(
+            f"JOBPROGRESS_VAPID_SUBJECT={subject[:100]!r} must be mailto:address or an https:// URL"
+        )
+    return {"vapid_private_key": Secret(value), "vapid_subject": subject}
+
+
 def _app_jwt_secret(env: Environ) -> Secret | None:
     value = env.raw("JOBPROGRESS_APP_JWT_SECRET")
     if value is None:
@@ -249,14 +289,9 @@ def _app_jwt_secret(env: Environ) -> Secret | None:
 def _app_jwt_public_key(env: Environ) -> str | None:
     """``JOBPROGRESS_APP_JWT_PUBLIC_KEY``: a PEM public key, RSA (RS256) or P-256 (ES256);
     the PEM itself, or ``@/path/to/key.pem``."""
-    value = env.raw("JOBPROGRESS_APP_JWT_PUBLIC_KEY")
+    value = env.text_or_file("JOBPROGRESS_APP_JWT_PUBLIC_KEY")
     if value is None:
         return None
-    if value.startswith("@"):
-        try:
-            value = Path(value[1:]).read_text()
-        except OSError as exc:
-            raise ConfigError(f"JOBPROGRESS_APP_JWT_PUBLIC_KEY: cannot read {value[1:]!r}: {exc}") from None
     try:
         public_key_algorithm(value)
     except ValueError as exc:
