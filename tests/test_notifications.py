@@ -121,6 +121,14 @@ async def test_the_service_worker_shows_a_pushed_job_end(context: BrowserContext
     cdp = await context.new_cdp_session(blank)
     registration = await registration_of(cdp, f"{progress_url}/client/")
     await page.close()
+
+    async def no_page_left() -> bool:  # a page still closing could count as in front
+        windows = await worker.evaluate(
+            "async () => (await self.clients.matchAll({ type: 'window', includeUncontrolled: true })).length"
+        )
+        return windows == 0
+
+    await eventually(no_page_left, "the worker seeing no page of the site")
     message = {**JOB, "url": f"/client/index.html?job={JOB['jobId']}"}
     await cdp.send(
         "ServiceWorker.deliverPushMessage",

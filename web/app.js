@@ -9,6 +9,7 @@
 import { watchJob, watchMine } from "./jobprogress.js";
 import { foldDetail, newDetail } from "./detail.js";
 import { DetailView, formatClock } from "./views.js";
+import { enableNotifications, enablePush, notifyJobEnded } from "./notify.js";
 
 const MAX_ROWS = 50;
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
@@ -106,6 +107,7 @@ function onMineEvent(data, event) {
   const job = jobOf(data.jobId);
   job.carried = true; // from the start of its log (or a reset): all of it is here
   fold(job, event.type, data);
+  if (ENDS[event.type]) notifyJobEnded({ ...data, name: job.name }).catch(() => {});
   if (!job.described) describe(job);
   showRow(job);
   if (fromMine && current === job.jobId) showEvent(event.type, data);
@@ -463,6 +465,8 @@ function watchFromUrl() {
   }
 }
 
+enableNotifications($("notify"));
+enablePush($("push")).catch((error) => console.warn("push:", error));
 $("job-form").addEventListener("submit", startJob);
 $("cancel").addEventListener("click", cancelJob);
 $("share").addEventListener("click", shareJob);
