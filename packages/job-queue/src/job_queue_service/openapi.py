@@ -206,6 +206,7 @@ def build_spec(settings: JobQueueSettings) -> dict[str, Any]:
             }
         },
     )
+    add_push_paths(spec)
     spec.path(
         path="/api/tokens",
         operations={
@@ -218,6 +219,116 @@ def build_spec(settings: JobQueueSettings) -> dict[str, Any]:
         },
     )
     return spec.to_dict()
+
+
+PUSH_OFF = error("Web Push is not enabled on this server (no VAPID key): code push_disabled")
+SUBSCRIPTION = {
+    "type": "object",
+    "description": "A browser's PushSubscription (PushSubscription.toJSON()).",
+    "required": ["endpoint", "keys"],
+    "properties": {
+        "endpoint": {"type": "string", "description": "The push service's URL: https, a public host"},
+        "expirationTime": {"type": ["number", "null"]},
+        "keys": {
+            "type": "object",
+            "required": ["p256dh", "auth"],
+            "properties": {
+                "p256dh": {"type": "string", "description": "The browser's P-256 key, base64url"},
+                "auth": {"type": "string", "description": "16 bytes, base64url"},
+            },
+        },
+    },
+}
+
+
+def add_push_paths(spec: APISpec) -> None:
+    """The Web Push routes (``push_views.py``): the server's key, and the caller's
+    subscriptions, to which the ends of their jobs are pushed."""
+    spec.path(
+        path="/api/push/key",
+        operations={
+            "get": {
+                "operationId": "pushKey",
+                "summary": "The VAPID public key to subscribe with, or that push is off",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "enabled, and the key (base64url) when it is",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["enabled"],
+                                    "properties": {
+                                        "enabled": {"type": "boolean"},
+                                        "publicKey": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+    )
+    json_body = {"required": True, "content": {"application/json": {"schema": SUBSCRIPTION}}}
+    endpoint_only = {
+        "type": "object",
+        "required": ["endpoint"],
+        "properties": {"endpoint": {"type": "string"}},
+    }
+    spec.path(
+        path="/api/push/subscriptions",
+        operations={
+            "post": {
+                "operationId": "subscribePush",
+                "summary": "Push the ends of the caller's jobs to this browser",
+                "security": SIGNED_IN,
+                "requestBody": json_body,
+                "responses": {
+                    "201": {
+                        "description": "Kept for JOBPROGRESS_PUSH_SUBSCRIPTION_TTL_SECONDS (renewed by each)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["subscribed", "id"],
+                                    "properties": {
+                                        "subscribed": {"type": "boolean"},
+                                        "id": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "404": PUSH_OFF,
+                    **errors(400, 401, 403, 413, 422, 503),
+                },
+            },
+            "delete": {
+                "operationId": "unsubscribePush",
+                "summary": "Stop pushing to this endpoint (idempotent)",
+                "security": SIGNED_IN,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": endpoint_only}}},
+                "responses": {
+                    "200": {
+                        "description": "Whether it was kept",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["removed"],
+                                    "properties": {"removed": {"type": "boolean"}},
+                                }
+                            }
+                        },
+                    },
+                    "404": PUSH_OFF,
+                    **errors(400, 401, 403, 413, 422, 503),
+                },
+            },
+        },
+    )
 
 
 def add_event_schemas(spec: APISpec) -> dict[str, Any]:
