@@ -44,7 +44,7 @@ from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
 from .hub import Hub
 from .metrics import OVERFLOWS
 from .multiplex import Member, Multiplex
-from .stream import Writer, counted_stream, ride_out_outage, serve_sse, stream_subject
+from .stream import Writer, counted_stream, ride_out_outage, sent_last_id, serve_sse, stream_subject
 from .stream import catch_up as catch_up_log
 from .viewer import Ending, Viewer
 
@@ -71,13 +71,11 @@ async def mine_stream(request: web.Request) -> web.StreamResponse:
 def requested_compound_id(request: web.Request, kind: str) -> CompoundId | None:
     """The ``Last-Event-ID`` (or ``lastEventId``) of a stream of many jobs; 400 if malformed
     or written by a stream of the other kind."""
-    value = request.headers.get("Last-Event-ID")
+    value = sent_last_id(request)
     if value is None:
-        value = request.query.get("lastEventId")
-    if value is None or value.strip() == "":
         return None
     try:
-        parsed = parse_compound_id(value.strip())
+        parsed = parse_compound_id(value)
     except ValueError as exc:
         raise BadRequest(
             f"Malformed Last-Event-ID for a stream of many jobs: {exc}", details={"lastEventId": value[:64]}

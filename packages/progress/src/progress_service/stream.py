@@ -52,14 +52,20 @@ SSE_HEADERS = {
 }
 
 
-def requested_last_id(request: web.Request) -> str | None:
-    """``Last-Event-ID`` header, else the ``lastEventId`` query parameter; 400 if malformed."""
+def sent_last_id(request: web.Request) -> str | None:
+    """``Last-Event-ID`` header, else the ``lastEventId`` query parameter (for clients that
+    cannot set headers), stripped; ``None`` when neither says anything."""
     value = request.headers.get("Last-Event-ID")
     if value is None:
         value = request.query.get("lastEventId")
-    if value is None or value.strip() == "":
+    return value.strip() or None if value is not None else None
+
+
+def requested_last_id(request: web.Request) -> str | None:
+    """The :func:`sent_last_id` of a single stream; 400 if malformed."""
+    value = sent_last_id(request)
+    if value is None:
         return None
-    value = value.strip()
     try:
         parse_stream_id(value)
     except ValueError:
