@@ -35,6 +35,7 @@ from fanout import (
     paced_producer,
     percentile_ms,
     raise_fd_limit,
+    ratio,
     versions,
 )
 
@@ -114,7 +115,7 @@ async def run(args: argparse.Namespace) -> bool:
             f"{percentile_ms(latencies, 0.5) or 0:.1f} | {percentile_ms(latencies, 0.99) or 0:.1f} | "
             f"{connections[way]} |"
         )
-    print(f"\nCPU per event, multiplexed / single: {cpu['multiplexed'] / cpu['single']:.2f}")
+    print(f"\nCPU per event, multiplexed / single: {ratio(cpu['multiplexed'], cpu['single'])}")
     print(
         f"compound ID of a {args.jobs}-job stream: median {statistics.median(lengths):.0f}, "
         f"max {max(lengths)} characters (an entry ID: 15)"

@@ -43,6 +43,7 @@ TABLES = {
     "multiplex.py": [
         r"^\| single \| 6 \| [\d,]+ of [\d,]+ \|",
         r"^\| multiplexed \| 2 \| [\d,]+ of [\d,]+ \|",
+        r"^CPU per event, multiplexed / single: ([\d.]+|n/a)$",
         r"^compound ID of a 3-job stream: median \d+, max \d+ characters",
     ],
     "run.py": [r"^every line once, in order: 1 of 1 runs$", r"^\| jobprogress run \| 500 \| [\d.]+ \|"],
