@@ -8,14 +8,17 @@ job. A screenshot of each view is kept in ``artifacts/screenshots/``."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import Locator, Page, expect
+
+from jobprogress_testing import TEST_ENV, Stack, eventually, free_port
 
 pytestmark = pytest.mark.stack
 
@@ -57,6 +60,10 @@ class Job:
 @pytest.fixture
 async def job(page: Page, progress_url: str, queue_url: str, reporter: aiohttp.ClientSession) -> Job:
     """A new external job submitted by the page (so the page's identity owns it), on screen."""
+    return await open_job(page, progress_url, queue_url, reporter)
+
+
+async def open_job(page: Page, progress_url: str, queue_url: str, reporter: aiohttp.ClientSession) -> Job:
     await page.set_viewport_size(DESKTOP)
     await page.goto(f"{progress_url}/client/index.html")
     answer = await page.evaluate(SUBMIT, "rich views")
@@ -93,6 +100,13 @@ def artifact(name: str, kind: str, url: str, **more: Any) -> dict[str, Any]:
 
 def annotation(level: str, message: str, **more: Any) -> dict[str, Any]:
     return {"type": "annotation", "level": level, "message": message, **more}
+
+
+async def shown(image: Locator) -> None:
+    """Wait until ``image`` has loaded, polling from here: ``wait_for_function`` polls by
+    evaluating a string, which the page's Content-Security-Policy refuses."""
+    loaded = "(image) => image.complete && image.naturalWidth > 0"
+    await eventually(lambda: image.evaluate(loaded), "the image loaded")
 
 
 async def screenshot(target: Page | Locator, name: str) -> None:
@@ -269,13 +283,69 @@ async def test_artifacts_are_listed_and_images_shown_as_thumbnails(page: Page, j
     thumbnail = items.nth(0).locator("img.thumbnail")
     await expect(thumbnail).to_have_attribute("src", image_url)
     await expect(thumbnail).to_be_visible()
-    await page.wait_for_function("document.querySelector('#artifacts img').naturalWidth > 0")
+    await shown(page.locator("#artifacts img").first)
     await expect(items.nth(3)).to_have_class(re.compile("thumbnail-missing"))
     await expect(items.nth(3).locator("img")).to_be_hidden()
     assert await page.locator("#artifacts img").count() == 2  # images only
     await expect(items.nth(1).locator(".artifact-meta")).to_have_text("file · application/pdf · 48.2 KB")
     assert await items.nth(2).locator("b").count() == 0
     await screenshot(page.locator("#artifacts-view"), "artifacts")
+
+
+#: An image host the page is told about (JOBPROGRESS_IMAGE_ORIGINS), and one it is not.
+IMAGES_PORT, ELSEWHERE_PORT = free_port(), free_port()
+IMAGES, ELSEWHERE = f"http://127.0.0.1:{IMAGES_PORT}", f"http://127.0.0.1:{ELSEWHERE_PORT}"
+
+
+@pytest.fixture(scope="module")
+def images_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("images"), env={**TEST_ENV, "JOBPROGRESS_IMAGE_ORIGINS": IMAGES})
+    with stack.running():
+        for service in ("job-queue-service", "progress-service"):
+            stack.start_service(service)
+        yield stack
+
+
+@pytest.fixture
+async def image_hosts() -> AsyncIterator[list[str]]:
+    """The same image on both hosts; each request's host is noted."""
+    served: list[str] = []
+    picture = (Path(__file__).parents[1] / "web" / "favicon.svg").read_bytes()
+
+    async def image(request: web.Request) -> web.Response:
+        served.append(request.host)
+        return web.Response(body=picture, content_type="image/svg+xml")
+
+    app = web.Application()
+    app.router.add_get("/chart.svg", image)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    for port in (IMAGES_PORT, ELSEWHERE_PORT):
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield served
+    await runner.cleanup()
+
+
+async def test_images_from_the_configured_origins_are_shown_and_from_others_listed(
+    page: Page, images_stack: Stack, image_hosts: list[str], reporter: aiohttp.ClientSession
+) -> None:
+    progress_url = images_stack.url("progress-service")
+    async with reporter.get(f"{progress_url}/client/index.html") as response:
+        policy = response.headers["Content-Security-Policy"]
+    assert f"img-src 'self' data: {IMAGES};" in policy
+    job = await open_job(page, progress_url, images_stack.url("job-queue-service"), reporter)
+    await job.report(
+        artifact("bucket.svg", "image", f"{IMAGES}/chart.svg"),
+        artifact("elsewhere.svg", "image", f"{ELSEWHERE}/chart.svg"),
+    )
+    items = page.locator("#artifacts li")
+    await expect(items).to_have_count(2)
+    await shown(page.locator("#artifacts img").first)
+    await expect(items.nth(0).locator("img.thumbnail")).to_be_visible()
+    await expect(items.nth(1)).to_have_class(re.compile("thumbnail-missing"))
+    await expect(items.nth(1).locator("a")).to_have_attribute("href", f"{ELSEWHERE}/chart.svg")
+    # The browser never asked the other host: the policy stopped it, not a failed load.
+    assert image_hosts == [f"127.0.0.1:{IMAGES_PORT}"]
 
 
 async def test_annotations_stand_above_the_log_in_their_level_style(page: Page, job: Job) -> None:
@@ -429,7 +499,7 @@ async def test_the_views_fit_a_phone(page: Page, job: Job) -> None:
     )
     await expect(page.locator("#eta")).to_have_text("about 2 min left")
     await expect(page.locator("#charts figure")).to_have_count(2)
-    await page.wait_for_function("document.querySelector('#artifacts img').naturalWidth > 0")
+    await shown(page.locator("#artifacts img").first)
     await screenshot(page.locator("#job"), "job-desktop")
     # The dashboard's row keeps the job's own name and status, not a step's or an artifact's.
     row = page.locator(f'#recent-list li[data-job-id="{job.id}"]')

@@ -148,18 +148,23 @@ def test_production_needs_a_real_secret(caplog: pytest.LogCaptureFixture) -> Non
     assert str(first.secret_key) != str(second.secret_key) and len(str(first.secret_key)) >= 32
 
 
-def test_cors_origins_are_none_by_default_and_exact_origins_when_given() -> None:
-    assert Settings.from_env("progress-service", BASE).cors_origins == ()
+ORIGIN_LISTS = {"JOBPROGRESS_CORS_ORIGINS": "cors_origins", "JOBPROGRESS_IMAGE_ORIGINS": "image_origins"}
+
+
+@pytest.mark.parametrize("name", sorted(ORIGIN_LISTS))
+def test_origin_lists_are_empty_by_default_and_exact_origins_when_given(name: str) -> None:
+    assert getattr(Settings.from_env("progress-service", BASE), ORIGIN_LISTS[name]) == ()
     given = " https://App.Example.com:443 ,http://127.0.0.1:8080, https://app.example.com/,,http://[::1]:9000"
-    settings = Settings.from_env("progress-service", {**BASE, "JOBPROGRESS_CORS_ORIGINS": given})
+    settings = Settings.from_env("progress-service", {**BASE, name: given})
     # As a browser's Origin names them: lower case, no default port, each once.
-    assert settings.cors_origins == (
+    assert getattr(settings, ORIGIN_LISTS[name]) == (
         "https://app.example.com",
         "http://127.0.0.1:8080",
         "http://[::1]:9000",
     )
 
 
+@pytest.mark.parametrize("name", sorted(ORIGIN_LISTS))
 @pytest.mark.parametrize(
     "value",
     [
@@ -177,6 +182,6 @@ def test_cors_origins_are_none_by_default_and_exact_origins_when_given() -> None
         "https://good.example.com,http:///",
     ],
 )
-def test_a_cors_origin_that_is_not_one_stops_the_start(value: str) -> None:
-    with pytest.raises(ConfigError, match="JOBPROGRESS_CORS_ORIGINS"):
-        Settings.from_env("progress-service", {**BASE, "JOBPROGRESS_CORS_ORIGINS": value})
+def test_an_origin_that_is_not_one_stops_the_start(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env("progress-service", {**BASE, name: value})

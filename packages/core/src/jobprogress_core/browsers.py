@@ -3,6 +3,7 @@ request forgery), and the security headers of every response."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
@@ -10,7 +11,15 @@ from aiohttp import hdrs, web
 from .errors import Forbidden, Handler
 from .security import IDENTITY_COOKIE
 
-__all__ = ["SAFE_METHODS", "SECURITY_HEADERS", "add_security_headers", "same_origin_middleware"]
+__all__ = [
+    "SAFE_METHODS",
+    "SECURITY_HEADERS",
+    "same_origin_middleware",
+    "security_headers",
+    "security_headers_hook",
+]
+
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 
 SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS, hdrs.METH_TRACE})
 
@@ -46,23 +55,35 @@ async def same_origin_middleware(request: web.Request, handler: Handler) -> web.
     return await handler(request)
 
 
-#: Every response, of every service: no inline script or style may run on the page, nothing
-#: is framed or sniffed, and no URL (a share link's token) leaks through ``Referer``.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+def security_headers(image_origins: Iterable[str] = ()) -> dict[str, str]:
+    """The headers of every response, of every service: no inline script or style may run on
+    the page, nothing is framed or sniffed, and no URL (a share link's token) leaks through
+    ``Referer``. Images come from the page's own origin, ``data:`` URLs and ``image_origins``
+    (``JOBPROGRESS_IMAGE_ORIGINS``: where artifact thumbnails are served)."""
+    images = " ".join(("'self'", "data:", *image_origins))
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src 'self'; style-src 'self'; img-src {images}; "
+            "connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: :data:`SECURITY_HEADERS` on every response, streams and
-    errors included."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+#: :func:`security_headers` with images from the page's own origin only.
+SECURITY_HEADERS = security_headers()
+
+
+def security_headers_hook(headers: Mapping[str, str]) -> ResponseHook:
+    """An ``on_response_prepare`` hook that sets ``headers`` on every response, streams and
+    errors included, unless the handler set one of them itself."""
+
+    async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+
+    return add_security_headers

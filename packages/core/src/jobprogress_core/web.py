@@ -16,7 +16,7 @@ from aiohttp.typedefs import Middleware
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 
-from .browsers import add_security_headers, same_origin_middleware
+from .browsers import same_origin_middleware, security_headers, security_headers_hook
 from .errors import Handler, error_middleware
 from .health import Health
 from .keys import Keys
@@ -113,10 +113,13 @@ def http_metrics_middleware(service: str) -> Middleware:
     return middleware
 
 
-def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> web.Application:
+def create_base_app(
+    settings: Settings, *, client_max_size: int = 64 * 1024, image_origins: tuple[str, ...] = ()
+) -> web.Application:
     """The application every service starts from: settings, error and metrics middleware,
-    identities and the same-origin rule (:mod:`.security`), the Redis client as a cleanup
-    context, ``/health`` and ``/metrics``."""
+    identities and the same-origin rule (:mod:`.security`), the security headers (the page's
+    images also from ``image_origins``), the Redis client as a cleanup context, ``/health``
+    and ``/metrics``."""
     app = web.Application(
         middlewares=[
             request_id_middleware,
@@ -129,7 +132,7 @@ def create_base_app(settings: Settings, *, client_max_size: int = 64 * 1024) -> 
     app[SETTINGS] = settings
     _hold_typed(app, settings)
     setup_security(app, settings)
-    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(security_headers_hook(security_headers(image_origins)))
     app.on_response_prepare.append(add_request_id)
     app[KEYS] = Keys(settings.key_prefix, settings.partitions)
     app[LISTENING_HOOKS] = []

@@ -44,7 +44,7 @@ def find_web_dir(configured: str | None) -> Path:
 
 
 def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.Application:
-    app = create_base_app(settings)
+    app = create_base_app(settings, image_origins=settings.image_origins)
     app.middlewares.append(page_identity_middleware)
     Cors(settings.cors_origins).install(app)
     web_dir = web_dir or find_web_dir(settings.web_dir)

@@ -164,6 +164,7 @@ class ProgressSettings(ClientFacingSettings, service="progress-service"):
     sse_max_lifetime: float
     web_dir: str | None
     cors_origins: tuple[str, ...]
+    image_origins: tuple[str, ...]
 
     @classmethod
     def _values(cls, env: Environ, service: str) -> dict[str, Any]:
@@ -189,7 +190,8 @@ class ProgressSettings(ClientFacingSettings, service="progress-service"):
                 "JOBPROGRESS_SSE_MAX_LIFETIME", 3600.0, minimum=1.0, maximum=7 * 86_400.0
             ),
             web_dir=env.raw("JOBPROGRESS_WEB_DIR"),
-            cors_origins=_cors_origins(env),
+            cors_origins=_origins(env, "JOBPROGRESS_CORS_ORIGINS"),
+            image_origins=_origins(env, "JOBPROGRESS_IMAGE_ORIGINS"),
         )
 
 
@@ -208,11 +210,10 @@ def _job_types(env: Environ) -> tuple[str, ...]:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _cors_origins(env: Environ) -> tuple[str, ...]:
-    """``JOBPROGRESS_CORS_ORIGINS``: the other sites whose pages may read a job's stream and
-    status, comma-separated origins (``scheme://host[:port]``, as a browser's ``Origin``
-    names them: lower case, no default port), never a wildcard."""
-    value = env.raw("JOBPROGRESS_CORS_ORIGINS")
+def _origins(env: Environ, name: str) -> tuple[str, ...]:
+    """A comma-separated list of origins (``scheme://host[:port]``, as a browser's ``Origin``
+    names them: lower case, no default port), never a wildcard; none when unset."""
+    value = env.raw(name)
     if value is None:
         return ()
     origins: list[str] = []
@@ -222,7 +223,7 @@ def _cors_origins(env: Environ) -> tuple[str, ...]:
         origin = _origin(part)
         if origin is None:
             raise ConfigError(
-                f"JOBPROGRESS_CORS_ORIGINS: {part[:100]!r} is not an origin: "
+                f"{name}: {part[:100]!r} is not an origin: "
                 "give scheme://host[:port] (http or https; no path, no wildcard)"
             )
         if origin not in origins:
