@@ -51,6 +51,8 @@ def test_a_browser_subscription_is_taken() -> None:
         "https://10.1.2.3/x",  # this network
         "https://[::1]/x",
         "https://localhost/x",
+        "https://localhost./x",
+        "https://api.localhost/x",
         "https://user:pw@push.example.com/x",
         "ftp://push.example.com/x",
         "https:///x",

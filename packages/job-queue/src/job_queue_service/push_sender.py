@@ -36,6 +36,7 @@ from jobprogress_core.vapid import vapid_private_key
 from jobprogress_core.web import JOB_QUEUE_SETTINGS, KEYS, REDIS, STORE
 
 from .metrics import PUSH_MESSAGES
+from .public_resolver import PublicResolver
 from .push_subscriptions import Subscription, Subscriptions
 from .webpush import MAX_PLAINTEXT, Outcome, Vapid, send, topic_of
 
@@ -209,7 +210,9 @@ async def push_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     reader = create_redis(settings, block_ms=BLOCK_MS, max_connections=1, role="push-reader")
     timeout = aiohttp.ClientTimeout(total=SEND_TIMEOUT, connect=5)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # Only to public addresses: an endpoint's host name is checked where it resolves.
+    connector = aiohttp.TCPConnector(resolver=PublicResolver())
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         sender = PushSender(
             reader, app[KEYS], app[STORE], app[SUBSCRIPTIONS], vapid, session, ttl=settings.push_ttl
         )

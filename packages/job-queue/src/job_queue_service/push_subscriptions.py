@@ -4,7 +4,8 @@ capped, expiring unless renewed.
 
 An endpoint is a URL this service will POST to, so it is checked like one: ``https`` with a
 host, never an address of this network (loopback, private, link-local); only in development
-may it be ``http://127.0.0.1`` (a test's push service).
+may it be ``http://127.0.0.1`` (a test's push service). A host name is checked again where it
+resolves, when a message is sent (:mod:`.public_resolver`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def check_endpoint(value: Any, *, development: bool) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        name = host.rstrip(".")
+        if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
             raise ValueError("must be a public push service") from None
         return value
     if not address.is_global:

@@ -121,7 +121,8 @@ async def send(
             ) as reply:
                 status = reply.status  # the body, unread, is dropped with the connection
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return Outcome.FAILED, f"{exc.__class__.__name__}: {exc}"[:200]
+        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        return Outcome.FAILED, f"{cause.__class__.__name__}: {cause}"[:200]
     if 200 <= status < 300:
         return Outcome.SENT, str(status)
     if status in (404, 410):
