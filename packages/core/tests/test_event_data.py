@@ -81,6 +81,21 @@ async def test_the_job_keeps_its_steps_and_latest_metrics_for_snapshots(jobprogr
     assert view["steps"] == stored.steps and view["metrics"] == stored.metrics
 
 
+async def test_a_snapshots_metric_values_are_the_events_own(jobprogress_store: JobStore) -> None:
+    """Every digit a value has (Redis's cjson alone would keep 14), big, small, whole."""
+    store = jobprogress_store
+    job = await new_job(store)
+    values = {"loss": 0.1 + 0.2, "tiny": 1.2345678901234567e-300, "big": -9.87654321012345e20, "n": 42}
+    await store.append(job.id, EventType.METRIC, metric_data(values, step=123_456_789_012))
+    await store.append(job.id, EventType.METRIC, metric_data({'quote"d\\': 1 / 3}))
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert stored.metrics == {
+        key: {"value": value, "step": 123_456_789_012} for key, value in values.items()
+    } | {'quote"d\\': {"value": 1 / 3, "step": None}}
+    assert isinstance(stored.metrics["n"]["value"], int)
+
+
 async def test_past_a_jobs_limit_a_batch_is_refused_whole(jobprogress_store: JobStore) -> None:
     store = jobprogress_store
     job = await new_job(store)

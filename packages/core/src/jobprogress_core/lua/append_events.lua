@@ -118,10 +118,31 @@ for _, event in ipairs(events) do
     end
   end
 end
+-- cjson writes a number with 14 significant digits: a metric's value keeps all 17 (what
+-- the event itself carries), so that a snapshot shows the value the live event showed.
+local function number_json(value)
+  if value == math.floor(value) and math.abs(value) < 1e15 then
+    return string.format('%d', value)
+  end
+  return string.format('%.17g', value)
+end
+local function encode_metrics(metrics)
+  local parts = {}
+  for key, metric in pairs(metrics) do
+    local step = ''
+    if metric.step == cjson.null then
+      step = ',"step":null'
+    elseif metric.step ~= nil then
+      step = ',"step":' .. number_json(metric.step)
+    end
+    table.insert(parts, cjson.encode(key) .. ':{"value":' .. number_json(metric.value) .. step .. '}')
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
 -- Encoded before anything is written: a script that fails is not rolled back.
 local encoded = nil
 if state then
-  encoded = {'metrics', cjson.encode(state.metrics), 'artifacts', state.counts.artifact,
+  encoded = {'metrics', encode_metrics(state.metrics), 'artifacts', state.counts.artifact,
              'annotations', state.counts.annotation}
   if #state.steps > 0 then  -- an empty table would be encoded as an object
     table.insert(encoded, 'steps')
