@@ -84,6 +84,7 @@ def main() -> None:
             "progress-service",
             JOBPROGRESS_MAX_STREAMS=str(args.streams + 100),
             JOBPROGRESS_STREAMS_PER_IDENTITY=str(args.streams + 100),  # the clients share one address
+            JOBPROGRESS_SSE_SETUPS_PER_SECOND="10000000",  # all at once: no admission cap
             JOBPROGRESS_LOG_LEVEL="WARNING",
         )
         assert stack.redis_url is not None

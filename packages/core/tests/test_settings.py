@@ -19,7 +19,7 @@ def test_defaults_follow_the_spec() -> None:
     assert (settings.host, settings.port, settings.advertise_addr) == ("127.0.0.1", 8083, "127.0.0.1")
     assert settings.env == "development"
     assert settings.key_prefix == "jobprogress:"
-    assert settings.sse_retry_ms == 3000 and settings.sse_heartbeat_seconds == 15.0
+    assert settings.sse_retry_ms == 2000 and settings.sse_heartbeat_seconds == 15.0
     assert Settings.from_env("job-queue-service", BASE).port == 8081
     assert Settings.from_env("worker-service", BASE).port == 8082
 
@@ -63,6 +63,8 @@ def test_values_are_read_and_typed() -> None:
 READER = {
     "JOBPROGRESS_SSE_HEARTBEAT_SECONDS": "progress-service",
     "JOBPROGRESS_SSE_RETRY_MS": "progress-service",
+    "JOBPROGRESS_SSE_RETRY_MAX_MS": "progress-service",
+    "JOBPROGRESS_SSE_SETUPS_PER_SECOND": "progress-service",
     "JOBPROGRESS_WORKER_CONCURRENCY": "worker-service",
     "JOBPROGRESS_HANDLERS": "worker-service",
     "JOBPROGRESS_VISIBILITY_TIMEOUT": "worker-service",
@@ -87,6 +89,8 @@ READER = {
         ("JOBPROGRESS_LOG_JSON", "maybe"),
         ("JOBPROGRESS_SSE_HEARTBEAT_SECONDS", "nan"),
         ("JOBPROGRESS_SSE_RETRY_MS", "-5"),
+        ("JOBPROGRESS_SSE_RETRY_MAX_MS", "1999"),  # below the bottom of the range (2000)
+        ("JOBPROGRESS_SSE_SETUPS_PER_SECOND", "0"),
         ("JOBPROGRESS_CONSUL_DEREGISTER_AFTER", "soon"),
         ("JOBPROGRESS_WORKER_CONCURRENCY", "1.5"),
         ("JOBPROGRESS_JOB_TYPES", "Build, !"),
@@ -100,6 +104,19 @@ READER = {
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env(READER.get(variable, "job-queue-service"), {**BASE, variable: value})
+
+
+def test_each_streams_retry_is_drawn_from_a_range_twice_its_bottom_unless_given() -> None:
+    settings = Settings.from_env("progress-service", BASE)
+    assert (settings.sse_retry_ms, settings.sse_retry_max_ms, settings.sse_setups_per_second) == (
+        2000,
+        4000,
+        5000,
+    )
+    given = Settings.from_env("progress-service", {**BASE, "JOBPROGRESS_SSE_RETRY_MS": "500"})
+    assert (given.sse_retry_ms, given.sse_retry_max_ms) == (500, 1000)
+    exact = {**BASE, "JOBPROGRESS_SSE_RETRY_MS": "2000", "JOBPROGRESS_SSE_RETRY_MAX_MS": "2000"}
+    assert Settings.from_env("progress-service", exact).sse_retry_max_ms == 2000
 
 
 def test_secrets_never_show() -> None:

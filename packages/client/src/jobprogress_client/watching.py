@@ -63,9 +63,12 @@ async def follow(api: Api, path: str, screen: Screen, on_event: OnEvent) -> None
             async with api.http.get(f"{api.base}{path}", headers=headers) as response:
                 if response.status == 204:  # ended, and we have seen the end
                     return
-                if response.status == 429:  # too many streams open at once: wait our turn
-                    retry = max(retry, float(response.headers.get("Retry-After", "5")))
-                    screen.line(f"(too many streams open; retrying in {retry:g} s)")
+                if response.status in (429, 503):  # too many streams, or a busy instance
+                    wait = float(response.headers.get("Retry-After", "5"))
+                    why = "too many streams open" if response.status == 429 else "the service is busy"
+                    screen.line(f"({why}; retrying in {wait:g} s)")
+                    await asyncio.sleep(wait)
+                    continue
                 elif 400 <= response.status < 500:
                     raise ApiError(response.status, await response.json(content_type=None))
                 if response.status == 200:

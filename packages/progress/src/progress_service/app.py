@@ -19,6 +19,7 @@ from jobprogress_core.security import identity_of
 from jobprogress_core.settings import ConfigError, ProgressSettings
 from jobprogress_core.web import KEYS, PROGRESS_SETTINGS, STOP_HOOKS, STORE, create_base_app
 
+from .admission import ADMISSION, Admission
 from .cors import Cors
 from .forward import forward_ctx, forward_job_call
 from .hub import Hub
@@ -47,6 +48,9 @@ def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.A
     app = create_base_app(settings, image_origins=settings.image_origins)
     app.middlewares.append(page_identity_middleware)
     Cors(settings.cors_origins).install(app)
+    app[ADMISSION] = Admission(
+        settings.sse_setups_per_second, (settings.sse_retry_ms, settings.sse_retry_max_ms)
+    )
     web_dir = web_dir or find_web_dir(settings.web_dir)
     app.router.add_get("/api/progress", jobs_stream, name="jobs_stream")
     app.router.add_get("/api/progress/mine", mine_stream, name="mine_stream")

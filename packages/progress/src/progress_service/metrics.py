@@ -11,6 +11,11 @@ from .frames import Frame
 
 STREAMS_ACTIVE = Gauge("jobprogress_sse_streams_active", "SSE streams open on this process")
 STREAMS_OPENED = Counter("jobprogress_sse_connections_total", "SSE streams opened")
+SETUPS_REFUSED = Counter(
+    "jobprogress_sse_setups_refused_total",
+    "Stream requests answered 503 because this instance had set up its most streams for the "
+    "second (JOBPROGRESS_SSE_SETUPS_PER_SECOND)",
+)
 STREAMS_CLOSED = Counter("jobprogress_sse_disconnects_total", "SSE streams ended, by reason", ["reason"])
 EVENTS_SENT = Counter("jobprogress_sse_events_sent_total", "Events written to SSE clients, by type", ["type"])
 #: One child per event type, looked up once: counting is on the per-subscriber hot path.

@@ -39,8 +39,9 @@ from jobprogress_core.security import (
 from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.web import STORE
 
+from .admission import ADMISSION
 from .compound_ids import DONE, JOBS, MINE, CompoundId, Encoder, parse_compound_id, smallest_ms
-from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
+from .frames import HEARTBEAT, Frame, reset_frame
 from .hub import Hub
 from .metrics import OVERFLOWS
 from .multiplex import Member, Multiplex
@@ -204,7 +205,7 @@ async def _open(
     async def deliver(response: web.StreamResponse, chunked: bool) -> Ending:
         sender = ManySender(request, response, multiplex, settings.sse_send_timeout)
         try:
-            await sender.write(retry_frame(settings.sse_retry_ms))
+            await sender.write(request.app[ADMISSION].retry_frame())
             expires_at = (await credential_of(request)).expires_at
             return await _deliver(sender, hub, settings, resets, chunked=chunked, expires_at=expires_at)
         finally:

@@ -35,7 +35,8 @@ from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
 from jobprogress_core.web import STORE
 
-from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
+from .admission import ADMISSION
+from .frames import HEARTBEAT, Frame, reset_frame
 from .hub import Hub
 from .metrics import EVENTS_REPLAYED, OVERFLOWS, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
 from .replay import REPLAY_PAGE, Log
@@ -130,6 +131,7 @@ async def counted_stream(request: web.Request, handler: StreamHandler) -> web.St
     request[QUERY_TOKEN_ALLOWED] = True  # EventSource sends no header: ?access_token= instead
     settings = request.app[SETTINGS]
     hub = request.app[HUB]
+    request.app[ADMISSION].admit()  # before any work: a herd is turned away cheaply
     if hub.streams >= settings.max_streams:
         raise ServiceUnavailable(
             f"This instance serves its maximum of {settings.max_streams} streams; try again shortly",
@@ -183,7 +185,7 @@ async def _serve(
     async def deliver(response: web.StreamResponse, chunked: bool) -> Ending:
         viewer = Viewer(job.id, last_id=None if reset else last_id)
         sender = Sender(request, response, viewer, settings.sse_send_timeout)
-        await sender.write(retry_frame(settings.sse_retry_ms))
+        await sender.write(request.app[ADMISSION].retry_frame())
         if reset:
             await sender.write(reset_frame(job))
             Viewer.count_sent((EventType.RESET,))

@@ -154,6 +154,8 @@ class ProgressSettings(ClientFacingSettings, service="progress-service"):
 
     streams_per_identity: int
     sse_retry_ms: int
+    sse_retry_max_ms: int
+    sse_setups_per_second: int
     sse_heartbeat_seconds: float
     sse_send_timeout: float
     sse_queue_size: int
@@ -172,7 +174,10 @@ class ProgressSettings(ClientFacingSettings, service="progress-service"):
             streams_per_identity=env.integer(
                 "JOBPROGRESS_STREAMS_PER_IDENTITY", 20, minimum=1, maximum=1_000_000
             ),
-            sse_retry_ms=env.integer("JOBPROGRESS_SSE_RETRY_MS", 3000, minimum=100, maximum=600_000),
+            **_retry_range(env),
+            sse_setups_per_second=env.integer(
+                "JOBPROGRESS_SSE_SETUPS_PER_SECOND", 5000, minimum=1, maximum=10_000_000
+            ),
             sse_heartbeat_seconds=env.number(
                 "JOBPROGRESS_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1, maximum=3600.0
             ),
@@ -193,6 +198,19 @@ class ProgressSettings(ClientFacingSettings, service="progress-service"):
             cors_origins=_origins(env, "JOBPROGRESS_CORS_ORIGINS"),
             image_origins=_origins(env, "JOBPROGRESS_IMAGE_ORIGINS"),
         )
+
+
+def _retry_range(env: Environ) -> dict[str, int]:
+    """``JOBPROGRESS_SSE_RETRY_MS`` to ``JOBPROGRESS_SSE_RETRY_MAX_MS``: the range each
+    stream's ``retry:`` is drawn from."""
+    low = env.integer("JOBPROGRESS_SSE_RETRY_MS", 2000, minimum=100, maximum=600_000)
+    high = env.integer("JOBPROGRESS_SSE_RETRY_MAX_MS", min(2 * low, 600_000), minimum=100, maximum=600_000)
+    if high < low:
+        raise ConfigError(
+            f"JOBPROGRESS_SSE_RETRY_MAX_MS={high} is below JOBPROGRESS_SSE_RETRY_MS={low}: "
+            "give the top of the range each stream's retry: is drawn from"
+        )
+    return {"sse_retry_ms": low, "sse_retry_max_ms": high}
 
 
 def _job_types(env: Environ) -> tuple[str, ...]:
