@@ -9,13 +9,14 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from playwright.async_api import BrowserContext, CDPSession, Locator, Page, async_playwright
+from playwright.async_api import BrowserContext, CDPSession, Locator, Page, Worker, async_playwright
 
 from jobprogress_testing import Stack, eventually
 
@@ -105,7 +106,55 @@ async def registration_of(cdp: CDPSession, scope: str) -> str:
     return await eventually(lambda: found.get("id"), "the service worker's registration")
 
 
-async def test_the_service_worker_shows_a_pushed_job_end(context: BrowserContext, progress_url: str) -> None:
+WINDOWS = "async () => (await self.clients.matchAll({ type: 'window', includeUncontrolled: true })).length"
+
+
+@dataclass
+class Pushing:
+    """The page's service worker, and the protocol session that pushes to it. The browser's
+    own log of background services (the DevTools "Push messaging" and "Notifications" panes)
+    says when a push event was handled (its ``waitUntil`` settled) and what was displayed."""
+
+    origin: str
+    worker: Worker
+    cdp: CDPSession
+    registration: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def logged(self, name: str) -> list[dict[str, Any]]:
+        return [event for event in self.log if event["eventName"] == name]
+
+    async def push(self, message: dict[str, Any]) -> None:
+        """Deliver ``message`` and wait until the worker has handled it."""
+        before = len(self.logged("Push event completed"))
+        params = {"origin": self.origin, "registrationId": self.registration, "data": json.dumps(message)}
+        await self.cdp.send("ServiceWorker.deliverPushMessage", params)
+        [*_, completed] = await eventually(
+            lambda: self.logged("Push event completed")[before:], "the push event handled"
+        )
+        assert completed["eventMetadata"] == [{"key": "Status", "value": "Success"}]
+
+    async def notifications(self) -> list[dict[str, str]]:
+        shown: list[dict[str, str]] = await self.worker.evaluate(
+            """async () => (await self.registration.getNotifications()).map(
+                (n) => ({ title: n.title, body: n.body, tag: n.tag, url: n.data.url }))"""
+        )
+        return shown
+
+    async def no_page_left(self) -> None:
+        """Wait until the worker sees no page of the site (one still closing could count as
+        in front)."""
+
+        async def none() -> bool:
+            return await self.worker.evaluate(WINDOWS) == 0
+
+        await eventually(none, "the worker seeing no page of the site")
+
+
+async def pushing(context: BrowserContext, progress_url: str) -> tuple[Page, Pushing]:
+    """A page of the site that registered sw.js, and the push to its worker. The protocol is
+    driven from a blank page (not a page of the site), which sees the browser's service
+    workers all the same."""
     page = await open_page(context, progress_url)
     await page.evaluate(
         """async () => {
@@ -115,40 +164,55 @@ async def test_the_service_worker_shows_a_pushed_job_end(context: BrowserContext
     )
     workers = context.service_workers
     worker = workers[0] if workers else await context.wait_for_event("serviceworker")
-    # No page of the site is left (the worker shows what it is pushed): the protocol is
-    # driven from a blank page, which sees the browser's service workers all the same.
-    blank = await context.new_page()
-    cdp = await context.new_cdp_session(blank)
+    cdp = await context.new_cdp_session(await context.new_page())
     registration = await registration_of(cdp, f"{progress_url}/client/")
-    await page.close()
-
-    async def no_page_left() -> bool:  # a page still closing could count as in front
-        windows = await worker.evaluate(
-            "async () => (await self.clients.matchAll({ type: 'window', includeUncontrolled: true })).length"
-        )
-        return windows == 0
-
-    await eventually(no_page_left, "the worker seeing no page of the site")
-    message = {**JOB, "url": f"/client/index.html?job={JOB['jobId']}"}
-    await cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {"origin": progress_url, "registrationId": registration, "data": json.dumps(message)},
+    to = Pushing(progress_url, worker, cdp, registration)
+    cdp.on(
+        "BackgroundService.backgroundServiceEventReceived",
+        lambda p: to.log.append(p["backgroundServiceEvent"]),
     )
+    for service in ("pushMessaging", "notifications"):
+        await cdp.send("BackgroundService.startObserving", {"service": service})
+        await cdp.send("BackgroundService.setRecording", {"shouldRecord": True, "service": service})
+    return page, to
 
-    async def shown() -> Any:
-        return await worker.evaluate(
-            """async () => (await self.registration.getNotifications()).map(
-                (n) => ({ title: n.title, body: n.body, tag: n.tag, url: n.data.url }))"""
-        )
 
-    assert await eventually(shown, "the pushed notification") == [
-        {
-            "title": "Nightly build failed",
-            "body": "Step 2 failed: tests",
-            "tag": f"job-{JOB['jobId']}",
-            "url": f"{progress_url}/client/index.html?job={JOB['jobId']}",
-        }
+PUSHED = {**JOB, "url": f"/client/index.html?job={JOB['jobId']}"}
+SHOWN = {
+    "title": "Nightly build failed",
+    "body": "Step 2 failed: tests",
+    "tag": f"job-{JOB['jobId']}",
+}
+
+
+async def test_the_service_worker_shows_a_pushed_job_end(context: BrowserContext, progress_url: str) -> None:
+    page, to = await pushing(context, progress_url)
+    await page.close()  # closed, not navigated away: a page kept for back/forward counts
+    await to.no_page_left()
+    await to.push(PUSHED)
+    assert await to.notifications() == [
+        {**SHOWN, "url": f"{progress_url}/client/index.html?job={JOB['jobId']}"}
     ]
+
+
+async def test_a_push_shows_nothing_while_a_page_of_the_site_is_in_front(
+    context: BrowserContext, progress_url: str
+) -> None:
+    page, to = await pushing(context, progress_url)
+    assert await to.worker.evaluate(
+        """async () => (await self.clients.matchAll({ type: "window" })).map(
+            (c) => [c.focused, c.visibilityState])"""
+    ) == [[True, "visible"]]  # headless Chromium: each page is a window of its own, in front
+    await to.push(PUSHED)  # handled: the browser logged the push event's end
+    assert await to.notifications() == []
+    assert to.logged("Notification displayed") == []
+
+    # The same push with no page left shows it: the check above could fail.
+    await page.close()
+    await to.no_page_left()
+    await to.push(PUSHED)
+    assert [event["instanceId"] for event in to.logged("Notification displayed")] == [SHOWN["tag"]]
+    assert len(await to.notifications()) == 1
 
 
 #: Headless Chromium cannot subscribe offline (it waits on Google's push service for ever):
