@@ -1,15 +1,20 @@
 """The page's notifications in a real Chromium: ``web/notify.js`` while the tab is hidden, and
 ``web/sw.js`` showing a Web Push message, delivered through the DevTools protocol
 (``ServiceWorker.deliverPushMessage``: a headless browser has no push service to subscribe
-to, so the push service's leg is the one part played)."""
+to, so the push service's leg is the one part played), unless a page of the site is in
+front. A click on the notification is a user's: Chromium shows it on the desktop's
+notification server, played on a session bus of the test's own (desktop_fakes.py), which
+clicks it; the protocol has no way to."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +26,7 @@ from playwright.async_api import BrowserContext, CDPSession, Locator, Page, Work
 from jobprogress_testing import Stack, eventually
 
 from .conftest import CHROMIUM
+from .desktop_fakes import NotificationServer
 from .push_fakes import Browser, PushService
 
 pytestmark = pytest.mark.stack
@@ -213,6 +219,118 @@ async def test_a_push_shows_nothing_while_a_page_of_the_site_is_in_front(
     await to.push(PUSHED)
     assert [event["instanceId"] for event in to.logged("Notification displayed")] == [SHOWN["tag"]]
     assert len(await to.notifications()) == 1
+
+
+@contextlib.asynccontextmanager
+async def on_a_desktop(
+    origin: str, server: NotificationServer, profile: Path
+) -> AsyncIterator[BrowserContext]:
+    """A browser that shows its notifications on ``server``, where ``origin`` may show them.
+    Its context is the browser's own profile (a persistent context): in a context made by
+    ``browser.new_context()``, a click on a notification opened no page (Chromium 156)."""
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+            env={**os.environ, "DBUS_SESSION_BUS_ADDRESS": server.bus},
+        )
+        try:
+            await context.grant_permissions(["notifications"], origin=origin)
+            yield context
+        finally:
+            await context.close()
+
+
+@pytest.fixture
+async def desktop(
+    notification_server: NotificationServer, progress_url: str, tmp_path: Path
+) -> AsyncIterator[BrowserContext]:
+    async with on_a_desktop(progress_url, notification_server, tmp_path / "profile") as context:
+        yield context
+
+
+def job_page(progress_url: str, job_id: str = JOB["jobId"]) -> str:
+    return f"{progress_url}/client/index.html?job={job_id}"
+
+
+def pages_opened(context: BrowserContext) -> list[str]:
+    return [page.url for page in context.pages if page.url != "about:blank"]
+
+
+async def test_a_click_on_a_pushed_notification_opens_the_jobs_page(
+    desktop: BrowserContext, notification_server: NotificationServer, progress_url: str
+) -> None:
+    page, to = await pushing(desktop, progress_url)
+    await page.close()
+    await to.no_page_left()
+    await to.push(PUSHED)
+    [shown] = await eventually(lambda: notification_server.shown, "the notification on the desktop")
+    assert shown.summary == "Nightly build failed"
+    assert shown.body.endswith("Step 2 failed: tests")  # Chromium puts the site's host first
+    await notification_server.click(shown)
+    await eventually(lambda: pages_opened(desktop), "the job's page opened")
+    assert pages_opened(desktop) == [job_page(progress_url)]
+    await eventually(lambda: notification_server.closed, "the notification closed")
+    assert notification_server.closed == [shown.id]
+    assert await to.notifications() == []
+
+
+CLIENTS = """async () => (await self.clients.matchAll({ type: "window", includeUncontrolled: true })).map(
+    (c) => [c.url, c.focused, c.visibilityState])"""
+
+SHOW = """async (job) => {
+    const { jobNotification } = await import("./notify.js");
+    const { title, options } = jobNotification(job);
+    await (await navigator.serviceWorker.ready).showNotification(title, options);
+}"""
+
+
+async def test_a_click_on_the_notification_brings_up_the_tab_already_on_the_jobs_page(
+    desktop: BrowserContext, notification_server: NotificationServer, progress_url: str
+) -> None:
+    tab, to = await pushing(desktop, progress_url)
+    await tab.goto(job_page(progress_url))
+    # Out of focus: the tab reports the window's real focus (Playwright's emulation off),
+    # and another window is brought to the front.
+    await (await desktop.new_cdp_session(tab)).send("Emulation.setFocusEmulationEnabled", {"enabled": False})
+    await (await desktop.new_page()).bring_to_front()
+
+    async def tab_is(focused: bool) -> bool:
+        return await to.worker.evaluate(CLIENTS) == [[job_page(progress_url), focused, "visible"]]
+
+    await eventually(lambda: tab_is(focused=False), "the tab out of focus")
+    await tab.evaluate(SHOW, PUSHED)  # as notifyJobEnded does where the constructor is refused
+    [shown] = await eventually(lambda: notification_server.shown, "the notification on the desktop")
+    await notification_server.click(shown)
+
+    await eventually(lambda: tab_is(focused=True), "the tab brought into focus")
+    assert await tab.evaluate("document.hasFocus()")
+    assert pages_opened(desktop) == [job_page(progress_url)]  # that tab, and no new one
+    await eventually(lambda: notification_server.closed, "the notification closed")
+    assert notification_server.closed == [shown.id]
+
+
+async def test_a_click_opens_no_page_of_another_site_whatever_the_push_said(
+    desktop: BrowserContext, notification_server: NotificationServer, progress_url: str
+) -> None:
+    page, to = await pushing(desktop, progress_url)
+    await page.close()
+    await to.no_page_left()
+    await to.push({**PUSHED, "url": "//elsewhere.example/login"})  # a path? another host
+    [elsewhere] = await eventually(lambda: notification_server.shown, "the first notification")
+    await notification_server.click(elsewhere)
+    await eventually(lambda: notification_server.closed, "the first notification closed")
+
+    # A later click opens its job's page: a page the first click opened would be there first.
+    later = uuid.uuid4().hex
+    await to.push({**PUSHED, "jobId": later, "url": f"/client/index.html?job={later}"})
+    [ours] = await eventually(lambda: notification_server.shown[1:], "the second notification")
+    await notification_server.click(ours)
+    await eventually(lambda: pages_opened(desktop), "the second job's page opened")
+    assert pages_opened(desktop) == [job_page(progress_url, later)]
+    await eventually(lambda: notification_server.closed[1:], "the second notification closed")
+    assert notification_server.closed == [elsewhere.id, ours.id]
 
 
 #: Headless Chromium cannot subscribe offline (it waits on Google's push service for ever):
