@@ -15,9 +15,11 @@ from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_testing import Stack
 
+from .desktop_fakes import notification_server
 from .push_fakes import push_service, push_stack, vapid_key
 
-__all__ = ["push_service", "push_stack", "vapid_key"]  # Web Push's fixtures (push_fakes.py)
+# Web Push's fixtures (push_fakes.py) and the desktop's notification server (desktop_fakes.py)
+__all__ = ["notification_server", "push_service", "push_stack", "vapid_key"]
 
 CHROMIUM = "/usr/bin/chromium"
 
