@@ -118,20 +118,26 @@ class JobStore:
         """Seconds an owner's history and feed live after their last change."""
         return self.retention_seconds + 3600
 
-    def first_event(self, job: Job, event_data: dict[str, Any]) -> list[str]:
-        """What the scripts that create a job are given (``lua/new_job.lua``): the stream's
-        cap, the first ``status`` event (``event_data`` with ``jobId`` and ``ts``) and the
-        hash's field, value pairs."""
+    @staticmethod
+    def new_fields(job: Job) -> dict[str, str]:
+        """The hash of a new job, as the scripts that create one write it (``lua/new_job.lua``
+        adds ``last_event_id``)."""
         fields = job.to_hash()
-        fields.pop("last_event_id")
-        data = {"jobId": job.id, **event_data, "ts": event_data.get("ts") or now_iso()}
-        return [str(self.stream_maxlen), EventType.STATUS.value, dumps(data), *chain(*fields.items())]
+        del fields["last_event_id"]
+        return fields
+
+    @staticmethod
+    def first_event(job: Job, event_data: dict[str, Any]) -> str:
+        """The data of a new job's first event, its ``status``: ``event_data`` with ``jobId``
+        and ``ts``."""
+        return dumps({"jobId": job.id, **event_data, "ts": event_data.get("ts") or now_iso()})
 
     async def create(self, job: Job, event_data: dict[str, Any]) -> str | None:
         """Store a new job with its first ``status`` event; ``None`` if the id is taken.
         (A job for the workers is stored and queued in one step: :mod:`.submissions`.)"""
         keys = [self.keys.job(job.id), self.keys.events(job.id)]
-        args = self.first_event(job, event_data)
+        fields = chain(*self.new_fields(job).items())
+        args = [str(self.stream_maxlen), EventType.STATUS.value, self.first_event(job, event_data), *fields]
         entry_id = await run_replicated(self.redis, self._create, keys, args, self.replication, "create")
         if not entry_id:
             return None

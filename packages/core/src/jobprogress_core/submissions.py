@@ -22,7 +22,7 @@ from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
 
 from .limits import SUBMISSIONS, RateLimit
-from .model import Job
+from .model import EventType, Job, dumps
 from .queue_shards import QueueEntry
 from .redis import REDIS_ERRORS
 from .replication import run_replicated
@@ -63,10 +63,10 @@ class Submitter:
         script_keys = [keys.job(job.id), keys.events(job.id), keys.queue_of(job.id)]
         if not self.on_cluster:
             script_keys += [self.limit.key(owner), keys.history(owner), keys.feed(owner)]
-        maxlen, event_type, data, *fields = store.first_event(job, event_data)
         args = [
-            maxlen, event_type, data, job.id, str(self.limit.interval_ms), str(self.limit.limit),
-            str(job.created_ms), str(store.history_limit), str(store.index_ttl), feed_data(job.id), *fields,
+            str(store.stream_maxlen), EventType.STATUS.value, store.first_event(job, event_data), job.id,
+            str(self.limit.interval_ms), str(self.limit.limit), str(job.created_ms),
+            str(store.history_limit), str(store.index_ttl), feed_data(job.id), dumps(store.new_fields(job)),
         ]  # fmt: skip
         status, *reply = await run_replicated(
             store.redis, self._script, script_keys, args, store.replication, "create"

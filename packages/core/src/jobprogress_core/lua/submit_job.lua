@@ -8,7 +8,8 @@
 -- ARGV[1] approximate MAXLEN of the event stream, ARGV[2] event type, ARGV[3] event data (JSON),
 -- ARGV[4] job id, ARGV[5] limit interval (ms), ARGV[6] limit burst, ARGV[7] created (ms),
 -- ARGV[8] history and feed length, ARGV[9] their TTL (s), ARGV[10] the feed entry's data,
--- ARGV[11..] field, value pairs of the new hash.
+-- ARGV[11] the new hash's fields, one JSON object of strings (one argument, not fifty: each
+-- argument costs the client as much to send as the script costs Redis to run).
 -- Returns {'ok', first event ID, queue entry ID}; {'limit', ms to wait} (nothing written);
 -- {'taken'} when the job id exists (nothing written).
 local full = #KEYS == 6
@@ -22,7 +23,12 @@ if full then
   end
 end
 local job_id = ARGV[4]
-local event_id = new_job(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], {unpack(ARGV, 11)})
+local fields = {}
+for name, value in pairs(cjson.decode(ARGV[11])) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+local event_id = new_job(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], fields)
 local entry_id = redis.call('XADD', KEYS[3], '*', 'jobId', job_id)
 if full then
   redis.call('ZADD', KEYS[5], ARGV[7], job_id)
