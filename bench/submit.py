@@ -85,7 +85,7 @@ async def load(url: str, requests: int, concurrency: int) -> tuple[float, list[f
                 async with http.post(url, json=BODY) as response:
                     await response.read()
                     if response.status != 202:
-                        raise RuntimeError(f"{url}: HTTP {response.status}")
+                        raise RuntimeError(f"{url}: HTTP {response.status} {(await response.text())[:300]}")
                 latencies.append(time.perf_counter() - started)
 
         await asyncio.gather(*(one_client() for _ in range(min(50, requests))))  # warm-up

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -23,26 +22,17 @@ from redis.asyncio.cluster import RedisCluster
 
 from .limits import SUBMISSIONS, RateLimit
 from .model import EventType, Job, dumps
-from .queue_shards import QueueEntry
 from .redis import REDIS_ERRORS
 from .replication import run_replicated
 from .store import JobStore, feed_data, load_script
 from .web import STORE
 
-__all__ = ["SUBMITTER", "Submitted", "Submitter", "submitter_ctx"]
+__all__ = ["SUBMITTER", "Submitter", "submitter_ctx"]
 
 logger = logging.getLogger(__name__)
 
 #: What the limit's 429 says is too many.
 WHAT = "job submissions"
-
-
-@dataclass(frozen=True)
-class Submitted:
-    """A job stored and queued: the ID of its first event and its queue entry."""
-
-    event_id: str
-    entry: QueueEntry
 
 
 class Submitter:
@@ -54,9 +44,11 @@ class Submitter:
         self.on_cluster = isinstance(store.redis, RedisCluster)
         self._script = store.redis.register_script(load_script("submit_job.lua"))
 
-    async def submit(self, job: Job, event_data: dict[str, Any]) -> Submitted:
+    async def submit(self, job: Job, event_data: dict[str, Any]) -> None:
         """Store ``job`` with its first ``status`` event (``event_data``), queue it and index
-        it, as its owner's submission; :class:`.TooManyRequests` past the owner's limit."""
+        it, as its owner's submission; :class:`.TooManyRequests` past the owner's limit.
+        A call that redis-py repeats (its reply was lost) finds the job there and does
+        nothing again."""
         store, keys, owner = self.store, self.store.keys, job.owner
         if self.on_cluster:
             await self.limit.hit(owner, WHAT)
@@ -73,12 +65,10 @@ class Submitter:
         )
         if status == "limit":
             raise self.limit.refusal(int(reply[0]), WHAT)
-        if status == "taken":  # job ids are random UUIDs: not by chance
-            raise RuntimeError(f"job id {job.id} is taken")
-        event_id, entry_id = (str(part) for part in reply)
+        if status == "again":
+            logger.info("job %s was stored by an earlier try of the same call", job.id)
         if self.on_cluster:
             await self._index(job)
-        return Submitted(event_id, QueueEntry(keys.partition_of(job.id), entry_id, job.id))
 
     async def _index(self, job: Job) -> None:
         """On a cluster, the owner's history and feed, once the job is stored and queued. It

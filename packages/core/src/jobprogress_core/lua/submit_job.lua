@@ -10,11 +10,12 @@
 -- ARGV[8] history and feed length, ARGV[9] their TTL (s), ARGV[10] the feed entry's data,
 -- ARGV[11] the new hash's fields, one JSON object of strings (one argument, not fifty: each
 -- argument costs the client as much to send as the script costs Redis to run).
--- Returns {'ok', first event ID, queue entry ID}; {'limit', ms to wait} (nothing written);
--- {'taken'} when the job id exists (nothing written).
+-- Returns 'ok'; {'limit', ms to wait} (nothing written); 'again' when the job exists: job
+-- ids are random, so this is a retry of a call that was done (redis-py retries a command
+-- whose reply was lost) and nothing is written, or counted, again.
 local full = #KEYS == 6
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'taken'}
+  return {'again'}
 end
 if full then
   local wait = gcra_hit(KEYS[4], ARGV[5], ARGV[6])
@@ -28,8 +29,8 @@ for name, value in pairs(cjson.decode(ARGV[11])) do
   fields[#fields + 1] = name
   fields[#fields + 1] = value
 end
-local event_id = new_job(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], fields)
-local entry_id = redis.call('XADD', KEYS[3], '*', 'jobId', job_id)
+new_job(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], fields)
+redis.call('XADD', KEYS[3], '*', 'jobId', job_id)
 if full then
   redis.call('ZADD', KEYS[5], ARGV[7], job_id)
   redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[8]) - 1)
@@ -37,4 +38,4 @@ if full then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], '*', 'type', 'status', 'data', ARGV[10])
   redis.call('EXPIRE', KEYS[6], ARGV[9])
 end
-return {'ok', event_id, entry_id}
+return {'ok'}
