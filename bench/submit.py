@@ -11,7 +11,9 @@ private redis-server; the bare one (``bare_app.py``) uses no Redis. No worker ru
 queues only grow (the private Redis is thrown away at the end). With ``--redis-cluster``, a
 job-queue-service on a private Redis Cluster (three masters, three replicas) takes turns too;
 with ``--before CHECKOUT``, the job-queue-service of an earlier revision, on the same Redis.
-Each job-queue-service's Redis connections (on every node) are counted at the end.
+Each job-queue-service's Redis connections (on every node) are counted at the end, and every
+row has the CPU time (utime + stime) its server process and its Redis (every node of a cluster)
+spent per request over its rounds.
 
     .venv/bin/python bench/submit.py --requests 5000 --concurrency 50 --redis-cluster
 """
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from fanout import BENCH_SECRET_KEY, fmt, percentile_ms
+from fanout import BENCH_SECRET_KEY, cpu_seconds, fmt, percentile_ms
 from redis import Redis
 
 from jobprogress_core.security import Audience, Tokens, new_identity
@@ -52,6 +54,14 @@ ENV = {
     # request (its Lua script is part of the cost) but never refuses one.
     "JOBPROGRESS_SUBMISSIONS_PER_MINUTE": "1000000",
 }
+
+
+def redis_pids(stack: Stack) -> list[int]:
+    """The redis-server processes of ``stack``: its one Redis, or every node of its cluster."""
+    if stack.cluster is not None:
+        return [node.pid for node in stack.cluster.nodes]
+    assert stack.redis is not None
+    return [stack.redis.pid]
 
 
 def redis_connections(stack: Stack, service: ServiceProcess) -> int:
@@ -135,21 +145,31 @@ def main() -> None:
         bare, bare_url = start_baseline(stack, "bare-aiohttp", Path(sys.executable), "bare_app.py")
         targets = {SERVICE_ROW: f"{queue.url}/api/jobs", ARQ_ROW: arq_url, BARE_ROW: bare_url}
         services = {SERVICE_ROW: (stack, queue)}
+        # Whose CPU each row's round is: its server process, and the Redis it uses.
+        processes = {SERVICE_ROW: [queue.pid], ARQ_ROW: [arq.pid], BARE_ROW: [bare.pid]}
+        redises = {SERVICE_ROW: redis_pids(stack), ARQ_ROW: redis_pids(stack), BARE_ROW: []}
         if args.before is not None:  # its own code first on the path: the packages of that checkout
             code = ":".join(str(src) for src in sorted(args.before.resolve().glob("packages/*/src")))
             earlier = stack.start_service("job-queue-service", PYTHONPATH=code)
             targets[BEFORE_ROW] = f"{earlier.url}/api/jobs"
             services[BEFORE_ROW] = (stack, earlier)
+            processes[BEFORE_ROW], redises[BEFORE_ROW] = [earlier.pid], redis_pids(stack)
         if cluster is not None:
             on_cluster = cluster.start_service("job-queue-service")
             targets[CLUSTER_ROW] = f"{on_cluster.url}/api/jobs"
             services[CLUSTER_ROW] = (cluster, on_cluster)
+            processes[CLUSTER_ROW], redises[CLUSTER_ROW] = [on_cluster.pid], redis_pids(cluster)
         results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in targets}
+        #: CPU seconds of each row's server and of its Redis, over its rounds (warm-ups included).
+        cpu = {name: [0.0, 0.0] for name in targets}
         try:
             for round_ in range(args.rounds):  # every other round in reverse: noise hits all alike
                 order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
                 for name in order:
+                    server, redis = cpu_seconds(processes[name]), cpu_seconds(redises[name])
                     results[name].append(asyncio.run(load(targets[name], args.requests, args.concurrency)))
+                    cpu[name][0] += cpu_seconds(processes[name]) - server
+                    cpu[name][1] += cpu_seconds(redises[name]) - redis
             connections = {name: redis_connections(*where) for name, where in services.items()}
         finally:
             bare.stop()
@@ -158,15 +178,24 @@ def main() -> None:
         f"POST /api/jobs, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
         f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
     )
-    print("| server | requests/s (median of rounds) | p50 ms | p99 ms | Redis connections |")
-    print("|---|---|---|---|---|")
+    print(
+        "| server | requests/s (median of rounds) | p50 ms | p99 ms | Redis connections "
+        "| server CPU µs / request | Redis CPU µs / request |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, rounds in results.items():
         rate = statistics.median(rate for rate, _ in rounds)
         latencies = [value for _, values in rounds for value in values]
+        sent = len(rounds) * (args.requests + min(50, args.requests))  # with the warm-ups
+        server_us, redis_us = (seconds * 1e6 / sent for seconds in cpu[name])
         print(
             f"| {name} | {rate:,.0f} | {fmt(percentile_ms(latencies, 0.5), 2)} | "
-            f"{fmt(percentile_ms(latencies, 0.99), 2)} | {connections.get(name, '-')} |"
+            f"{fmt(percentile_ms(latencies, 0.99), 2)} | {connections.get(name, '-')} | "
+            f"{server_us:,.0f} | {fmt(redis_us, 0) if redises[name] else '-'} |"
         )
+    print()
+    for name, rounds in results.items():
+        print(f"{name}, requests/s of each round: {' / '.join(f'{rate:,.0f}' for rate, _ in rounds)}")
     medians = {name: statistics.median(rate for rate, _ in rounds) for name, rounds in results.items()}
     print(f"job-queue-service / arq, requests/s: {medians[SERVICE_ROW] / medians[ARQ_ROW]:.2f}")
 

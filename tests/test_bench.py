@@ -37,10 +37,10 @@ TINY = {
 #: What each prints once it has measured everything.
 TABLES = {
     "submit.py": [
-        r"^\| server \| requests/s",
-        r"^\| job-queue-service \| [\d,]+ \|",
+        r"^\| server \| requests/s .* \| server CPU µs / request \| Redis CPU µs / request \|$",
+        r"^\| job-queue-service \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \| [\d,]+ \| [\d,]+ \|$",
         r"^\| aiohttp \+ arq enqueue_job \| [\d,]+ \| [\d.]+ \| [\d.]+ \| - \|",
-        r"^\| bare aiohttp handler \|",
+        r"^\| bare aiohttp handler \| [\d,]+ \| [\d.]+ \| [\d.]+ \| - \| [\d,]+ \| - \|$",
         r"^\| job-queue-service \(before\) \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \|",
         r"^job-queue-service / arq, requests/s: [\d.]+$",
         r"^\| job-queue-service on Redis Cluster \(3 masters\) \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \|",
