@@ -16,11 +16,14 @@ pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-#: Scripts that are not benchmarks: what a benchmark runs, and the nchan installer.
-HELPERS = {"bare_app.py", "setup-nchan"}
+#: Files that are not benchmarks: what a benchmark runs (and its requirements), the nchan installer.
+HELPERS = {"arq_app.py", "bare_app.py", "requirements-arq.txt", "setup-nchan"}
 
 TINY = {
-    "submit.py": ["--requests", "60", "--concurrency", "5", "--rounds", "1", "--redis-cluster"],
+    # --before names this checkout itself: an earlier revision is run the same way.
+    "submit.py": [
+        "--requests", "60", "--concurrency", "5", "--rounds", "1", "--redis-cluster", "--before", ".",
+    ],
     "streams.py": ["--streams", "20", "--jobs", "2", "--events", "3"],
     "multiplex.py": ["--jobs", "3", "--clients", "2", "--rate", "5", "--seconds", "1", "--rounds", "1"],
     "run.py": ["--lines", "500", "--rounds", "1"],
@@ -34,9 +37,12 @@ TINY = {
 #: What each prints once it has measured everything.
 TABLES = {
     "submit.py": [
-        r"^\| server \| requests/s",
-        r"^\| job-queue-service \| [\d,]+ \|",
-        r"^\| bare aiohttp handler \|",
+        r"^\| server \| requests/s .* \| server CPU µs / request \| Redis CPU µs / request \|$",
+        r"^\| job-queue-service \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \| [\d,]+ \| [\d,]+ \|$",
+        r"^\| aiohttp \+ arq enqueue_job \| [\d,]+ \| [\d.]+ \| [\d.]+ \| - \|",
+        r"^\| bare aiohttp handler \| [\d,]+ \| [\d.]+ \| [\d.]+ \| - \| [\d,]+ \| - \|$",
+        r"^\| job-queue-service \(before\) \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \|",
+        r"^job-queue-service / arq, requests/s: [\d.]+$",
         r"^\| job-queue-service on Redis Cluster \(3 masters\) \| [\d,]+ \| [\d.]+ \| [\d.]+ \| \d+ \|",
     ],
     "streams.py": [r"^clients with every event, exactly once: 20 of 20$"],

@@ -40,3 +40,33 @@ async def test_a_burst_of_commands_waits_for_turns(jobprogress_redis_cluster: Lo
         await redis.delete(*keys)
     finally:
         await close(redis)
+
+
+async def test_a_burst_of_pipelines_beside_commands_waits_for_turns(
+    jobprogress_redis_cluster: LocalCluster,
+) -> None:
+    """Pipelines hold a connection on each node they send to: a burst of them, beside a
+    burst of commands, waits for turns of its own rather than failing past the pools."""
+    environ = {
+        **TEST_ENV,
+        "REDIS_URL": jobprogress_redis_cluster.url,
+        "JOBPROGRESS_REDIS_POOL_SIZE": str(POOL),
+    }
+    redis = create_redis(Settings.from_env("job-queue-service", environ), role="pipelines")
+    keys = [f"pipelines:{{{n}}}:{os.getpid()}" for n in range(12)]  # keys on every master
+
+    async def pipelined() -> list[int]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.incr(key)
+            return await pipe.execute()
+
+    try:
+        replies = await asyncio.gather(
+            *(pipelined() for _ in range(60)), *(redis.incr(key) for key in keys for _ in range(5))
+        )
+        assert [int(await redis.get(key)) for key in keys] == [65] * len(keys)
+        assert len(replies) == 60 + 5 * len(keys)
+        await redis.delete(*keys)
+    finally:
+        await close(redis)

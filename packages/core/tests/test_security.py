@@ -63,6 +63,23 @@ def test_expired_forged_and_unsigned_tokens_are_refused() -> None:
         assert not refused.value.expired
 
 
+def test_a_token_read_again_is_still_refused_once_expired_or_for_another_audience() -> None:
+    now = [time.time()]
+    tokens = Tokens(SECRET, clock=lambda: now[0])
+    token, expires = tokens.issue(Audience.API, new_identity(), ttl=60)
+    claims = tokens.read(token, Audience.API)
+    claims["sub"] = "changed by a caller"
+    assert tokens.read(token, Audience.API)["sub"] != "changed by a caller"  # a copy each time
+    with pytest.raises(InvalidToken):
+        tokens.read(token, Audience.SHARE)  # checked for that audience, not taken from the first read
+    now[0] = expires + 4  # within the leeway
+    assert tokens.read(token, Audience.API)["exp"] == expires
+    now[0] = expires + 6
+    with pytest.raises(InvalidToken) as expired:
+        tokens.read(token, Audience.API)
+    assert expired.value.expired
+
+
 def test_an_identity_is_32_hex_digits_or_nothing() -> None:
     tokens = Tokens(SECRET)
     assert tokens.identity(tokens.issue(Audience.API, "owner:{x}", ttl=60)[0], Audience.API) is None

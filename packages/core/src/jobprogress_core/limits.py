@@ -2,7 +2,8 @@
 the services, whichever instance it reaches.
 
 - :class:`RateLimit`: hits per subject (an identity, or a client address) over a period,
-  as a GCRA: a burst of up to the limit, then an even rate. One Lua script per hit.
+  as a GCRA: a burst of up to the limit, then an even rate. One Lua script per hit (or a
+  part of a larger one: a job submission, :mod:`.submissions`).
 - :class:`StreamLeases`: concurrent SSE streams per subject. Each open stream holds a lease
   (a sorted-set member with an expiry) that its instance renews while the stream lasts and
   drops when it ends, so the leases of an instance that died lapse by themselves.
@@ -47,14 +48,21 @@ class RateLimit:
 
     async def hit(self, subject: str, what: str) -> None:
         """Count one hit of ``subject``; :class:`TooManyRequests` past the limit."""
-        wait_ms = int(
-            await self._script(keys=[self.keys.rate(self.name, subject)], args=[self.interval_ms, self.limit])
-        )
+        wait_ms = int(await self._script(keys=[self.key(subject)], args=[self.interval_ms, self.limit]))
         if wait_ms > 0:
-            raise TooManyRequests(
-                f"Too many {what}: at most {self.limit} per {self.period_text}; try again shortly",
-                retry_after=wait_ms / 1000,
-            )
+            raise self.refusal(wait_ms, what)
+
+    def key(self, subject: str) -> str:
+        """Where the limit's state for ``subject`` is kept (for a script that counts a hit
+        along with other work: ``lua/gcra.lua``)."""
+        return self.keys.rate(self.name, subject)
+
+    def refusal(self, wait_ms: int, what: str) -> TooManyRequests:
+        """The 429 of a hit refused, the next one allowed in ``wait_ms``."""
+        return TooManyRequests(
+            f"Too many {what}: at most {self.limit} per {self.period_text}; try again shortly",
+            retry_after=wait_ms / 1000,
+        )
 
     @property
     def period_text(self) -> str:

@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobprogress_client.backoff import Backoff
@@ -144,17 +145,35 @@ class WaitingCluster(RedisCluster):
     on a node it raises ``MaxConnectionsError`` at once, so a burst of requests (sixty
     streams opening together) failed with 503s where one Redis's pool would have queued
     them. Here a command waits for a turn first, as on one Redis, and the connections per
-    node stay within ``concurrency`` whatever the load (pipelines and the few commands sent
-    on a held connection come on top, within the pools' ceiling).
+    node stay within ``concurrency`` whatever the load. Pipelines (one connection on each
+    node they send to) wait for one of ``concurrency`` turns of their own: a pipeline may
+    send a redirected command again as a command, so it must not hold a command's turn
+    meanwhile. Commands and pipelines together stay within the pools' ceiling of twice
+    ``concurrency`` (a burst of fifty submissions, each with its index pipeline, went past
+    it); the few commands sent on a held connection come on top.
     """
 
     def __init__(self, concurrency: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turns = asyncio.Semaphore(concurrency)
+        self.pipeline_turns = asyncio.Semaphore(concurrency)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self._turns:
             return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return WaitingPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py makes its own
+
+
+class WaitingPipeline(ClusterPipeline):
+    """A pipeline of a :class:`WaitingCluster`, sent once it has a pipeline's turn."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        async with cast(WaitingCluster, self.cluster_client).pipeline_turns:
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 def create_cluster(

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
+from itertools import chain
 from typing import Any
 
 from redis.asyncio import Redis
@@ -77,9 +78,18 @@ class Appended:
     ids: list[str | None] = field(default_factory=list)
 
 
+#: The Lua files of functions that a script calls, which its text begins with.
+SCRIPT_FUNCTIONS = {
+    "rate_limit.lua": ("gcra.lua",),
+    "create_job.lua": ("new_job.lua",),
+    "submit_job.lua": ("gcra.lua", "new_job.lua"),
+}
+
+
 def load_script(name: str) -> str:
-    """The text of a Lua script of ``lua/``."""
-    return (files(__package__) / "lua" / name).read_text(encoding="utf-8")
+    """The text of a Lua script of ``lua/``, after the functions it calls."""
+    parts = [*SCRIPT_FUNCTIONS.get(name, ()), name]
+    return "\n".join((files(__package__) / "lua" / part).read_text(encoding="utf-8") for part in parts)
 
 
 class JobStore:
@@ -103,39 +113,54 @@ class JobStore:
         self._create = redis.register_script(load_script("create_job.lua"))
         self._append = redis.register_script(load_script("append_events.lua"))
 
-    async def create(self, job: Job, event_data: dict[str, Any]) -> str | None:
-        """Store a new job with its first ``status`` event; ``None`` if the id is taken."""
+    @property
+    def index_ttl(self) -> int:
+        """Seconds an owner's history and feed live after their last change."""
+        return self.retention_seconds + 3600
+
+    @staticmethod
+    def new_fields(job: Job) -> dict[str, str]:
+        """The hash of a new job, as the scripts that create one write it (``lua/new_job.lua``
+        adds ``last_event_id``)."""
         fields = job.to_hash()
-        fields.pop("last_event_id")
-        data = {"jobId": job.id, **event_data, "ts": event_data.get("ts") or now_iso()}
-        args: list[str] = [str(self.stream_maxlen), EventType.STATUS.value, dumps(data)]
-        for name, value in fields.items():
-            args += [name, value]
+        del fields["last_event_id"]
+        return fields
+
+    @staticmethod
+    def first_event(job: Job, event_data: dict[str, Any]) -> str:
+        """The data of a new job's first event, its ``status``: ``event_data`` with ``jobId``
+        and ``ts``."""
+        return dumps({"jobId": job.id, **event_data, "ts": event_data.get("ts") or now_iso()})
+
+    async def create(self, job: Job, event_data: dict[str, Any]) -> str | None:
+        """Store a new job with its first ``status`` event; ``None`` if the id is taken.
+        (A job for the workers is stored and queued in one step: :mod:`.submissions`.)"""
         keys = [self.keys.job(job.id), self.keys.events(job.id)]
+        fields = chain(*self.new_fields(job).items())
+        args = [str(self.stream_maxlen), EventType.STATUS.value, self.first_event(job, event_data), *fields]
         entry_id = await run_replicated(self.redis, self._create, keys, args, self.replication, "create")
         if not entry_id:
             return None
-        await self._index(job)
+        await self.index(job)
         return str(entry_id)
 
-    async def _index(self, job: Job) -> None:
+    async def index(self, job: Job) -> None:
         """Add the job to its owner's history (newest first) and feed of new jobs: both capped,
         expiring when idle. Two keys in two slots: one pipeline, not one transaction."""
         key, feed = self.keys.history(job.owner), self.keys.feed(job.owner)
-        ttl = self.retention_seconds + 3600
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {job.id: job.created_ms})
             pipe.zremrangebyrank(key, 0, -self.history_limit - 1)
-            pipe.expire(key, ttl)
-            pipe.xadd(feed, {"type": EventType.STATUS.value, "data": dumps({"jobId": job.id})},
+            pipe.expire(key, self.index_ttl)
+            pipe.xadd(feed, {"type": EventType.STATUS.value, "data": feed_data(job.id)},
                       maxlen=self.history_limit, approximate=True)  # fmt: skip
-            pipe.expire(feed, ttl)
+            pipe.expire(feed, self.index_ttl)
             await pipe.execute()
 
     async def keep_feed(self, owner: str) -> None:
         """The owner's feed lives as long as their history from now on: while someone
         watches it, a job of theirs that runs for long keeps the entry that names it."""
-        await self.redis.expire(self.keys.feed(owner), self.retention_seconds + 3600)
+        await self.redis.expire(self.keys.feed(owner), self.index_ttl)
 
     async def feed_entries(self, owner: str, *, until: str, count: int) -> list[Entry]:
         """The owner's feed up to ``until`` inclusive, newest first: their latest jobs."""
@@ -357,6 +382,11 @@ class JobStore:
     async def last_event_id(self, job_id: str) -> str | None:
         reply = range_entries(await self.redis.xrevrange(self.keys.events(job_id), "+", "-", count=1))
         return reply[0][0] if reply else None
+
+
+def feed_data(job_id: str) -> str:
+    """The ``data`` of the feed entry that names a new job."""
+    return dumps({"jobId": job_id})
 
 
 def _feed_job(entries: list[Entry]) -> str | None:

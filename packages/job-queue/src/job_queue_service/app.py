@@ -9,6 +9,7 @@ from aiohttp import web
 from jobprogress_core.limits import identity_limit_ctx, submission_limit_ctx
 from jobprogress_core.registration import consul_ctx
 from jobprogress_core.settings import JobQueueSettings
+from jobprogress_core.submissions import submitter_ctx
 from jobprogress_core.web import create_base_app
 
 from . import reporting, views
@@ -39,6 +40,7 @@ def create_app(settings: JobQueueSettings) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi_json, name="openapi")
     app.cleanup_ctx.append(identity_limit_ctx)
     app.cleanup_ctx.append(submission_limit_ctx)
+    app.cleanup_ctx.append(submitter_ctx)
     app.cleanup_ctx.append(external_ctx)
     app.cleanup_ctx.append(push_ctx)
     app.cleanup_ctx.append(consul_ctx)

@@ -33,8 +33,9 @@ from jobprogress_core.security import (
     issue_reporter_token,
     require_identity,
 )
+from jobprogress_core.submissions import SUBMITTER
 from jobprogress_core.web import JOB_QUEUE_SETTINGS as SETTINGS
-from jobprogress_core.web import QUEUE, STORE
+from jobprogress_core.web import STORE
 
 from .metrics import JOBS_SUBMITTED
 from .schemas import JobListQuerySchema, JobRequestSchema, ShareRequestSchema
@@ -77,9 +78,8 @@ async def submit_job(request: web.Request) -> web.Response:
     owner = await require_identity(request, Scope.SUBMIT)
     payload = await read_json(request)
     params = load(request.app[REQUEST_SCHEMA], payload, "Invalid job request")
-    await request.app[SUBMISSIONS].hit(owner, "job submissions")
-
     if params["runner"] == EXTERNAL:
+        await request.app[SUBMISSIONS].hit(owner, "job submissions")
         return await submit_external(request, params, owner)
     job = Job.new(
         params["type"],
@@ -95,15 +95,8 @@ async def submit_job(request: web.Request) -> web.Response:
     )
     job_id = job.id
     set_job_id(job_id)
-    store = request.app[STORE]
-    await store.create(job, {"status": JobStatus.QUEUED.value, "message": job.message})
-    try:
-        await request.app[QUEUE].enqueue(job_id)
-    except REDIS_ERRORS:
-        # Stored but not queued: end the job rather than leave it waiting for ever.
-        with contextlib.suppress(*REDIS_ERRORS):
-            await store.finish(job_id, EventType.FAILED, error="Could not be queued: Redis was unavailable")
-        raise
+    # Counted against the owner's limit, stored, queued and indexed: one step on one Redis.
+    await request.app[SUBMITTER].submit(job, {"status": JobStatus.QUEUED.value, "message": job.message})
     JOBS_SUBMITTED.labels(job.type).inc()
     logger.info("job %s submitted (type %s, %d steps)", job_id, job.type, job.total_steps)
     links = job_links(job_id)
