@@ -33,7 +33,6 @@ from jobprogress_core.security import (
 )
 from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
-from jobprogress_core.web import STORE
 
 from .frames import HEARTBEAT, Frame, reset_frame, retry_frame
 from .hub import Hub
@@ -144,14 +143,11 @@ async def counted_stream(request: web.Request, handler: StreamHandler) -> web.St
 
 async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) -> web.StreamResponse:
     await check_credential(request)
-    store = request.app[STORE]
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
     job, first_id = None, None
     if valid_job_id(job_id):
-        job, first_id = (
-            await store.get_with_first_event(job_id) if last_id else (await store.get(job_id), None)
-        )
+        job, first_id = await hub.log.job(job_id, first_event=last_id is not None)
     if job is None:
         raise NotFound(f"No job {job_id[:64]!r}")
     await authorize(request, Permission.READ, owner=job.owner, job_id=job.id)
@@ -164,8 +160,12 @@ async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) ->
     if job.status.terminal and last_id == job.last_event_id:
         return web.Response(status=204)
     reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
-    async with request.app[STREAM_LEASES].hold(await stream_subject(request, settings)):
+    leases = request.app[STREAM_LEASES]
+    lease = await leases.take(await stream_subject(request, settings))
+    try:
         return await _serve(request, job, last_id, reset, hub, settings)
+    finally:
+        await leases.release(lease)
 
 
 async def stream_subject(request: web.Request, settings: ProgressSettings) -> str:

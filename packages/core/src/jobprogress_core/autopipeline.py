@@ -1,0 +1,91 @@
+"""Commands that many tasks ask for in the same turn of the event loop, sent to Redis in
+one pipeline.
+
+A connect storm (thousands of SSE clients reconnecting at once, after a deploy or a network
+blip) makes each stream ask for the same few reads and writes: its job's hash, its lease,
+its first page of the log. Sent one by one, each takes a connection of the pool and a round
+trip, and past the pool's wait the last ones fail. Through :class:`AutoPipeline` the
+commands asked for while the loop runs its ready callbacks go out together as one
+non-transactional pipeline once they have all run: one connection and one round trip for
+all of them (on Redis Cluster, one per node: redis-py's cluster pipeline groups the
+commands by slot, and none of them spans two slots).
+
+Each caller gets the replies of its own commands; an error reply of one command is raised
+to its caller alone, a failure of the whole pipeline (Redis unreachable) to every caller of
+the batch, as each would have seen it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+__all__ = ["AutoPipeline", "Fill"]
+
+logger = logging.getLogger(__name__)
+
+#: Adds one caller's commands to a pipeline (redis-py's or its cluster's), without awaiting.
+Fill = Callable[[Any], object]
+
+
+class AutoPipeline:
+    """Batches of the commands asked for in one turn of the loop, at most ``max_batch``
+    callers' each, sent as pipelines of ``redis``."""
+
+    def __init__(self, redis: Redis | RedisCluster, *, max_batch: int = 1000) -> None:
+        self.redis = redis
+        self.max_batch = max_batch
+        self._waiting: list[tuple[Fill, asyncio.Future[list[Any]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, fill: Fill) -> list[Any]:
+        """The replies of the commands ``fill`` adds, sent with the others of this turn."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)  # after every callback ready now has run
+        self._waiting.append((fill, future))
+        replies = await future
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), self.max_batch):
+            task = asyncio.create_task(self._send(waiting[start : start + self.max_batch]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[Fill, asyncio.Future[list[Any]]]]) -> None:
+        spans = []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for fill, _ in batch:
+                    before = len(pipe)
+                    fill(pipe)
+                    spans.append((before, len(pipe)))
+                replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the process stopping): so are its callers
+            for _, future in batch:
+                future.cancel()
+            raise
+        for (_, future), (start, end) in zip(batch, spans, strict=True):
+            if not future.done():  # its caller may have been cancelled meanwhile
+                future.set_result(replies[start:end])
+
+    async def aclose(self) -> None:
+        """Wait for the batches in flight (their callers are waiting for them too)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
