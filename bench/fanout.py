@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -126,6 +127,14 @@ class Tally:
         self.latencies.clear()
 
 
+class Refused(RuntimeError):
+    """The server answered a client's GET with another status than 200."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SseClient:
     """One SSE connection: a raw HTTP/1.1 GET, then the body read as lines.
 
@@ -156,7 +165,7 @@ class SseClient:
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1]
         if status != b"200":
-            raise RuntimeError(f"GET {path}: HTTP {status.decode()}: {head[:200]!r}")
+            raise Refused(int(status), f"GET {path}: HTTP {status.decode()}: {head[:200]!r}")
         self.task = asyncio.create_task(self._read(reader))
         await self.first_event.wait()
 
@@ -490,18 +499,37 @@ class StormResult:
     events: int  # appended on every channel once all were connected (after its first one)
     exact: int  # clients that received the first event and every appended one, exactly once
     clients: int
+    failures: Counter[str]  # clients that did not connect, by why (``HTTP 503``, ``TimeoutError``)
 
 
 async def storm_phase(target: Target, clients: int, channels: int, events: int) -> StormResult:
     """``clients`` all connecting at once; then ``events`` events on every channel, waited
-    for (with a deadline) until every client has them all, then counted per client."""
+    for (with a deadline) until every client has them all, then counted per client. A
+    client the server refuses (a status other than 200) or that fails to connect is counted
+    as such, not retried: EventSource gives up on a refusal."""
     ids = await target.new_channels(channels)
-    paths = [target.path(c) for c in spread(ids, clients)]
+    connected = [SseClient(Tally()) for _ in range(clients)]
+    failures: Counter[str] = Counter()
+
+    async def connect(client: SseClient, path: str) -> None:
+        try:
+            async with asyncio.timeout(120):
+                await client.open(target.port, path)
+        except Refused as exc:
+            failures[f"HTTP {exc.status}"] += 1
+        except (OSError, TimeoutError) as exc:
+            failures[type(exc).__name__] += 1
+
     rss_before = rss_kib(target.pids())
     started = time.perf_counter()
-    connected = await connect_all(target.port, paths, None, in_flight=clients)
-    seconds = time.perf_counter() - started
     try:
+        await asyncio.gather(
+            *(
+                connect(client, target.path(c))
+                for client, c in zip(connected, spread(ids, clients), strict=True)
+            )
+        )
+        seconds = time.perf_counter() - started
         rss_after = rss_kib(target.pids())
         publish, close = await target.publisher()
         try:
@@ -511,15 +539,16 @@ async def storm_phase(target: Target, clients: int, channels: int, events: int) 
         finally:
             await close()
         expected = 1 + events
+        live = [client for client in connected if client.first_event.is_set()]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(60):
-                await asyncio.gather(*(client.received(expected) for client in connected))
+                await asyncio.gather(*(client.received(expected) for client in live))
         await asyncio.sleep(0.5)  # an event sent twice would show by now
         exact = sum(1 for client in connected if client.events == expected)
     finally:
         close_all(connected)
     await asyncio.sleep(1)
-    return StormResult(seconds, (rss_after - rss_before) / clients, events, exact, clients)
+    return StormResult(seconds, (rss_after - rss_before) / clients, events, exact, clients, failures)
 
 
 @dataclass
@@ -709,6 +738,7 @@ def table_rows(measured: Measurements, args: argparse.Namespace) -> list[tuple[s
             (f"{label}: time to all connected (s)", storm.seconds, 2),
             (f"{label}: RSS per stream (KiB)", storm.rss_per_stream_kib, 1),
             (f"{label}: clients with all {1 + storm.events} events exactly once", storm.exact, 0),
+            (f"{label}: clients refused or failed", sum(storm.failures.values()), 0),
         ]
     for label, phase in measured.latency.items():
         rows += [
@@ -769,6 +799,9 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
     for name, measured in results.items():
         if name != "nchan" and (held := measured.connect) is not None:
             print(f"{name} Redis connections: {held.redis_before} idle, {held.redis_during} with clients")
+    for name, measured in results.items():
+        if measured.storm is not None and measured.storm.failures:
+            print(f"{name}: storm clients that did not connect: {dict(measured.storm.failures)}")
     for name, measured in results.items():
         unstamped = sum(result.unstamped for result in measured.latency.values())
         if unstamped:

@@ -64,14 +64,20 @@ class AutoPipeline:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[Fill, asyncio.Future[list[Any]]]]) -> None:
-        spans = []
+        spans: list[tuple[asyncio.Future[list[Any]], int, int]] = []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for fill, _ in batch:
+                for fill, future in batch:
+                    if future.done():  # its caller was cancelled: nothing to send
+                        continue
                     before = len(pipe)
-                    fill(pipe)
-                    spans.append((before, len(pipe)))
-                replies = await pipe.execute(raise_on_error=False)
+                    try:
+                        fill(pipe)
+                    except Exception as exc:  # refused by the client before any was sent
+                        future.set_exception(exc)
+                        continue
+                    spans.append((future, before, len(pipe)))
+                replies = await pipe.execute(raise_on_error=False) if len(pipe) else []
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
@@ -81,7 +87,7 @@ class AutoPipeline:
             for _, future in batch:
                 future.cancel()
             raise
-        for (_, future), (start, end) in zip(batch, spans, strict=True):
+        for future, start, end in spans:
             if not future.done():  # its caller may have been cancelled meanwhile
                 future.set_result(replies[start:end])
 

@@ -117,7 +117,11 @@ class StreamLeases:
         args = (lease.member, self.lease_ms, limit)
         try:
             try:
-                (taken,) = await self._batch.call(lambda pipe: pipe.evalsha(self._script.sha, 1, key, *args))
+                # execute_command: redis-py's cluster pipeline refuses its evalsha method, but
+                # not the command itself, which it routes by its one key like any other.
+                (taken,) = await self._batch.call(
+                    lambda pipe: pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
+                )
             except NoScriptError:  # this node had not loaded it (or restarted): the call loads it
                 taken = await self._script(keys=[key], args=args)
             return bool(taken)
