@@ -12,14 +12,19 @@ commands by slot, and none of them spans two slots).
 
 Each caller gets the replies of its own commands; an error reply of one command is raised
 to its caller alone, a failure of the whole pipeline (Redis unreachable) to every caller of
-the batch, as each would have seen it alone.
+the batch, as each would have seen it alone. On a cluster, a node that fails (a master
+killed, a slot moving) fails only its own commands in the pipeline, and redis-py does not
+retry them there: their callers send their commands again, each on its own, through the
+client's retries (which find the new master), as they would have without the batch. Every
+command sent this way must therefore bear sending twice: reads, and writes that are
+idempotent (a lease taken or dropped again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
@@ -29,6 +34,9 @@ __all__ = ["AutoPipeline", "Fill"]
 
 logger = logging.getLogger(__name__)
 
+#: What a node of a cluster fails a command of a pipeline with, when redis-py would retry it
+#: (a connection lost, a timeout, the cluster down or a slot not covered).
+RETRIED = RedisCluster.ERRORS_ALLOW_RETRY
 #: Adds one caller's commands to a pipeline (redis-py's or its cluster's), without awaiting.
 Fill = Callable[[Any], object]
 
@@ -59,12 +67,15 @@ class AutoPipeline:
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
         for start in range(0, len(waiting), self.max_batch):
-            task = asyncio.create_task(self._send(waiting[start : start + self.max_batch]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._send(waiting[start : start + self.max_batch]))
+
+    def _start(self, send: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(send)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[Fill, asyncio.Future[list[Any]]]]) -> None:
-        spans: list[tuple[asyncio.Future[list[Any]], int, int]] = []
+        spans: list[tuple[tuple[Fill, asyncio.Future[list[Any]]], tuple[int, int]]] = []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for fill, future in batch:
@@ -76,7 +87,7 @@ class AutoPipeline:
                     except Exception as exc:  # refused by the client before any was sent
                         future.set_exception(exc)
                         continue
-                    spans.append((future, before, len(pipe)))
+                    spans.append(((fill, future), (before, len(pipe))))
                 replies = await pipe.execute(raise_on_error=False) if len(pipe) else []
         except Exception as exc:
             for _, future in batch:
@@ -87,11 +98,25 @@ class AutoPipeline:
             for _, future in batch:
                 future.cancel()
             raise
-        for future, start, end in spans:
-            if not future.done():  # its caller may have been cancelled meanwhile
-                future.set_result(replies[start:end])
+        for (fill, future), (start, end) in spans:
+            if future.done():  # its caller was cancelled meanwhile
+                continue
+            mine = replies[start:end]
+            if any(isinstance(reply, RETRIED) for reply in mine):
+                self._start(self._send_alone(fill, future))
+            else:
+                future.set_result(mine)
 
-    async def aclose(self) -> None:
-        """Wait for the batches in flight (their callers are waiting for them too)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _send_alone(self, fill: Fill, future: asyncio.Future[list[Any]]) -> None:
+        """One caller's commands in a pipeline of their own, which redis-py's cluster client
+        retries (with the cluster's layout read again) when a node fails."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                fill(pipe)
+                replies = await pipe.execute()
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(replies)
