@@ -496,6 +496,7 @@ async def connect_phase(target: Target, clients: int, channels: int) -> ConnectR
 class StormResult:
     seconds: float
     rss_per_stream_kib: float
+    cpu_ms_per_connect: float  # the server's utime+stime until all were connected, per client
     events: int  # appended on every channel once all were connected (after its first one)
     exact: int  # clients that received the first event and every appended one, exactly once
     clients: int
@@ -520,7 +521,7 @@ async def storm_phase(target: Target, clients: int, channels: int, events: int) 
         except (OSError, TimeoutError) as exc:
             failures[type(exc).__name__] += 1
 
-    rss_before = rss_kib(target.pids())
+    rss_before, cpu_before = rss_kib(target.pids()), cpu_seconds(target.pids())
     started = time.perf_counter()
     try:
         await asyncio.gather(
@@ -530,7 +531,7 @@ async def storm_phase(target: Target, clients: int, channels: int, events: int) 
             )
         )
         seconds = time.perf_counter() - started
-        rss_after = rss_kib(target.pids())
+        rss_after, cpu = rss_kib(target.pids()), cpu_seconds(target.pids()) - cpu_before
         publish, close = await target.publisher()
         try:
             for _ in range(events):
@@ -548,7 +549,8 @@ async def storm_phase(target: Target, clients: int, channels: int, events: int) 
     finally:
         close_all(connected)
     await asyncio.sleep(1)
-    return StormResult(seconds, (rss_after - rss_before) / clients, events, exact, clients, failures)
+    per_stream = (rss_after - rss_before) / clients
+    return StormResult(seconds, per_stream, cpu / clients * 1000, events, exact, clients, failures)
 
 
 @dataclass
@@ -737,6 +739,7 @@ def table_rows(measured: Measurements, args: argparse.Namespace) -> list[tuple[s
         rows += [
             (f"{label}: time to all connected (s)", storm.seconds, 2),
             (f"{label}: RSS per stream (KiB)", storm.rss_per_stream_kib, 1),
+            (f"{label}: server CPU per connect (ms)", storm.cpu_ms_per_connect, 2),
             (f"{label}: clients with all {1 + storm.events} events exactly once", storm.exact, 0),
             (f"{label}: clients refused or failed", sum(storm.failures.values()), 0),
         ]

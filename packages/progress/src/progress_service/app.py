@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Final
 
@@ -69,12 +69,18 @@ def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.A
 
 
 @web.middleware
-async def page_identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def page_identity_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """The page hands each browser its identity cookie, and renews it on every load (so it
-    lasts ``JOBPROGRESS_IDENTITY_COOKIE_DAYS`` after the last visit)."""
+    lasts ``JOBPROGRESS_IDENTITY_COOKIE_DAYS`` after the last visit). Any other request goes
+    on as the handler's own awaitable: no frame of this middleware stays for a stream."""
+    if request.method == "GET" and request.path.endswith(".html"):
+        return _with_identity(request, handler)
+    return handler(request)
+
+
+async def _with_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
-    page = request.method == "GET" and response.status == 200 and request.path.endswith(".html")
-    if page and hdrs.AUTHORIZATION not in request.headers:
+    if response.status == 200 and hdrs.AUTHORIZATION not in request.headers:
         identity = await identity_of(request)
         if identity is None:
             try:
