@@ -17,7 +17,8 @@ and look at ``data:`` lines. Phases:
   process; delivered events per second (summed over the clients) and CPU per delivered event;
 - storm: ``--storm`` clients all connecting at once (no limit on handshakes in flight), as
   after a deploy or a network blip: the time until every one has its channel's first event,
-  and RSS per stream then; after that a few events on every channel, which every client
+  the server's CPU per connect, and RSS per stream then (only with ``--phases storm``: after
+  the connect phase the process's RSS has grown to its clients already); after that a few events on every channel, which every client
   must receive exactly once (counted per client).
 
     .venv/bin/python bench/fanout.py --clients 10000
@@ -495,7 +496,8 @@ async def connect_phase(target: Target, clients: int, channels: int) -> ConnectR
 @dataclass
 class StormResult:
     seconds: float
-    rss_per_stream_kib: float
+    #: ``None`` when another phase ran first: the process's RSS had grown to its clients' already.
+    rss_per_stream_kib: float | None
     cpu_ms_per_connect: float  # the server's utime+stime until all were connected, per client
     events: int  # appended on every channel once all were connected (after its first one)
     exact: int  # clients that received the first event and every appended one, exactly once
@@ -503,7 +505,9 @@ class StormResult:
     failures: Counter[str]  # clients that did not connect, by why (``HTTP 503``, ``TimeoutError``)
 
 
-async def storm_phase(target: Target, clients: int, channels: int, events: int) -> StormResult:
+async def storm_phase(
+    target: Target, clients: int, channels: int, events: int, *, first: bool
+) -> StormResult:
     """``clients`` all connecting at once; then ``events`` events on every channel, waited
     for (with a deadline) until every client has them all, then counted per client. A
     client the server refuses (a status other than 200) or that fails to connect is counted
@@ -549,7 +553,7 @@ async def storm_phase(target: Target, clients: int, channels: int, events: int) 
     finally:
         close_all(connected)
     await asyncio.sleep(1)
-    per_stream = (rss_after - rss_before) / clients
+    per_stream = (rss_after - rss_before) / clients if first else None
     return StormResult(seconds, per_stream, cpu / clients * 1000, events, exact, clients, failures)
 
 
@@ -802,6 +806,9 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
     for name, measured in results.items():
         if name != "nchan" and (held := measured.connect) is not None:
             print(f"{name} Redis connections: {held.redis_before} idle, {held.redis_during} with clients")
+    storm = results["progress-service"].storm
+    if storm is not None and storm.rss_per_stream_kib is None:
+        print("storm RSS per stream: n/a after the connect phase (RSS had grown already): --phases storm")
     for name, measured in results.items():
         if measured.storm is not None and measured.storm.failures:
             print(f"{name}: storm clients that did not connect: {dict(measured.storm.failures)}")
@@ -853,7 +860,9 @@ async def measure_phases(
             await asyncio.sleep(1)
     if "storm" in phases:
         for name, target in targets.items():
-            storm[name] = await storm_phase(target, args.storm, args.channels, args.storm_events)
+            storm[name] = await storm_phase(
+                target, args.storm, args.channels, args.storm_events, first="connect" not in phases
+            )
             await asyncio.sleep(1)
     latency: dict[str, dict[str, Rounds]] = {name: {} for name in targets}
     if "latency" in phases:

@@ -57,7 +57,7 @@ TABLES = {
         r"\| cluster / one Redis \|$",
         r"^\| connect 40 clients \(s\) \| [\d.]+ \| [\d.]+ \|",
         r"^\| storm of 30 clients at once: time to all connected \(s\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|",
-        r"^\| storm of 30 clients at once: RSS per stream \(KiB\) \| -?[\d.]+ \|",
+        r"^\| storm of 30 clients at once: RSS per stream \(KiB\) \| n/a \|",
         r"^\| storm of 30 clients at once: server CPU per connect \(ms\) \| [\d.]+ \|",
         # every client of every server got each of the 3 events once, none refused
         r"^\| storm of 30 clients at once: clients with all 3 events exactly once \| 30 \| 30 \| 30 \| 1.00 \|",
