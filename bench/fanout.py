@@ -18,8 +18,8 @@ and look at ``data:`` lines. Phases:
 - storm: ``--storm`` clients all connecting at once (no limit on handshakes in flight), as
   after a deploy or a network blip: the time until every one has its channel's first event,
   the server's CPU per connect, and RSS per stream then (only with ``--phases storm``: after
-  the connect phase the process's RSS has grown to its clients already); after that a few events on every channel, which every client
-  must receive exactly once (counted per client).
+  the connect phase the process's RSS has grown to its clients already); after that a few
+  events on every channel, which every client must receive exactly once (counted per client).
 
     .venv/bin/python bench/fanout.py --clients 10000
 """

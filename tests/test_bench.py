@@ -60,7 +60,8 @@ TABLES = {
         r"^\| storm of 30 clients at once: RSS per stream \(KiB\) \| n/a \|",
         r"^\| storm of 30 clients at once: server CPU per connect \(ms\) \| [\d.]+ \|",
         # every client of every server got each of the 3 events once, none refused
-        r"^\| storm of 30 clients at once: clients with all 3 events exactly once \| 30 \| 30 \| 30 \| 1.00 \|",
+        r"^\| storm of 30 clients at once: clients with all 3 events exactly once "
+        r"\| 30 \| 30 \| 30 \| 1.00 \|",
         r"^\| storm of 30 clients at once: clients refused or failed \| 0 \| 0 \| 0 \|",
         r"^\| 8 clients x 5 ev/s: latency p99 \(ms\) \| [\d.]+ \| [\d.]+ \|",
         r"^\| max rate, 8 clients on 1 channel: delivered events/s \| [\d,]+ \|",
