@@ -14,7 +14,12 @@ and look at ``data:`` lines. Phases:
   server CPU (utime+stime) per delivered event over the phase. Run ``--rounds`` times with
   the servers taking turns, the rounds of each server pooled;
 - max rate: clients on one channel, the producer publishing as fast as it can from a second
-  process; delivered events per second (summed over the clients) and CPU per delivered event.
+  process; delivered events per second (summed over the clients) and CPU per delivered event;
+- storm: ``--storm`` clients all connecting at once (no limit on handshakes in flight), as
+  after a deploy or a network blip: the time until every one has its channel's first event,
+  the server's CPU per connect, and RSS per stream then (only with ``--phases storm``: after
+  the connect phase the process's RSS has grown to its clients already); after that a few
+  events on every channel, which every client must receive exactly once (counted per client).
 
     .venv/bin/python bench/fanout.py --clients 10000
 """
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -122,6 +128,14 @@ class Tally:
         self.latencies.clear()
 
 
+class Refused(RuntimeError):
+    """The server answered a client's GET with another status than 200."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SseClient:
     """One SSE connection: a raw HTTP/1.1 GET, then the body read as lines.
 
@@ -134,7 +148,12 @@ class SseClient:
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
         self.pending = bytearray()
+        #: Events this client received (``data:`` lines).
+        self.events = 0
         self.first_event = asyncio.Event()
+        #: Set once :attr:`events` reaches :attr:`wanted` (see :meth:`received`).
+        self.wanted = 0
+        self.reached = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -147,9 +166,15 @@ class SseClient:
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1]
         if status != b"200":
-            raise RuntimeError(f"GET {path}: HTTP {status.decode()}: {head[:200]!r}")
+            raise Refused(int(status), f"GET {path}: HTTP {status.decode()}: {head[:200]!r}")
         self.task = asyncio.create_task(self._read(reader))
         await self.first_event.wait()
+
+    async def received(self, count: int) -> None:
+        """Return once this client has received ``count`` events in all."""
+        self.wanted = count
+        if self.events < count:
+            await self.reached.wait()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while data := await reader.read(262_144):
@@ -166,6 +191,9 @@ class SseClient:
         if not count:
             return
         self.first_event.set()
+        self.events += count
+        if self.wanted and self.events >= self.wanted:
+            self.reached.set()
         tally = self.tally
         tally.events += count
         if tally.latency:
@@ -180,15 +208,22 @@ class SseClient:
             self.writer.close()
 
 
-async def connect_all(port: int, paths: list[str], tally: Tally | None, headers: str = "") -> list[SseClient]:
-    """One client per path, at most :data:`CONNECTS_IN_FLIGHT` handshakes at a time; all
-    count into ``tally``, or each into a tally of its own with ``None``."""
-    gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
+async def connect_all(
+    port: int,
+    paths: list[str],
+    tally: Tally | None,
+    headers: str = "",
+    *,
+    in_flight: int = CONNECTS_IN_FLIGHT,
+) -> list[SseClient]:
+    """One client per path, at most ``in_flight`` handshakes at a time; all count into
+    ``tally``, or each into a tally of its own with ``None``."""
+    gate = asyncio.Semaphore(in_flight)
     clients = [SseClient(tally or Tally()) for _ in paths]
 
     async def connect(client: SseClient, path: str) -> None:
         async with gate:
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(120):
                 await client.open(port, path, headers)
 
     try:
@@ -459,6 +494,70 @@ async def connect_phase(target: Target, clients: int, channels: int) -> ConnectR
 
 
 @dataclass
+class StormResult:
+    seconds: float
+    #: ``None`` when another phase ran first: the process's RSS had grown to its clients' already.
+    rss_per_stream_kib: float | None
+    cpu_ms_per_connect: float  # the server's utime+stime until all were connected, per client
+    events: int  # appended on every channel once all were connected (after its first one)
+    exact: int  # clients that received the first event and every appended one, exactly once
+    clients: int
+    failures: Counter[str]  # clients that did not connect, by why (``HTTP 503``, ``TimeoutError``)
+
+
+async def storm_phase(
+    target: Target, clients: int, channels: int, events: int, *, first: bool
+) -> StormResult:
+    """``clients`` all connecting at once; then ``events`` events on every channel, waited
+    for (with a deadline) until every client has them all, then counted per client. A
+    client the server refuses (a status other than 200) or that fails to connect is counted
+    as such, not retried: EventSource gives up on a refusal."""
+    ids = await target.new_channels(channels)
+    connected = [SseClient(Tally()) for _ in range(clients)]
+    failures: Counter[str] = Counter()
+
+    async def connect(client: SseClient, path: str) -> None:
+        try:
+            async with asyncio.timeout(120):
+                await client.open(target.port, path)
+        except Refused as exc:
+            failures[f"HTTP {exc.status}"] += 1
+        except (OSError, TimeoutError) as exc:
+            failures[type(exc).__name__] += 1
+
+    rss_before, cpu_before = rss_kib(target.pids()), cpu_seconds(target.pids())
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(
+            *(
+                connect(client, target.path(c))
+                for client, c in zip(connected, spread(ids, clients), strict=True)
+            )
+        )
+        seconds = time.perf_counter() - started
+        rss_after, cpu = rss_kib(target.pids()), cpu_seconds(target.pids()) - cpu_before
+        publish, close = await target.publisher()
+        try:
+            for _ in range(events):
+                for channel in ids:
+                    await publish(channel, event_data(channel))
+        finally:
+            await close()
+        expected = 1 + events
+        live = [client for client in connected if client.first_event.is_set()]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await asyncio.gather(*(client.received(expected) for client in live))
+        await asyncio.sleep(0.5)  # an event sent twice would show by now
+        exact = sum(1 for client in connected if client.events == expected)
+    finally:
+        close_all(connected)
+    await asyncio.sleep(1)
+    per_stream = (rss_after - rss_before) / clients if first else None
+    return StormResult(seconds, per_stream, cpu / clients * 1000, events, exact, clients, failures)
+
+
+@dataclass
 class DeliveryResult:
     delivered: int
     seconds: float
@@ -600,9 +699,12 @@ class Rounds:
 
 @dataclass
 class Measurements:
-    connect: ConnectResult
+    """One server's results; a phase left out by ``--phases`` is ``None`` (or empty)."""
+
+    connect: ConnectResult | None
     latency: dict[str, Rounds]
-    max_rate: DeliveryResult
+    max_rate: DeliveryResult | None
+    storm: StormResult | None
 
 
 def versions() -> str:
@@ -629,26 +731,39 @@ def ratio(value: float | None, baseline: float | None) -> str:
 
 def table_rows(measured: Measurements, args: argparse.Namespace) -> list[tuple[str, float | None, int]]:
     """(metric, value, digits) of every table row, for one server."""
-    connect, top = measured.connect, measured.max_rate
-    rows: list[tuple[str, float | None, int]] = [
-        (f"connect {args.clients} clients (s)", connect.seconds, 2),
-        ("RSS per idle connection (KiB)", connect.rss_per_connection_kib, 1),
-    ]
+    connect, top, storm = measured.connect, measured.max_rate, measured.storm
+    rows: list[tuple[str, float | None, int]] = []
+    if connect is not None:
+        rows += [
+            (f"connect {args.clients} clients (s)", connect.seconds, 2),
+            ("RSS per idle connection (KiB)", connect.rss_per_connection_kib, 1),
+        ]
+    if storm is not None:
+        label = f"storm of {args.storm} clients at once"
+        rows += [
+            (f"{label}: time to all connected (s)", storm.seconds, 2),
+            (f"{label}: RSS per stream (KiB)", storm.rss_per_stream_kib, 1),
+            (f"{label}: server CPU per connect (ms)", storm.cpu_ms_per_connect, 2),
+            (f"{label}: clients with all {1 + storm.events} events exactly once", storm.exact, 0),
+            (f"{label}: clients refused or failed", sum(storm.failures.values()), 0),
+        ]
     for label, phase in measured.latency.items():
         rows += [
             (f"{label}: latency p50 (ms)", percentile_ms(phase.latencies, 0.5), 2),
             (f"{label}: latency p99 (ms)", percentile_ms(phase.latencies, 0.99), 2),
             (f"{label}: server CPU per delivered event (us)", phase.cpu_us_per_event(), 1),
         ]
-    label = f"max rate, {args.max_clients} clients on 1 channel"
-    rows += [
-        (f"{label}: delivered events/s", top.delivered / top.seconds, 0),
-        (f"{label}: server CPU per delivered event (us)", top.cpu_us_per_event(top.server_cpu), 1),
-        (f"{label}: redis-server CPU per delivered event (us)", top.cpu_us_per_event(top.redis_cpu), 1),
-        (f"{label}: published events/s", top.published / top.seconds, 0),
-        (f"{label}: benchmark process CPU (% of a core)", top.own_cpu / top.seconds * 100, 0),
-        (f"Redis connections held with {args.clients} clients", connect.redis_during, 0),
-    ]
+    if top is not None:
+        label = f"max rate, {args.max_clients} clients on 1 channel"
+        rows += [
+            (f"{label}: delivered events/s", top.delivered / top.seconds, 0),
+            (f"{label}: server CPU per delivered event (us)", top.cpu_us_per_event(top.server_cpu), 1),
+            (f"{label}: redis-server CPU per delivered event (us)", top.cpu_us_per_event(top.redis_cpu), 1),
+            (f"{label}: published events/s", top.published / top.seconds, 0),
+            (f"{label}: benchmark process CPU (% of a core)", top.own_cpu / top.seconds * 100, 0),
+        ]
+    if connect is not None:
+        rows.append((f"Redis connections held with {args.clients} clients", connect.redis_during, 0))
     return rows
 
 
@@ -689,9 +804,14 @@ def print_report(results: dict[str, Measurements], args: argparse.Namespace) -> 
         print(f"{label}, p99 of each round (ms, in order): {'; '.join(by_server)}")
     print()
     for name, measured in results.items():
-        if name != "nchan":
-            held = measured.connect
+        if name != "nchan" and (held := measured.connect) is not None:
             print(f"{name} Redis connections: {held.redis_before} idle, {held.redis_during} with clients")
+    storm = results["progress-service"].storm
+    if storm is not None and storm.rss_per_stream_kib is None:
+        print("storm RSS per stream: n/a after the connect phase (RSS had grown already): --phases storm")
+    for name, measured in results.items():
+        if measured.storm is not None and measured.storm.failures:
+            print(f"{name}: storm clients that did not connect: {dict(measured.storm.failures)}")
     for name, measured in results.items():
         unstamped = sum(result.unstamped for result in measured.latency.values())
         if unstamped:
@@ -731,33 +851,45 @@ async def measure_phases(
     producer: ProcessPoolExecutor,
     args: argparse.Namespace,
 ) -> dict[str, Measurements]:
-    connect = {}
-    for name, target in targets.items():
-        connect[name] = await connect_phase(target, args.clients, args.channels)
-        await asyncio.sleep(1)
+    phases = set(args.phases)
+    connect: dict[str, ConnectResult | None] = dict.fromkeys(targets)
+    storm: dict[str, StormResult | None] = dict.fromkeys(targets)
+    if "connect" in phases:
+        for name, target in targets.items():
+            connect[name] = await connect_phase(target, args.clients, args.channels)
+            await asyncio.sleep(1)
+    if "storm" in phases:
+        for name, target in targets.items():
+            storm[name] = await storm_phase(
+                target, args.storm, args.channels, args.storm_events, first="connect" not in phases
+            )
+            await asyncio.sleep(1)
     latency: dict[str, dict[str, Rounds]] = {name: {} for name in targets}
-    for clients, rate in zip(args.latency_clients, args.latency_rates, strict=True):
-        label = f"{clients} clients x {rate:g} ev/s"
-        for turn in range(args.rounds):
-            for name in list(targets)[:: 1 if turn % 2 == 0 else -1]:
-                target = targets[name]
-                ids = await target.new_channels(args.channels)
-                result = await delivery_phase(
-                    target, meters[name], [target.path(c) for c in spread(ids, clients)],
-                    functools.partial(paced_producer, target.publisher, ids, rate, args.seconds),
-                    latency=True, drain=1.0,
-                )  # fmt: skip
-                latency[name].setdefault(label, Rounds()).add(result)
+    if "latency" in phases:
+        for clients, rate in zip(args.latency_clients, args.latency_rates, strict=True):
+            label = f"{clients} clients x {rate:g} ev/s"
+            for turn in range(args.rounds):
+                for name in list(targets)[:: 1 if turn % 2 == 0 else -1]:
+                    target = targets[name]
+                    ids = await target.new_channels(args.channels)
+                    result = await delivery_phase(
+                        target, meters[name], [target.path(c) for c in spread(ids, clients)],
+                        functools.partial(paced_producer, target.publisher, ids, rate, args.seconds),
+                        latency=True, drain=1.0,
+                    )  # fmt: skip
+                    latency[name].setdefault(label, Rounds()).add(result)
     measured = {}
     for name, target in targets.items():
-        (channel,) = await target.new_channels(1)
-        flat_out = functools.partial(run_flat_out_producer, target.publisher, channel, args.max_seconds)
-        max_rate = await delivery_phase(
-            target, meters[name], [target.path(channel)] * args.max_clients,
-            functools.partial(asyncio.get_running_loop().run_in_executor, producer, flat_out),
-            latency=False, drain=0.0,
-        )  # fmt: skip
-        measured[name] = Measurements(connect[name], latency[name], max_rate)
+        max_rate = None
+        if "max-rate" in phases:
+            (channel,) = await target.new_channels(1)
+            flat_out = functools.partial(run_flat_out_producer, target.publisher, channel, args.max_seconds)
+            max_rate = await delivery_phase(
+                target, meters[name], [target.path(channel)] * args.max_clients,
+                functools.partial(asyncio.get_running_loop().run_in_executor, producer, flat_out),
+                latency=False, drain=0.0,
+            )  # fmt: skip
+        measured[name] = Measurements(connect[name], latency[name], max_rate, storm[name])
     return measured
 
 
@@ -771,6 +903,8 @@ def raise_fd_limit(connections: int) -> int:
     return hard
 
 
+#: The phases, in the order they run.
+PHASES = ("connect", "storm", "latency", "max-rate")
 #: The name in the report of the progress-service of ``--before``.
 BEFORE = "progress-service (before)"
 #: The name in the report of ``--redis-cluster``'s progress-service.
@@ -806,6 +940,17 @@ def parse_args() -> argparse.Namespace:
         "--rounds", type=int, default=3, help="latency rounds per server, the servers taking turns"
     )
     parser.add_argument("--max-clients", type=int, default=200)
+    parser.add_argument("--storm", type=int, default=5000, help="clients of the storm phase, all at once")
+    parser.add_argument(
+        "--storm-events", type=int, default=3, help="events on every channel once the storm has connected"
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=PHASES,
+        default=list(PHASES),
+        help="the phases to run (all by default)",
+    )
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument(
         "--before",
@@ -824,7 +969,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    fds = raise_fd_limit(args.clients)
+    fds = raise_fd_limit(max(args.clients, args.storm))
     stack = bench_stack()
     cluster = (
         Stack(env={"JOBPROGRESS_SECRET_KEY": BENCH_SECRET_KEY}, redis_cluster=True)

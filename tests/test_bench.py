@@ -31,6 +31,7 @@ TINY = {
     "fanout.py": [
         "--clients", "40", "--channels", "2", "--latency-clients", "4", "8", "--latency-rates", "5", "5",
         "--seconds", "1.5", "--rounds", "1", "--max-clients", "8", "--max-seconds", "0.5", "--redis-cluster",
+        "--storm", "30", "--storm-events", "2",
     ],
 }  # fmt: skip
 
@@ -61,6 +62,13 @@ TABLES = {
         r"^\| metric \| progress-service \| progress-service \(Redis Cluster\) \| nchan \| progress / nchan "
         r"\| cluster / one Redis \|$",
         r"^\| connect 40 clients \(s\) \| [\d.]+ \| [\d.]+ \|",
+        r"^\| storm of 30 clients at once: time to all connected \(s\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|",
+        r"^\| storm of 30 clients at once: RSS per stream \(KiB\) \| n/a \|",
+        r"^\| storm of 30 clients at once: server CPU per connect \(ms\) \| [\d.]+ \|",
+        # every client of every server got each of the 3 events once, none refused
+        r"^\| storm of 30 clients at once: clients with all 3 events exactly once "
+        r"\| 30 \| 30 \| 30 \| 1.00 \|",
+        r"^\| storm of 30 clients at once: clients refused or failed \| 0 \| 0 \| 0 \|",
         r"^\| 8 clients x 5 ev/s: latency p99 \(ms\) \| [\d.]+ \| [\d.]+ \|",
         r"^\| max rate, 8 clients on 1 channel: delivered events/s \| [\d,]+ \|",
     ],

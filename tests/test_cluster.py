@@ -247,3 +247,34 @@ async def test_many_jobs_on_one_stream_across_every_master(stack: Stack, http: a
         assert [e.data for e in rest if e.data["jobId"] == job_id] == [
             e.data for e in together[half + 1 :] if e.data["jobId"] == job_id
         ]
+
+
+async def test_a_storm_of_connects_gets_each_client_its_log_and_exact_resume(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """Streams of jobs on every master opening all at once (their reads and leases batched
+    into one cluster pipeline per turn of the loop, split by node): each gets its own job's
+    log, from its own Last-Event-ID, exactly once."""
+    progress = stack.url("progress-service")
+    jobs = [
+        await submit_job(http, stack.url("job-queue-service"), steps=4, durationSeconds=2) for _ in range(6)
+    ]
+    early = {
+        job_id: [e.id for e in await collect_events(http, f"{progress}/api/progress/{job_id}", stop_after=2)]
+        for job_id in jobs
+    }
+    starts = [(job_id, start) for job_id in jobs for start in (None, *early[job_id]) for _ in range(5)]
+    seen = await asyncio.gather(
+        *(
+            collect_events(http, f"{progress}/api/progress/{job_id}", last_event_id=start, timeout=60)
+            for job_id, start in starts
+        )
+    )
+    logs = {
+        job_id: [e.id for e in await collect_events(http, f"{progress}/api/progress/{job_id}")]
+        for job_id in jobs
+    }
+    for (job_id, start), events in zip(starts, seen, strict=True):
+        log = logs[job_id]
+        assert log[-1] == events[-1].id and events[-1].event == "complete"
+        assert [e.id for e in events] == (log[log.index(start) + 1 :] if start else log)

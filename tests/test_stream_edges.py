@@ -108,3 +108,41 @@ async def test_an_id_ahead_of_the_log_is_400(
     ) as response:
         assert response.status == 400
         assert (await response.json())["error"]["code"] == "bad_request"
+
+
+async def test_a_storm_of_connects_to_several_jobs_gets_each_client_its_log_and_exact_resume(
+    stack_store: JobStore,
+    new_job: Callable[[], Awaitable[str]],
+    progress_url: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Streams opening all at once share their Redis reads (one pipeline per turn of the
+    loop): each still gets its own job's log, from its own Last-Event-ID, exactly once."""
+    jobs = [await new_job() for _ in range(4)]
+    early: dict[str, list[str]] = {job_id: [] for job_id in jobs}
+    for n in range(10):
+        for job_id in jobs:
+            event = await stack_store.append(job_id, EventType.LOG, {"line": f"early {n}"})
+            assert event is not None
+            early[job_id].append(event.id)
+    rng = random.Random(11)
+    starts = [(job_id, rng.choice([None, *early[job_id]])) for job_id in jobs for _ in range(30)]
+
+    async def writer() -> None:
+        for n in range(10):
+            for job_id in jobs:
+                await stack_store.append(job_id, EventType.LOG, {"line": f"late {n}"})
+        for job_id in jobs:
+            await stack_store.finish(job_id, EventType.COMPLETE, result="done")
+
+    clients = [
+        collect_events(http, f"{progress_url}/api/progress/{job_id}", last_event_id=start, timeout=60)
+        for job_id, start in starts
+    ]
+    _, *seen = await asyncio.gather(writer(), *clients)
+    logs = {job_id: [e.id for e in await stack_store.events(job_id, count=10_000)] for job_id in jobs}
+    for (job_id, start), events in zip(starts, seen, strict=True):
+        log = logs[job_id]
+        expected = log[log.index(start) + 1 :] if start else log
+        assert [e.id for e in events] == expected
+        assert {e.data["jobId"] for e in events} == {job_id}

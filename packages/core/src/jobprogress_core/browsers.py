@@ -25,15 +25,16 @@ SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS, hdrs
 
 
 @web.middleware
-async def same_origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def same_origin_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Unsafe requests from a browser must come from this origin (no cross-site forgery).
 
     A browser names the page's origin in ``Origin`` (or at least ``Sec-Fetch-Site``) on every
     unsafe request; it must be this host. A request with neither is not from a current
     browser (a script, the CLI) and passes, unless it carries the identity cookie: that is
-    what a forged request would ride on, so without proof of its origin it is refused."""
+    what a forged request would ride on, so without proof of its origin it is refused.
+    (A plain function returning the handler's awaitable: see ``request_id_middleware``.)"""
     if request.method in SAFE_METHODS:
-        return await handler(request)
+        return handler(request)
     origin = request.headers.get(hdrs.ORIGIN)
     site = request.headers.get("Sec-Fetch-Site")
     if origin is not None:
@@ -52,7 +53,7 @@ async def same_origin_middleware(request: web.Request, handler: Handler) -> web.
             "Cross-site request refused: unsafe requests must come from this site's own pages",
             details={"origin": (origin or "")[:200], "reason": "cross_site"},
         )
-    return await handler(request)
+    return handler(request)
 
 
 def security_headers(image_origins: Iterable[str] = ()) -> dict[str, str]:

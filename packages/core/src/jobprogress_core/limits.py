@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from .autopipeline import AutoPipeline
 from .errors import TooManyRequests
 from .keys import Keys
 from .redis import REDIS_ERRORS
@@ -76,7 +78,10 @@ class Lease:
 
 
 class StreamLeases:
-    """At most ``limit`` concurrent streams per subject, on all instances together."""
+    """At most ``limit`` concurrent streams per subject, on all instances together.
+
+    Taking and dropping leases go through an :class:`AutoPipeline`: the leases of streams
+    that open (or end) in the same turn of the event loop share one round trip."""
 
     def __init__(self, redis: Redis, keys: Keys, *, limit: int, lease_seconds: float = 60.0) -> None:
         self.redis = redis
@@ -86,10 +91,20 @@ class StreamLeases:
         self.instance = uuid.uuid4().hex[:12]
         self.held: set[Lease] = set()
         self._script = redis.register_script(load_script("stream_lease.lua"))
+        self._batch = AutoPipeline(redis)
 
     @contextlib.asynccontextmanager
     async def hold(self, subject: str) -> AsyncIterator[Lease]:
         """A lease for one stream of ``subject`` for the ``async with`` block."""
+        lease = await self.take(subject)
+        try:
+            yield lease
+        finally:
+            await self.release(lease)
+
+    async def take(self, subject: str) -> Lease:
+        """A lease for one stream of ``subject``, to :meth:`release` when it ends;
+        :class:`TooManyRequests` when the subject holds its limit already."""
         lease = Lease(subject, f"{self.instance}:{uuid.uuid4().hex}")
         if not await self._take(lease, self.limit):
             raise TooManyRequests(
@@ -97,17 +112,27 @@ class StreamLeases:
                 retry_after=5,
             )
         self.held.add(lease)
-        try:
-            yield lease
-        finally:
-            self.held.discard(lease)
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self.redis.zrem(self.keys.stream_leases(subject), lease.member)
+        return lease
+
+    async def release(self, lease: Lease) -> None:
+        self.held.discard(lease)
+        key = self.keys.stream_leases(lease.subject)
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._batch.call(lambda pipe: pipe.zrem(key, lease.member))
 
     async def _take(self, lease: Lease, limit: int) -> bool:
         key = self.keys.stream_leases(lease.subject)
+        args = (lease.member, self.lease_ms, limit)
         try:
-            return bool(await self._script(keys=[key], args=[lease.member, self.lease_ms, limit]))
+            try:
+                # execute_command: redis-py's cluster pipeline refuses its evalsha method, but
+                # not the command itself, which it routes by its one key like any other.
+                (taken,) = await self._batch.call(
+                    lambda pipe: pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
+                )
+            except NoScriptError:  # this node had not loaded it (or restarted): the call loads it
+                taken = await self._script(keys=[key], args=args)
+            return bool(taken)
         except BaseException:
             # Cut short (the client left, Redis failed): the script may have run all the same.
             with contextlib.suppress(*REDIS_ERRORS):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Final
 
@@ -69,16 +70,44 @@ def create_app(settings: ProgressSettings, web_dir: Path | None = None) -> web.A
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(consul_ctx)
     app.cleanup_ctx.append(forward_ctx)
+    app.cleanup_ctx.append(collector_ctx)
     return app
 
 
+#: Allocations between two collections of the youngest generation (Python's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+async def collector_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Python's cycle collector, tuned for many long-lived streams; last, once all is set up.
+
+    Every object alive at start (modules, classes: some 64,000) is frozen out of the
+    collections, and the youngest generation is collected every 10,000 allocations rather
+    than 700, so the older ones, which a full collection walks whole (every stream's
+    objects), are collected some 15 times less often. In a storm of 5,000 connects the
+    collector took 1.4 s of the process's 2.8 s of CPU with the defaults, 0.35 s so."""
+    gc.collect()
+    gc.freeze()
+    defaults = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *defaults[1:])
+    yield
+    gc.set_threshold(*defaults)
+    gc.unfreeze()
+
+
 @web.middleware
-async def page_identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def page_identity_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """The page hands each browser its identity cookie, and renews it on every load (so it
-    lasts ``JOBPROGRESS_IDENTITY_COOKIE_DAYS`` after the last visit)."""
+    lasts ``JOBPROGRESS_IDENTITY_COOKIE_DAYS`` after the last visit). Any other request goes
+    on as the handler's own awaitable: no frame of this middleware stays for a stream."""
+    if request.method == "GET" and request.path.endswith(".html"):
+        return _with_identity(request, handler)
+    return handler(request)
+
+
+async def _with_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
-    page = request.method == "GET" and response.status == 200 and request.path.endswith(".html")
-    if page and hdrs.AUTHORIZATION not in request.headers:
+    if response.status == 200 and hdrs.AUTHORIZATION not in request.headers:
         identity = await identity_of(request)
         if identity is None:
             try:

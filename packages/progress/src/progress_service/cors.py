@@ -14,6 +14,7 @@ Every other route, and every other origin, gets no CORS header at all.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -62,16 +63,18 @@ class Cors:
         return origin if origin in self.origins else None
 
     @web.middleware
-    async def preflight_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def preflight_middleware(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         """Answers the browser's ``OPTIONS`` preflight for the stream and the status; an
-        origin not allowed, or a method other than ``GET``, is refused (403, no CORS header)."""
+        origin not allowed, or a method other than ``GET``, is refused (403, no CORS header).
+        Any other request goes on as the handler's own awaitable: no frame of this
+        middleware stays for the length of a stream."""
         preflight = (
             request.method == hdrs.METH_OPTIONS
             and hdrs.ORIGIN in request.headers
             and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
         )
         if not (preflight and cors_route(request.path)):
-            return await handler(request)
+            return handler(request)
         origin = self.allowed(request)
         method = request.headers[hdrs.ACCESS_CONTROL_REQUEST_METHOD]
         if origin is None or method not in READ_METHODS:
@@ -85,7 +88,7 @@ class Cors:
         response.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ALLOW_HEADERS
         response.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = MAX_AGE
         response.headers[hdrs.VARY] = hdrs.ORIGIN
-        return response
+        return _answered(response)
 
     async def add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         """``on_response_prepare``, so that errors (a 404 before a stream) carry them too."""
@@ -104,3 +107,7 @@ class Cors:
         if origin is not None:
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
             response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSE_HEADERS
+
+
+async def _answered(response: web.StreamResponse) -> web.StreamResponse:
+    return response

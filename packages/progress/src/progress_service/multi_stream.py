@@ -41,12 +41,13 @@ from jobprogress_core.web import STORE
 
 from .admission import ADMISSION
 from .compound_ids import DONE, JOBS, MINE, CompoundId, Encoder, parse_compound_id, smallest_ms
+from .delivery import Writer, ride_out_outage
+from .delivery import catch_up as catch_up_log
 from .frames import HEARTBEAT, Frame, reset_frame
 from .hub import Hub
 from .metrics import OVERFLOWS
 from .multiplex import Member, Multiplex
-from .stream import Writer, counted_stream, ride_out_outage, sent_last_id, serve_sse, stream_subject
-from .stream import catch_up as catch_up_log
+from .stream import counted_stream, sent_last_id, serve_sse, stream_subject
 from .viewer import Ending, Viewer
 
 __all__ = ["MAX_STREAM_JOBS", "MINE_MOST", "RECENT_JOBS", "jobs_stream", "mine_stream"]
@@ -251,6 +252,14 @@ class MemberSender:
 
     async def event(self, frame: Frame) -> None:
         await self.sender.event(self.viewer, frame)
+
+    async def events(self, frames: list[Frame]) -> None:
+        """One by one: each event of a stream of many jobs gets an ID of its own."""
+        for frame in frames:
+            await self.sender.event(self.viewer, frame)
+
+    async def flush(self) -> None:
+        """Nothing held: the stream wrote its ``retry:`` when it opened."""
 
 
 async def _deliver(

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from aiohttp import HttpVersion11, web
 
-from jobprogress_client.backoff import Backoff
 from jobprogress_core.errors import BadRequest, NotFound, ServiceUnavailable
 from jobprogress_core.limits import STREAM_LEASES, client_address
 from jobprogress_core.logs import set_job_id
-from jobprogress_core.model import EventType, Job, parse_stream_id, stream_id_after, valid_job_id
-from jobprogress_core.redis import REDIS_ERRORS
+from jobprogress_core.model import parse_stream_id, stream_id_after, valid_job_id
 from jobprogress_core.security import (
     QUERY_TOKEN_ALLOWED,
     Permission,
@@ -33,14 +30,12 @@ from jobprogress_core.security import (
 )
 from jobprogress_core.settings import ProgressSettings
 from jobprogress_core.web import PROGRESS_SETTINGS as SETTINGS
-from jobprogress_core.web import STORE
 
 from .admission import ADMISSION
-from .frames import HEARTBEAT, Frame, reset_frame
+from .delivery import deliver_job
 from .hub import Hub
-from .metrics import EVENTS_REPLAYED, OVERFLOWS, STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
-from .replay import REPLAY_PAGE, Log
-from .viewer import Ending, Viewer
+from .metrics import STREAMS_ACTIVE, STREAMS_CLOSED, STREAMS_OPENED
+from .viewer import Ending
 
 logger = logging.getLogger(__name__)
 
@@ -76,48 +71,6 @@ def requested_last_id(request: web.Request) -> str | None:
     return value
 
 
-class Writer:
-    """A stream task's own writes to its client, each within the send timeout; :meth:`wrote`
-    records them (as the hub records its own)."""
-
-    def __init__(self, request: web.Request, response: web.StreamResponse, send_timeout: float) -> None:
-        self.request = request
-        self.response = response
-        self.send_timeout = send_timeout
-
-    def wrote(self, now: float) -> None:
-        raise NotImplementedError
-
-    async def write(self, data: bytes) -> None:
-        """Anything but an event: ``retry:``, ``reset``, a heartbeat."""
-        async with asyncio.timeout(self.send_timeout):
-            await self.response.write(data)
-        self.wrote(asyncio.get_running_loop().time())
-
-    async def drain(self) -> None:
-        """Wait, at most the send timeout, until the client has taken what it was sent."""
-        async with asyncio.timeout(self.send_timeout):
-            await self.request.writer.drain()
-
-
-class Sender(Writer):
-    """The writes of a single stream's task, recorded on the client's :class:`Viewer`."""
-
-    def __init__(
-        self, request: web.Request, response: web.StreamResponse, viewer: Viewer, send_timeout: float
-    ) -> None:
-        super().__init__(request, response, send_timeout)
-        self.viewer = viewer
-
-    def wrote(self, now: float) -> None:
-        self.viewer.wrote(now)
-
-    async def event(self, frame: Frame) -> None:
-        async with asyncio.timeout(self.send_timeout):
-            await self.response.write(frame.sse)
-        self.viewer.sent(frame, asyncio.get_running_loop().time())
-
-
 async def progress_stream(request: web.Request) -> web.StreamResponse:
     return await counted_stream(request, _stream)
 
@@ -146,14 +99,11 @@ async def counted_stream(request: web.Request, handler: StreamHandler) -> web.St
 
 async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) -> web.StreamResponse:
     await check_credential(request)
-    store = request.app[STORE]
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
     job, first_id = None, None
     if valid_job_id(job_id):
-        job, first_id = (
-            await store.get_with_first_event(job_id) if last_id else (await store.get(job_id), None)
-        )
+        job, first_id = await hub.log.job(job_id, first_event=last_id is not None)
     if job is None:
         raise NotFound(f"No job {job_id[:64]!r}")
     await authorize(request, Permission.READ, owner=job.owner, job_id=job.id)
@@ -166,8 +116,14 @@ async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) ->
     if job.status.terminal and last_id == job.last_event_id:
         return web.Response(status=204)
     reset = bool(last_id and first_id and stream_id_after(first_id, last_id))
-    async with request.app[STREAM_LEASES].hold(await stream_subject(request, settings)):
-        return await _serve(request, job, last_id, reset, hub, settings)
+    leases = request.app[STREAM_LEASES]
+    lease = await leases.take(await stream_subject(request, settings))
+    try:
+        expires_at = (await credential_of(request)).expires_at
+        deliver = functools.partial(deliver_job, request, job, last_id, reset, hub, settings, expires_at)
+        return await serve_sse(request, deliver, what=f"job {job.id}")
+    finally:
+        await leases.release(lease)
 
 
 async def stream_subject(request: web.Request, settings: ProgressSettings) -> str:
@@ -177,22 +133,6 @@ async def stream_subject(request: web.Request, settings: ProgressSettings) -> st
     return (
         identity if identity is not None else f"addr:{client_address(request, settings.trusted_proxy_hops)}"
     )
-
-
-async def _serve(
-    request: web.Request, job: Job, last_id: str | None, reset: bool, hub: Hub, settings: ProgressSettings
-) -> web.StreamResponse:
-    async def deliver(response: web.StreamResponse, chunked: bool) -> Ending:
-        viewer = Viewer(job.id, last_id=None if reset else last_id)
-        sender = Sender(request, response, viewer, settings.sse_send_timeout)
-        await sender.write(request.app[ADMISSION].retry_frame())
-        if reset:
-            await sender.write(reset_frame(job))
-            Viewer.count_sent((EventType.RESET,))
-        expires_at = (await credential_of(request)).expires_at
-        return await _deliver(sender, hub, settings, chunked=chunked, expires_at=expires_at)
-
-    return await serve_sse(request, deliver, what=f"job {job.id}")
 
 
 async def serve_sse(
@@ -230,122 +170,3 @@ async def serve_sse(
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
     return response
-
-
-async def _deliver(
-    sender: Sender,
-    hub: Hub,
-    settings: ProgressSettings,
-    *,
-    chunked: bool,
-    expires_at: float | None,
-) -> Ending:
-    """Catch up from the log, then follow live events, until the terminal event, or until
-    the stream has been idle or open too long, or its credential expires (at
-    ``expires_at``, epoch seconds: the client then resumes by its last ID, with a fresh
-    one). Returns how the stream ended.
-
-    A client that falls behind is given the send timeout to take what it has, then catches
-    up from the log again. While Redis is unreachable the stream stays open with heartbeats
-    and carries on from the client's last event once Redis is back.
-    """
-    viewer = sender.viewer
-    loop = asyncio.get_running_loop()
-    ends_at, limit = loop.time() + settings.sse_max_lifetime, Ending.LIFETIME
-    if expires_at is not None and loop.time() + (expires_at - time.time()) < ends_at:
-        ends_at, limit = loop.time() + max(expires_at - time.time(), 0.0), Ending.EXPIRED
-    backoff = Backoff(first=0.1, cap=2.0)
-    while True:
-        if loop.time() >= ends_at:
-            return limit
-        if hub.closing:  # it ended every stream it had: this one is not to start again
-            return Ending.SHUTDOWN
-        try:
-            cursor = await hub.subscribe(viewer)
-        except REDIS_ERRORS as exc:
-            await ride_out_outage(sender, exc, backoff, what=f"job {viewer.job_id}")
-            continue
-        try:
-            ending = await catch_up(sender, hub.log, cursor)
-            if ending is None:
-                backoff.reset()
-                transport = sender.request.transport
-                if transport is None:
-                    raise ConnectionResetError("client gone")
-                hub.go_live(viewer, transport, chunked=chunked)
-                ending = await _follow(sender, settings, ends_at, limit)
-            if ending is not Ending.OVERFLOW:
-                return ending
-            OVERFLOWS.inc()
-            logger.info("stream of job %s fell behind; catching up from the log", viewer.job_id)
-            await sender.drain()
-        except REDIS_ERRORS as exc:
-            await ride_out_outage(sender, exc, backoff, what=f"job {viewer.job_id}")
-        finally:
-            hub.unsubscribe(viewer)
-
-
-class EventSender(Protocol):
-    """What :func:`catch_up` writes a viewer's events through."""
-
-    @property
-    def viewer(self) -> Viewer: ...
-
-    async def event(self, frame: Frame) -> None: ...
-
-
-class LineSender(Protocol):
-    """What :func:`ride_out_outage` writes a heartbeat through."""
-
-    async def write(self, data: bytes) -> None: ...
-
-
-async def catch_up(sender: EventSender, log: Log, cursor: str) -> Ending | None:
-    """Write the log after the client's last ID up to ``cursor``, then what the hub buffered
-    meanwhile. :attr:`Ending.COMPLETE` when the terminal event went out, how the hub let the
-    client go if it did, else ``None``: caught up."""
-    viewer = sender.viewer
-    while True:
-        page = await log.frames(viewer.job_id, viewer.last_id, until=cursor, count=REPLAY_PAGE)
-        for frame in page:
-            await sender.event(frame)
-            EVENTS_REPLAYED.inc()
-            if frame.type.terminal:
-                return Ending.COMPLETE
-        if len(page) < REPLAY_PAGE:
-            break
-    while (buffered := viewer.pop()) is not None:
-        if viewer.last_id is not None and not stream_id_after(buffered.id, viewer.last_id):
-            continue
-        await sender.event(buffered)
-        if buffered.type.terminal:
-            return Ending.COMPLETE
-    return viewer.ending
-
-
-async def _follow(sender: Sender, settings: ProgressSettings, ends_at: float, limit: Ending) -> Ending:
-    """Live: the hub writes the events; this task keeps the heartbeat, the idle timeout and
-    the end (at ``ends_at``, as ``limit``), and learns how the hub let the client go."""
-    viewer = sender.viewer
-    loop = asyncio.get_running_loop()
-    while True:
-        now = loop.time()
-        if now >= ends_at:
-            return limit
-        idle_until = viewer.last_event_at + settings.sse_idle_timeout
-        if now >= idle_until:
-            return Ending.IDLE
-        beat_at = viewer.last_write_at + settings.sse_heartbeat_seconds
-        if now >= beat_at:
-            await sender.write(HEARTBEAT)
-            continue
-        ending = await viewer.wait(min(beat_at, idle_until, ends_at) - now)
-        if ending is not None:
-            return ending
-
-
-async def ride_out_outage(sender: LineSender, exc: Exception, backoff: Backoff, *, what: str) -> None:
-    """Keep the client's line open through a Redis outage, then wait before the next try."""
-    logger.warning("stream of %s: redis unavailable (%s); holding on", what, exc)
-    await sender.write(HEARTBEAT)  # also tells us whether the client is still there
-    await backoff.sleep()

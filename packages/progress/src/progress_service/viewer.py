@@ -15,7 +15,6 @@ it: no exception crosses from one task to the other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Iterable
 from enum import StrEnum
@@ -50,7 +49,7 @@ class Viewer:
 
     __slots__ = (
         "_buffer",
-        "_ended",
+        "_waiter",
         "chunked",
         "ending",
         "job_id",
@@ -73,8 +72,11 @@ class Viewer:
         self.last_write_at = self.last_event_at = asyncio.get_running_loop().time()
         #: Why the hub let the client go; ``None`` while it is subscribed.
         self.ending: Ending | None = None
-        self._ended = asyncio.Event()
-        self._buffer: deque[Frame] = deque()
+        #: What :meth:`wait` waits on, while it does; :meth:`end` resolves it.
+        self._waiter: asyncio.Future[None] | None = None
+        #: The live events buffered while catching up; made by the first one (a deque is
+        #: about 600 bytes even empty, and most streams never buffer: a storm of thousands).
+        self._buffer: deque[Frame] | None = None
         #: ``None`` while catching up; the client's transport once live.
         self.transport: asyncio.Transport | None = None
         #: Whether the hub frames its writes as HTTP/1.1 chunks.
@@ -108,17 +110,18 @@ class Viewer:
 
     def subscribed(self) -> None:
         """A new stay in the hub: catching up, nothing buffered, not ended."""
-        self._buffer.clear()
+        self._buffer = None
         self.transport = None
         self.skip_until = None
         self.ending = None
-        self._ended.clear()
 
     def push(self, frame: Frame, limit: int) -> None:
         """Buffer a live event while catching up; past ``limit`` events the buffer is
         dropped and the client ends :attr:`Ending.OVERFLOW`."""
+        if self._buffer is None:
+            self._buffer = deque()
         if len(self._buffer) >= limit:
-            self._buffer.clear()
+            self._buffer = None
             self.end(Ending.OVERFLOW)
             return
         self._buffer.append(frame)
@@ -168,12 +171,24 @@ class Viewer:
         """The hub lets the client go: the first reason stands; the stream's task wakes up."""
         if self.ending is None:
             self.ending = ending
-            self._ended.set()
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
 
     async def wait(self, timeout: float) -> Ending | None:
-        """Until the hub lets the client go (how) or ``timeout`` seconds pass (``None``)."""
+        """Until the hub lets the client go (how) or ``timeout`` seconds pass (``None``).
+        A bare future and timer rather than an ``asyncio.Event`` per viewer (and its deque)."""
         if self.ending is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._ended.wait()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         return self.ending
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

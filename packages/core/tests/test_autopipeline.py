@@ -1,0 +1,63 @@
+"""``AutoPipeline`` on a real redis-server and on the local cluster: the commands of many
+callers in one turn of the loop share a pipeline, each caller gets its own replies, and an
+error reply is raised to its own caller alone."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from jobprogress_core.autopipeline import AutoPipeline
+from jobprogress_core.redis import close, create_redis
+from jobprogress_core.settings import Settings
+from jobprogress_testing import TEST_ENV
+from jobprogress_testing import RedisCluster as LocalCluster
+
+
+async def many_callers_get_their_own_replies(redis: Any) -> None:
+    batch = AutoPipeline(redis, max_batch=50)
+    run = uuid.uuid4().hex[:8]
+    keys = [f"autopipeline:{{{n}}}:{run}" for n in range(120)]  # on every master of a cluster
+    async with redis.pipeline(transaction=False) as pipe:
+        for n, key in enumerate(keys):
+            pipe.set(key, f"value {n}")
+        pipe.set(f"autopipeline:{{0}}:{run}:list", "not a hash")
+        await pipe.execute()
+
+    async def read(n: int, key: str) -> None:
+        replies = await batch.call(lambda pipe: (pipe.get(key), pipe.strlen(key)))
+        assert replies == [f"value {n}", len(f"value {n}")]
+
+    async def wrong_type() -> None:
+        with pytest.raises(ResponseError):
+            await batch.call(lambda pipe: pipe.hgetall(f"autopipeline:{{0}}:{run}:list"))
+
+    # All asked for in the same turn: three pipelines of at most 50 callers, one failing.
+    await asyncio.gather(*(read(n, key) for n, key in enumerate(keys)), wrong_type())
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in [*keys, f"autopipeline:{{0}}:{run}:list"]:
+            pipe.delete(key)
+        await pipe.execute()
+
+
+async def test_callers_on_one_redis(jobprogress_settings: Callable[..., Settings]) -> None:
+    redis: Redis = create_redis(jobprogress_settings())
+    try:
+        await many_callers_get_their_own_replies(redis)
+    finally:
+        await redis.aclose()
+
+
+async def test_callers_on_a_cluster(jobprogress_redis_cluster: LocalCluster) -> None:
+    environ = {**TEST_ENV, "REDIS_URL": jobprogress_redis_cluster.url}
+    redis = create_redis(Settings.from_env("progress-service", environ), role="autopipeline")
+    try:
+        await many_callers_get_their_own_replies(redis)
+    finally:
+        await close(redis)
