@@ -69,6 +69,25 @@ class Client:
             await asyncio.sleep(self.waits[-1])
 
 
+async def test_requests_with_a_bad_token_do_not_spend_the_setups(
+    stormy_stack: Stack, jobprogress_http: aiohttp.ClientSession
+) -> None:
+    """First in this module: the instance has just started, its second's worth of setups
+    (``RATE``) untouched. Many requests whose token does not verify are refused 401 before
+    the cap; the next ``RATE`` well-signed ones are all let through (to a 404: no such job)."""
+    url = f"{stormy_stack.url('progress-service')}/api/progress/no-such-job"
+    forged = {"Authorization": "Bearer not.a.token"}
+    async with aiohttp.ClientSession() as http:
+        statuses = await asyncio.gather(*(status_of(http, url, forged) for _ in range(4 * RATE)))
+    assert set(statuses) == {401}
+    assert await asyncio.gather(*(status_of(jobprogress_http, url) for _ in range(RATE))) == [404] * RATE
+
+
+async def status_of(http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> int:
+    async with http.get(url, headers=headers) as response:
+        return response.status
+
+
 async def test_a_storm_is_spread_and_capped_and_everyone_gets_everything_once(
     stormy_stack: Stack, jobprogress_http: aiohttp.ClientSession
 ) -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +25,16 @@ from .protocol import TERMINAL_STATUS_OF, EventType, JobStatus
 from .screen import Screen, bar_of
 from .sse import read_messages
 
-__all__ = ["EXIT_CODES", "EXIT_ERROR", "exit_code", "follow", "watch", "watch_many", "watch_mine"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_ERROR",
+    "exit_code",
+    "follow",
+    "retry_after",
+    "watch",
+    "watch_many",
+    "watch_mine",
+]
 
 EXIT_CODES = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 3}
 EXIT_ERROR = 4
@@ -59,19 +71,18 @@ async def follow(api: Api, path: str, screen: Screen, on_event: OnEvent) -> None
     retry = 3.0
     while True:
         headers = {**api.headers, **({"Last-Event-ID": last_id} if last_id else {})}
+        told: float | None = None  # what a 429 or 503 asked us to wait, else the stream's retry
         try:
             async with api.http.get(f"{api.base}{path}", headers=headers) as response:
                 if response.status == 204:  # ended, and we have seen the end
                     return
                 if response.status in (429, 503):  # too many streams, or a busy instance
-                    wait = float(response.headers.get("Retry-After", "5"))
+                    told = retry_after(response.headers.get("Retry-After"))
                     why = "too many streams open" if response.status == 429 else "the service is busy"
-                    screen.line(f"({why}; retrying in {wait:g} s)")
-                    await asyncio.sleep(wait)
-                    continue
+                    screen.line(f"({why}; retrying in {told:g} s)")
                 elif 400 <= response.status < 500:
                     raise ApiError(response.status, await response.json(content_type=None))
-                if response.status == 200:
+                elif response.status == 200:
                     async for message in read_messages(response):
                         if message.retry is not None:
                             retry = message.retry / 1000
@@ -81,11 +92,27 @@ async def follow(api: Api, path: str, screen: Screen, on_event: OnEvent) -> None
                         last_id = message.id or last_id  # once shown: resumed after it
                         if done:
                             return
+                    screen.line("(stream closed by the server; reconnecting)")
+                else:
+                    screen.line(f"(the service answered {response.status}; reconnecting)")
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             screen.line(f"(connection lost: {exc.__class__.__name__}; reconnecting)")
-        else:
-            screen.line("(stream closed by the server; reconnecting)")
-        await asyncio.sleep(retry)
+        await asyncio.sleep(retry if told is None else told)
+
+
+def retry_after(value: str | None, default: float = 5.0) -> float:
+    """The seconds a ``Retry-After`` asks for: delta-seconds or an HTTP date (a proxy may
+    send either), at most an hour; ``default`` when absent or unreadable."""
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return default
+    return min(max(seconds, 0.0), 3600.0) if math.isfinite(seconds) else default
 
 
 async def watch(api: Api, job_id: str, screen: Screen) -> JobStatus:

@@ -79,12 +79,16 @@ StreamHandler = Callable[[web.Request, Hub, ProgressSettings], Awaitable[web.Str
 
 
 async def counted_stream(request: web.Request, handler: StreamHandler) -> web.StreamResponse:
-    """Run a stream's ``handler`` if this instance serves fewer than its maximum of streams
-    (503 otherwise), counting it among them while it runs."""
+    """Run a stream's ``handler`` once its credential (if any) verifies (401 otherwise), if
+    this instance has a setup to spare this second and serves fewer than its maximum of
+    streams (503 otherwise), counting it among them while it runs."""
     request[QUERY_TOKEN_ALLOWED] = True  # EventSource sends no header: ?access_token= instead
     settings = request.app[SETTINGS]
     hub = request.app[HUB]
-    request.app[ADMISSION].admit()  # before any work: a herd is turned away cheaply
+    # A token that does not verify is refused first (it must not spend the instance's setups),
+    # then a herd is turned away before any Redis work.
+    await check_credential(request)
+    request.app[ADMISSION].admit()
     if hub.streams >= settings.max_streams:
         raise ServiceUnavailable(
             f"This instance serves its maximum of {settings.max_streams} streams; try again shortly",
@@ -98,7 +102,6 @@ async def counted_stream(request: web.Request, handler: StreamHandler) -> web.St
 
 
 async def _stream(request: web.Request, hub: Hub, settings: ProgressSettings) -> web.StreamResponse:
-    await check_credential(request)
     job_id = request.match_info["job_id"]
     last_id = requested_last_id(request)
     job, first_id = None, None

@@ -17,17 +17,18 @@ local full = #KEYS == 6
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'again'}
 end
-if full then
-  local wait = gcra_hit(KEYS[4], ARGV[5], ARGV[6])
-  if wait > 0 then
-    return {'limit', wait}
-  end
-end
+-- Decoded before the first write: a script that fails is not rolled back.
 local job_id = ARGV[4]
 local fields = {}
 for name, value in pairs(cjson.decode(ARGV[11])) do
   fields[#fields + 1] = name
   fields[#fields + 1] = value
+end
+if full then
+  local wait = gcra_hit(KEYS[4], ARGV[5], ARGV[6])
+  if wait > 0 then
+    return {'limit', wait}
+  end
 end
 new_job(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], fields)
 redis.call('XADD', KEYS[3], '*', 'jobId', job_id)
