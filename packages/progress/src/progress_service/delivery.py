@@ -1,7 +1,7 @@
 """What a single stream's task writes to its client, and how it delivers a job's events:
 catching up from the log, then following the live events that the hub writes, with
 heartbeats, limits and the ride through a Redis outage. :mod:`.multi_stream` shares the
-catch-up and the outage with it.
+catch-up, the timers and the outage with it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,57 @@ from .metrics import EVENTS_REPLAYED, OVERFLOWS
 from .replay import REPLAY_PAGE, Log
 from .viewer import Ending, Viewer
 
-__all__ = ["EventSender", "LineSender", "Sender", "Writer", "catch_up", "deliver_job", "ride_out_outage"]
+__all__ = [
+    "EventSender",
+    "LineSender",
+    "Paced",
+    "Sender",
+    "Timers",
+    "Writer",
+    "catch_up",
+    "deliver_job",
+    "ride_out_outage",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class Paced(Protocol):
+    """What a stream's timers read: when it last carried an event, and when it last wrote."""
+
+    last_event_at: float
+    last_write_at: float
+
+
+class Timers:
+    """A stream's end (its lifetime, or its credential's expiry at ``expires_at``, epoch
+    seconds, if that comes first), its idle timeout and its heartbeat, in loop time."""
+
+    __slots__ = ("beat", "ends_at", "idle", "limit")
+
+    def __init__(self, settings: ProgressSettings, expires_at: float | None) -> None:
+        now = asyncio.get_running_loop().time()
+        self.ends_at, self.limit = now + settings.sse_max_lifetime, Ending.LIFETIME
+        if expires_at is not None and now + (expires_at - time.time()) < self.ends_at:
+            self.ends_at, self.limit = now + max(expires_at - time.time(), 0.0), Ending.EXPIRED
+        self.idle = settings.sse_idle_timeout
+        self.beat = settings.sse_heartbeat_seconds
+
+    def over(self, now: float) -> Ending | None:
+        """The stream's limit, once it is reached."""
+        return self.limit if now >= self.ends_at else None
+
+    def ending(self, now: float, paced: Paced) -> Ending | None:
+        """The limit once it is reached, else :attr:`Ending.IDLE` once no event came for
+        the idle timeout."""
+        if now >= self.ends_at:
+            return self.limit
+        return Ending.IDLE if now >= paced.last_event_at + self.idle else None
+
+    def delay(self, now: float, paced: Paced) -> float:
+        """Seconds until the next heartbeat, the idle timeout or the end; at most 0 when a
+        heartbeat is due (asked after :meth:`ending` said none)."""
+        return min(paced.last_write_at + self.beat, paced.last_event_at + self.idle, self.ends_at) - now
 
 
 class Writer:
@@ -126,13 +174,11 @@ async def deliver_job(
         sender.hold(reset_frame(job))
         Viewer.count_sent((EventType.RESET,))
     loop = asyncio.get_running_loop()
-    ends_at, limit = loop.time() + settings.sse_max_lifetime, Ending.LIFETIME
-    if expires_at is not None and loop.time() + (expires_at - time.time()) < ends_at:
-        ends_at, limit = loop.time() + max(expires_at - time.time(), 0.0), Ending.EXPIRED
+    timers = Timers(settings, expires_at)
     backoff = Backoff(first=0.1, cap=2.0)
     while True:
-        if loop.time() >= ends_at:
-            return limit
+        if (ending := timers.over(loop.time())) is not None:
+            return ending
         if hub.closing:  # it ended every stream it had: this one is not to start again
             return Ending.SHUTDOWN
         try:
@@ -148,7 +194,7 @@ async def deliver_job(
                 if transport is None:
                     raise ConnectionResetError("client gone")
                 hub.go_live(viewer, transport, chunked=chunked)
-                ending = await _follow(sender, settings, ends_at, limit)
+                ending = await _follow(sender, timers)
             if ending is not Ending.OVERFLOW:
                 return ending
             OVERFLOWS.inc()
@@ -206,23 +252,19 @@ async def catch_up(sender: EventSender, log: Log, cursor: str) -> Ending | None:
     return viewer.ending
 
 
-async def _follow(sender: Sender, settings: ProgressSettings, ends_at: float, limit: Ending) -> Ending:
+async def _follow(sender: Sender, timers: Timers) -> Ending:
     """Live: the hub writes the events; this task keeps the heartbeat, the idle timeout and
-    the end (at ``ends_at``, as ``limit``), and learns how the hub let the client go."""
+    the end, and learns how the hub let the client go."""
     viewer = sender.viewer
     loop = asyncio.get_running_loop()
     while True:
         now = loop.time()
-        if now >= ends_at:
-            return limit
-        idle_until = viewer.last_event_at + settings.sse_idle_timeout
-        if now >= idle_until:
-            return Ending.IDLE
-        beat_at = viewer.last_write_at + settings.sse_heartbeat_seconds
-        if now >= beat_at:
+        if (ending := timers.ending(now, viewer)) is not None:
+            return ending
+        if (delay := timers.delay(now, viewer)) <= 0:
             await sender.write(HEARTBEAT)
             continue
-        ending = await viewer.wait(min(beat_at, idle_until, ends_at) - now)
+        ending = await viewer.wait(delay)
         if ending is not None:
             return ending
 

@@ -40,7 +40,7 @@ from jobprogress_core.web import STORE
 
 from .admission import ADMISSION
 from .compound_ids import DONE, JOBS, MINE, CompoundId, Encoder, parse_compound_id, smallest_ms
-from .delivery import Writer, ride_out_outage
+from .delivery import Timers, Writer, ride_out_outage
 from .delivery import catch_up as catch_up_log
 from .frames import HEARTBEAT, Frame, reset_frame
 from .hub import Hub
@@ -274,17 +274,15 @@ async def _deliver(
     and the end, as a single stream does."""
     multiplex = sender.multiplex
     loop = asyncio.get_running_loop()
-    ends_at, limit = loop.time() + settings.sse_max_lifetime, Ending.LIFETIME
-    if expires_at is not None and loop.time() + (expires_at - time.time()) < ends_at:
-        ends_at, limit = loop.time() + max(expires_at - time.time(), 0.0), Ending.EXPIRED
+    timers = Timers(settings, expires_at)
     pending: deque[Member] = deque(multiplex.open_members)
     if multiplex.feed is not None:
         pending.appendleft(multiplex.feed)
     backoff = Backoff(first=0.1, cap=2.0)
     while True:
         now = loop.time()
-        if now >= ends_at:
-            return limit
+        if (ending := timers.over(now)) is not None:
+            return ending
         endings, joined = multiplex.take()
         for member in endings:
             ending = await _settle(sender, hub, member, pending)
@@ -308,14 +306,12 @@ async def _deliver(
             if ending is not None:
                 member.end(ending)  # dealt with with the others, above
             continue
-        idle_until = multiplex.last_event_at + settings.sse_idle_timeout
-        if now >= idle_until:
-            return Ending.IDLE
-        beat_at = multiplex.last_write_at + settings.sse_heartbeat_seconds
-        if now >= beat_at:
+        if (ending := timers.ending(now, multiplex)) is not None:
+            return ending
+        if (delay := timers.delay(now, multiplex)) <= 0:
             await sender.write(HEARTBEAT)
             continue
-        await multiplex.wait(min(beat_at, idle_until, ends_at) - now)
+        await multiplex.wait(delay)
 
 
 async def _join(
