@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 __all__ = ["AutoPipeline", "Fill"]
 
@@ -63,6 +65,20 @@ class AutoPipeline:
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    async def run_script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """``script``'s reply, run with the others of this turn. Where Redis does not have
+        the script (it restarted, or a node never had it) it did not run: it is then sent
+        on its own, which loads it."""
+        try:
+            # execute_command: redis-py's cluster pipeline refuses its evalsha method, but
+            # not the command itself, which it routes by its keys like any other.
+            (reply,) = await self.call(
+                lambda pipe: pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            )
+        except NoScriptError:
+            reply = await script(keys=keys, args=args)
+        return reply
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []

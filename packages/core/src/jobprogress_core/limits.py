@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from .autopipeline import AutoPipeline
 from .errors import TooManyRequests
@@ -124,15 +123,7 @@ class StreamLeases:
         key = self.keys.stream_leases(lease.subject)
         args = (lease.member, self.lease_ms, limit)
         try:
-            try:
-                # execute_command: redis-py's cluster pipeline refuses its evalsha method, but
-                # not the command itself, which it routes by its one key like any other.
-                (taken,) = await self._batch.call(
-                    lambda pipe: pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
-                )
-            except NoScriptError:  # this node had not loaded it (or restarted): the call loads it
-                taken = await self._script(keys=[key], args=args)
-            return bool(taken)
+            return bool(await self._batch.run_script(self._script, [key], args))
         except BaseException:
             # Cut short (the client left, Redis failed): the script may have run all the same.
             with contextlib.suppress(*REDIS_ERRORS):

@@ -2,13 +2,20 @@
 submitter's limit, the job's hash with its first event, its queue entry, and its owner's
 history and feed.
 
-On one Redis that is one Lua script, so one round trip (``lua/submit_job.lua``): all of it,
-or nothing when the limit refuses. On Redis Cluster a script may only name keys of one slot,
-and the limit (the submitter's tag), the history (the owner's) and the feed (its own
-partition's) are in other slots than the job (its partition's). There the same script does
-what lies in the job's slot, its hash, first event and queue entry (never one of them
-without the others), after the limit's own script and before the index's pipeline: three
-round trips, in that order, so a refused submission writes nothing there either.
+On one Redis that is one Lua script (``lua/submit_job.lua``): all of it, or nothing when the
+limit refuses. The scripts of the submissions that arrive in the same turn of the event loop
+go out together, one pipeline through an :class:`.AutoPipeline` (one connection, one write
+and one read for all of them, where each would take its own): a script that is sent twice
+(a reply lost, the pipeline sent again) finds its job there and does nothing more. Where a
+creation waits for replicas (:mod:`.replication`), each script is sent on its own, with its
+``WAIT`` after it.
+
+On Redis Cluster a script may only name keys of one slot, and the limit (the submitter's
+tag), the history (the owner's) and the feed (its own partition's) are in other slots than
+the job (its partition's). There the same script does what lies in the job's slot, its
+hash, first event and queue entry (never one of them without the others), after the limit's
+own script and before the index's pipeline: three round trips, in that order, so a refused
+submission writes nothing there either.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
 
+from .autopipeline import AutoPipeline
 from .limits import SUBMISSIONS, RateLimit
 from .model import EventType, Job, dumps
 from .redis import REDIS_ERRORS
@@ -43,6 +51,7 @@ class Submitter:
         self.limit = limit
         self.on_cluster = isinstance(store.redis, RedisCluster)
         self._script = store.redis.register_script(load_script("submit_job.lua"))
+        self._batch = AutoPipeline(store.redis)
 
     async def submit(self, job: Job, event_data: dict[str, Any]) -> None:
         """Store ``job`` with its first ``status`` event (``event_data``), queue it and index
@@ -60,9 +69,12 @@ class Submitter:
             str(self.limit.interval_ms), str(self.limit.limit), str(job.created_ms),
             str(store.history_limit), str(store.index_ttl), feed_data(job.id), dumps(store.new_fields(job)),
         ]  # fmt: skip
-        status, *reply = await run_replicated(
-            store.redis, self._script, script_keys, args, store.replication, "create"
-        )
+        if self.on_cluster or store.replication.replicas > 0:
+            status, *reply = await run_replicated(
+                store.redis, self._script, script_keys, args, store.replication, "create"
+            )
+        else:
+            status, *reply = await self._batch.run_script(self._script, script_keys, args)
         if status == "limit":
             raise self.limit.refusal(int(reply[0]), WHAT)
         if status == "again":
