@@ -10,7 +10,7 @@ from jobprogress_core.limits import identity_limit_ctx, submission_limit_ctx
 from jobprogress_core.registration import consul_ctx
 from jobprogress_core.settings import JobQueueSettings
 from jobprogress_core.submissions import submitter_ctx
-from jobprogress_core.web import create_base_app
+from jobprogress_core.web import collector_ctx, create_base_app
 
 from . import reporting, views
 from .metrics import setup_queue_metrics
@@ -44,4 +44,5 @@ def create_app(settings: JobQueueSettings) -> web.Application:
     app.cleanup_ctx.append(external_ctx)
     app.cleanup_ctx.append(push_ctx)
     app.cleanup_ctx.append(consul_ctx)
+    app.cleanup_ctx.append(collector_ctx)
     return app
