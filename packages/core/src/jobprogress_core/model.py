@@ -91,10 +91,15 @@ def parse_stream_id(value: str) -> tuple[int, int]:
     return ms, seq
 
 
+#: Compact JSON. One encoder for all: ``json.dumps`` with options makes a new one each call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_COMPACT_LOOSE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(data: dict[str, Any]) -> str:
     """Compact JSON, the one encoding used in Redis and on the wire (no NaN or infinity:
     they are not JSON, and :class:`ValueError` says so)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _COMPACT.encode(data)
 
 
 @dataclass(frozen=True)
@@ -145,9 +150,7 @@ OPTIONAL_TEXT = Codec(lambda value: value or "", lambda text: text or None)
 COUNT = Codec(str, int, absent="0")
 FLAG = Codec(lambda value: "1" if value else "0", lambda text: text == "1", absent="0")
 JSON_OBJECT = Codec(dumps, json.loads, absent="{}")
-JSON_LIST = Codec(
-    lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False), json.loads, absent="[]"
-)
+JSON_LIST = Codec(_COMPACT_LOOSE.encode, json.loads, absent="[]")
 STATUS = Codec(lambda status: status.value, JobStatus, to_json=lambda status: status.value)
 #: Who runs the job: a worker (``worker``, the default) or its submitter (``external``).
 RUNNER = Codec(_same, _same, absent="worker")
@@ -247,13 +250,13 @@ class Job:
     def created_ms(self) -> int:
         """Creation time in milliseconds since the epoch (0 if unknown)."""
         try:
-            return int(datetime.fromisoformat(self.created_at.replace("Z", "+00:00")).timestamp() * 1000)
+            return int(datetime.fromisoformat(self.created_at).timestamp() * 1000)
         except ValueError:
             return 0
 
     def to_hash(self) -> dict[str, str]:
         """Fields to store with HSET; ``None`` becomes the empty string."""
-        return {name: spec.codec.to_text(getattr(self, name)) for name, spec in JOB_WIRE.items()}
+        return {name: to_text(getattr(self, name)) for name, to_text in _TO_TEXT}
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON view (camelCase, as the API and the ``reset`` event show it)."""
@@ -266,3 +269,5 @@ class Job:
 
 #: How each field of :class:`Job` is written, by name (its key in the hash), in their order.
 JOB_WIRE: dict[str, Wire] = {job_field.name: job_field.metadata["wire"] for job_field in fields(Job)}
+#: Each field's name with how it is written in the hash, looked up once (:meth:`Job.to_hash`).
+_TO_TEXT = tuple((name, spec.codec.to_text) for name, spec in JOB_WIRE.items())

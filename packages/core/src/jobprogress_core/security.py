@@ -134,8 +134,9 @@ async def identity_of(request: web.Request) -> str | None:
 
 
 async def credential_of(request: web.Request) -> Credential:
-    """What the request presented, verified."""
-    await identity_of(request)
+    """What the request presented, verified (once per request: the identity policy keeps it)."""
+    if CREDENTIAL not in request:
+        await identity_of(request)
     credential: Credential = request.get(CREDENTIAL, NO_CREDENTIAL)
     return credential
 

@@ -129,8 +129,9 @@ class JobStore:
     @staticmethod
     def first_event(job: Job, event_data: dict[str, Any]) -> str:
         """The data of a new job's first event, its ``status``: ``event_data`` with ``jobId``
-        and ``ts``."""
-        return dumps({"jobId": job.id, **event_data, "ts": event_data.get("ts") or now_iso()})
+        and ``ts``, the job's creation unless ``event_data`` says otherwise."""
+        ts = event_data.get("ts") or job.created_at or now_iso()
+        return dumps({"jobId": job.id, **event_data, "ts": ts})
 
     async def create(self, job: Job, event_data: dict[str, Any]) -> str | None:
         """Store a new job with its first ``status`` event; ``None`` if the id is taken.
