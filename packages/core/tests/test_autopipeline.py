@@ -61,3 +61,39 @@ async def test_callers_on_a_cluster(jobprogress_redis_cluster: LocalCluster) -> 
         await many_callers_get_their_own_replies(redis)
     finally:
         await close(redis)
+
+
+async def scripts_run_together_and_load_when_missing(redis: Any) -> None:
+    batch = AutoPipeline(redis)
+    script = redis.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    run = uuid.uuid4().hex[:8]
+    keys = [f"autopipeline:{{{n}}}:{run}:count" for n in range(30)]
+
+    async def add(key: str, amount: int) -> int:
+        return int(await batch.run_script(script, [key], [amount]))
+
+    # Never loaded yet: every one of them is refused in the pipeline, then sent on its own.
+    assert await asyncio.gather(*(add(key, n) for n, key in enumerate(keys))) == list(range(30))
+    # Loaded now (where the fallback ran): the same scripts, all in the pipeline.
+    assert await asyncio.gather(*(add(key, 1) for key in keys)) == list(range(1, 31))
+    await redis.script_flush()  # a restart, as far as the scripts go
+    assert await asyncio.gather(*(add(key, 1) for key in keys)) == list(range(2, 32))
+    for key in keys:
+        await redis.delete(key)
+
+
+async def test_scripts_on_one_redis(jobprogress_settings: Callable[..., Settings]) -> None:
+    redis: Redis = create_redis(jobprogress_settings())
+    try:
+        await scripts_run_together_and_load_when_missing(redis)
+    finally:
+        await redis.aclose()
+
+
+async def test_scripts_on_a_cluster(jobprogress_redis_cluster: LocalCluster) -> None:
+    environ = {**TEST_ENV, "REDIS_URL": jobprogress_redis_cluster.url}
+    redis = create_redis(Settings.from_env("progress-service", environ), role="autopipeline")
+    try:
+        await scripts_run_together_and_load_when_missing(redis)
+    finally:
+        await close(redis)

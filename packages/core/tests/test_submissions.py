@@ -4,6 +4,7 @@ submitter's limit refuses it, none of them."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -102,3 +103,27 @@ async def test_a_refused_submission_writes_nothing(store: JobStore) -> None:
     assert len(await feed(store, owner)) == 1
     # Another owner's submissions are counted apart.
     await limited.submit(new_job(f"u:{uuid.uuid4().hex}"), {"status": "QUEUED"})
+
+
+async def test_submissions_of_one_turn_each_get_their_own_answer(store: JobStore) -> None:
+    """Twelve submissions at once (on one Redis, their scripts go out in one pipeline): the
+    first ten within the owner's limit are stored, queued and indexed, the others refused
+    with nothing written, and each caller hears of its own."""
+    owner = f"u:{uuid.uuid4().hex}"
+    limited = submitter(store, 10)
+    jobs = [new_job(owner) for _ in range(12)]
+    outcomes = await asyncio.gather(
+        *(limited.submit(job, {"status": "QUEUED"}) for job in jobs), return_exceptions=True
+    )
+    accepted = [job for job, outcome in zip(jobs, outcomes, strict=True) if outcome is None]
+    refused = [
+        job for job, outcome in zip(jobs, outcomes, strict=True) if isinstance(outcome, TooManyRequests)
+    ]
+    assert len(accepted) == 10 and len(refused) == 2
+    for job in accepted:
+        assert job.id in await queue_entries(store, job) and len(await store.events(job.id)) == 1
+    for job in refused:
+        assert await store.get(job.id) is None and await store.events(job.id) == []
+        assert job.id not in await queue_entries(store, job)
+    history, _ = await store.history(owner, limit=20)
+    assert sorted(listed.id for listed in history) == sorted(job.id for job in accepted)
