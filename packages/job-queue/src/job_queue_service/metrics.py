@@ -3,6 +3,8 @@ Redis holds it."""
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
@@ -10,6 +12,14 @@ from jobprogress_core.metrics import METRICS_REFRESHERS
 from jobprogress_core.web import QUEUE
 
 JOBS_SUBMITTED = Counter("jobprogress_jobs_submitted_total", "Jobs accepted and queued, by type", ["type"])
+
+
+@functools.lru_cache(maxsize=256)
+def jobs_submitted(job_type: str) -> Counter:
+    """The submissions of one type, looked up once (the types are a setting, and ``external``)."""
+    return JOBS_SUBMITTED.labels(job_type)
+
+
 PUSH_MESSAGES = Counter(
     "jobprogress_push_messages_total",
     "Web Push messages for ended jobs, by outcome: sent, gone (404/410: subscription removed), failed",

@@ -37,7 +37,7 @@ from jobprogress_core.submissions import SUBMITTER
 from jobprogress_core.web import JOB_QUEUE_SETTINGS as SETTINGS
 from jobprogress_core.web import STORE
 
-from .metrics import JOBS_SUBMITTED
+from .metrics import jobs_submitted
 from .schemas import JobListQuerySchema, JobRequestSchema, ShareRequestSchema
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ async def submit_job(request: web.Request) -> web.Response:
     set_job_id(job_id)
     # Counted against the owner's limit, stored, queued and indexed: one step on one Redis.
     await request.app[SUBMITTER].submit(job, {"status": JobStatus.QUEUED.value, "message": job.message})
-    JOBS_SUBMITTED.labels(job.type).inc()
+    jobs_submitted(job.type).inc()
     logger.info("job %s submitted (type %s, %d steps)", job_id, job.type, job.total_steps)
     links = job_links(job_id)
     body = {"jobId": job_id, "status": JobStatus.QUEUED.value, "links": links}
@@ -130,7 +130,7 @@ async def submit_external(request: web.Request, params: dict[str, Any], owner: s
             await store.finish(job.id, EventType.FAILED, error="Could not be started: Redis was unavailable")
         raise
     token, _ = issue_reporter_token(request.app[TOKENS], job.id, ttl=limit)
-    JOBS_SUBMITTED.labels(EXTERNAL).inc()
+    jobs_submitted(EXTERNAL).inc()
     logger.info("external job %s submitted (time limit %gs)", job.id, limit)
     links = {**job_links(job.id), "events": f"/api/jobs/{job.id}/events"}
     body = {"jobId": job.id, "status": job.status.value, "links": links, "reporterToken": token}
