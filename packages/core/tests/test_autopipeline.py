@@ -1,16 +1,16 @@
 """``AutoPipeline`` on a real redis-server and on the local cluster: the commands of many
 callers in one turn of the loop share a pipeline, each caller gets its own replies, and an
-error reply is raised to its own caller alone."""
+error reply is raised to its own caller alone; scripts go the same way, and one the Redis
+does not have is sent again on its own, which loads it."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from jobprogress_core.autopipeline import AutoPipeline
@@ -20,7 +20,19 @@ from jobprogress_testing import TEST_ENV
 from jobprogress_testing import RedisCluster as LocalCluster
 
 
-async def many_callers_get_their_own_replies(redis: Any) -> None:
+@pytest.fixture(params=["one Redis", "Redis Cluster"])
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "one Redis":
+        client: Any = create_redis(request.getfixturevalue("jobprogress_settings")())
+    else:
+        cluster: LocalCluster = request.getfixturevalue("jobprogress_redis_cluster")
+        environ = {**TEST_ENV, "REDIS_URL": cluster.url}
+        client = create_redis(Settings.from_env("progress-service", environ), role="autopipeline")
+    yield client
+    await close(client)
+
+
+async def test_many_callers_get_their_own_replies(redis: Any) -> None:
     batch = AutoPipeline(redis, max_batch=50)
     run = uuid.uuid4().hex[:8]
     keys = [f"autopipeline:{{{n}}}:{run}" for n in range(120)]  # on every master of a cluster
@@ -46,24 +58,7 @@ async def many_callers_get_their_own_replies(redis: Any) -> None:
         await pipe.execute()
 
 
-async def test_callers_on_one_redis(jobprogress_settings: Callable[..., Settings]) -> None:
-    redis: Redis = create_redis(jobprogress_settings())
-    try:
-        await many_callers_get_their_own_replies(redis)
-    finally:
-        await redis.aclose()
-
-
-async def test_callers_on_a_cluster(jobprogress_redis_cluster: LocalCluster) -> None:
-    environ = {**TEST_ENV, "REDIS_URL": jobprogress_redis_cluster.url}
-    redis = create_redis(Settings.from_env("progress-service", environ), role="autopipeline")
-    try:
-        await many_callers_get_their_own_replies(redis)
-    finally:
-        await close(redis)
-
-
-async def scripts_run_together_and_load_when_missing(redis: Any) -> None:
+async def test_scripts_run_together_and_load_when_missing(redis: Any) -> None:
     batch = AutoPipeline(redis)
     script = redis.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     run = uuid.uuid4().hex[:8]
@@ -80,20 +75,3 @@ async def scripts_run_together_and_load_when_missing(redis: Any) -> None:
     assert await asyncio.gather(*(add(key, 1) for key in keys)) == list(range(2, 32))
     for key in keys:
         await redis.delete(key)
-
-
-async def test_scripts_on_one_redis(jobprogress_settings: Callable[..., Settings]) -> None:
-    redis: Redis = create_redis(jobprogress_settings())
-    try:
-        await scripts_run_together_and_load_when_missing(redis)
-    finally:
-        await redis.aclose()
-
-
-async def test_scripts_on_a_cluster(jobprogress_redis_cluster: LocalCluster) -> None:
-    environ = {**TEST_ENV, "REDIS_URL": jobprogress_redis_cluster.url}
-    redis = create_redis(Settings.from_env("progress-service", environ), role="autopipeline")
-    try:
-        await scripts_run_together_and_load_when_missing(redis)
-    finally:
-        await close(redis)
