@@ -16,18 +16,11 @@ from redis.exceptions import ResponseError
 from jobprogress_core.autopipeline import AutoPipeline
 from jobprogress_core.redis import close, create_redis
 from jobprogress_core.settings import Settings
-from jobprogress_testing import TEST_ENV
-from jobprogress_testing import RedisCluster as LocalCluster
 
 
-@pytest.fixture(params=["one Redis", "Redis Cluster"])
-async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "one Redis":
-        client: Any = create_redis(request.getfixturevalue("jobprogress_settings")())
-    else:
-        cluster: LocalCluster = request.getfixturevalue("jobprogress_redis_cluster")
-        environ = {**TEST_ENV, "REDIS_URL": cluster.url}
-        client = create_redis(Settings.from_env("progress-service", environ), role="autopipeline")
+@pytest.fixture
+async def redis(jobprogress_any_settings: Settings) -> AsyncIterator[Any]:
+    client: Any = create_redis(jobprogress_any_settings)
     yield client
     await close(client)
 

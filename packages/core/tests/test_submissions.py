@@ -18,21 +18,11 @@ from jobprogress_core.redis import close, create_redis
 from jobprogress_core.settings import Settings
 from jobprogress_core.store import JobStore
 from jobprogress_core.submissions import Submitter
-from jobprogress_testing import TEST_ENV
 
 
-@pytest.fixture(params=["one Redis", "Redis Cluster"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
-    if request.param == "one Redis":
-        settings: Settings = request.getfixturevalue("jobprogress_settings")()
-    else:
-        cluster = request.getfixturevalue("jobprogress_redis_cluster")
-        environ = {
-            **TEST_ENV,
-            "REDIS_URL": cluster.url,
-            "JOBPROGRESS_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
-        }
-        settings = Settings.from_env("job-queue-service", environ)
+@pytest.fixture
+async def store(jobprogress_any_settings: Settings) -> AsyncIterator[JobStore]:
+    settings = jobprogress_any_settings
     redis = create_redis(settings)
     yield JobStore(redis, Keys(settings.key_prefix, settings.partitions))
     await close(redis)

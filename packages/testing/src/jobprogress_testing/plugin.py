@@ -154,6 +154,19 @@ def jobprogress_settings(jobprogress_redis: RedisServer) -> Callable[..., Settin
     return build
 
 
+@pytest.fixture(params=["one Redis", "Redis Cluster"])
+def jobprogress_any_settings(request: pytest.FixtureRequest) -> Settings:
+    """job-queue-service's settings on each topology in turn (the test runs once on each):
+    the private Redis, then the module's Redis Cluster; a unique key prefix on both."""
+    if request.param == "one Redis":
+        settings: Settings = request.getfixturevalue("jobprogress_settings")()
+        return settings
+    cluster: RedisCluster = request.getfixturevalue("jobprogress_redis_cluster")
+    prefix = f"test{uuid.uuid4().hex[:8]}:"
+    environ = {**TEST_ENV, "REDIS_URL": cluster.url, "JOBPROGRESS_KEY_PREFIX": prefix}
+    return Settings.from_env("job-queue-service", environ)
+
+
 @pytest.fixture
 async def jobprogress_store(jobprogress_settings: Callable[..., Settings]) -> AsyncIterator[JobStore]:
     """A :class:`JobStore` on the private Redis, under a key prefix of its own."""
